@@ -1,1 +1,501 @@
-/* placeholder: being written */
+/*
+** arena.c -- the private jemalloc arena of frozen memory, seal/unseal, the
+** page map and the violation reporter.
+**
+**   res[0]             res[1] (>= 2x res[0])           res[nres-1]
+**   [start, end)       [start, end)                    [start, end)
+**   | extents given to jemalloc in bump order | unused tail ... |
+**   pages[]: one fs_pageinfo_t per page, in a separate lazily-touched mapping
+**
+** jemalloc asks the extent hooks for memory; the hooks carve it from the
+** current reservation (an anonymous MAP_NORESERVE mapping) or reserve a new,
+** larger one. Extents are never unmapped: dalloc opts out, so jemalloc
+** retains them (opt.retain) and purges their pages back to the OS through
+** the purge hooks (madvise). The arena is created with
+** metadata_use_hooks = false, so jemalloc's own bookkeeping never lands in a
+** reservation and every reserved byte is image memory.
+**
+** Reservations are published by a release store of nres after their fields
+** are written; readers (fs_arena_contains, the signal handler) load nres with
+** acquire and scan at most FS_ARENA_MAX_RES entries: O(1), lock-free and
+** async-signal-safe.
+**
+** INVARIANTS (DESIGN.md): I1 a sealed image's pages are PROT_READ and its
+** page-map entries name its region until fs_arena_unseal; images own whole
+** pages, so sealing protects nothing else.
+*/
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <jemalloc/jemalloc.h>
+
+#include "fs_arena.h"
+
+#define FS_ARENA_MAX_RES   48                    /* 1 GiB * 2^47: never the limit */
+#define FIRST_RES_BYTES    ((size_t)1 << 30)     /* first reservation, if possible */
+#define PURGE_NOW_BYTES    ((size_t)8 << 20)     /* free this much: purge at once  */
+
+typedef struct fs_pageinfo_s {
+    uint64_t region_id;      /* 0: page not sealed                              */
+    uint64_t page_in_image;  /* page number from the image base                 */
+} fs_pageinfo_t;
+
+typedef struct fs_res_s {
+    uintptr_t      start;    /* first byte; written once before publication     */
+    uintptr_t      end;      /* one past the last byte                          */
+    fs_pageinfo_t *pages;    /* page map, (end - start) / page entries          */
+} fs_res_t;
+
+/* Mirror of jemalloc's arena_config_t (experimental.arenas_create_ext). */
+typedef struct je_arena_config_s {
+    extent_hooks_t *extent_hooks;
+    bool            metadata_use_hooks;
+} je_arena_config_t;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int            init_err;              /* result of arena_init_once          */
+static unsigned       arena_ind;             /* jemalloc arena index               */
+static size_t         page;                  /* system page size                   */
+
+static fs_res_t       res[FS_ARENA_MAX_RES]; /* entries < nres are immutable       */
+static atomic_uint    nres;                  /* published reservations             */
+static pthread_mutex_t res_lock = PTHREAD_MUTEX_INITIALIZER; /* guards bump, next_size */
+static uintptr_t      bump;                  /* next free byte of res[nres-1]      */
+static size_t         next_size = FIRST_RES_BYTES;
+
+static atomic_uint_fast64_t st_live, st_bytes, st_seals, st_unseals, st_reserved;
+
+/* ---- reservations --------------------------------------------------------- */
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+static void *map_noreserve(size_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+/* Reserve a new range holding at least `need` bytes; res_lock held.
+** Tries the preferred (doubling) size first, then halves down to `need`, so
+** a lowered RLIMIT_AS still gets what the request needs. */
+static int reserve(size_t need)
+{
+    unsigned n = atomic_load_explicit(&nres, memory_order_relaxed);
+    if (n == FS_ARENA_MAX_RES)
+        return FS_ENOMEM;
+    need = round_up(need, page);
+    size_t size = next_size > need ? next_size : need;
+    for (;;) {
+        size_t npages = size / page;
+        void *mem = map_noreserve(size);
+        void *map = mem ? map_noreserve(round_up(npages * sizeof(fs_pageinfo_t), page)) : NULL;
+        if (mem && map) {
+            res[n].start = (uintptr_t)mem;
+            res[n].end = (uintptr_t)mem + size;
+            res[n].pages = map;
+            atomic_store_explicit(&nres, n + 1, memory_order_release);
+            atomic_fetch_add(&st_reserved, size);
+            bump = (uintptr_t)mem;
+            next_size = size * 2;
+            return FS_OK;
+        }
+        if (mem)
+            munmap(mem, size);
+        if (size == need)
+            return FS_ENOMEM;
+        size = round_up(size / 2, page) > need ? round_up(size / 2, page) : need;
+    }
+}
+
+static const fs_res_t *find_res(uintptr_t a)
+{
+    unsigned n = atomic_load_explicit(&nres, memory_order_acquire);
+    for (unsigned i = 0; i < n; i++)
+        if (a >= res[i].start && a < res[i].end)
+            return &res[i];
+    return NULL;
+}
+
+/* ---- extent hooks (called by jemalloc, under its own locks) --------------- */
+
+static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size,
+                        size_t alignment, bool *zero, bool *commit, unsigned ind)
+{
+    (void)h; (void)ind;
+    if (alignment < page)
+        alignment = page;
+    void *ret = NULL;
+    pthread_mutex_lock(&res_lock);
+    unsigned n = atomic_load_explicit(&nres, memory_order_relaxed);
+    uintptr_t at = n ? round_up(bump, alignment) : 0;
+    if (n == 0 || at + size > res[n - 1].end || at < bump) {
+        if (new_addr == NULL && reserve(size + alignment) == FS_OK) {
+            n = atomic_load_explicit(&nres, memory_order_relaxed);
+            at = round_up(bump, alignment);
+        } else {
+            goto done;
+        }
+    }
+    if (new_addr != NULL && (uintptr_t)new_addr != at)
+        goto done;                  /* can only extend at the bump pointer */
+    bump = at + size;
+    ret = (void *)at;
+    *zero = true;                   /* fresh anonymous pages read as zero */
+    *commit = true;
+done:
+    pthread_mutex_unlock(&res_lock);
+    return ret;
+}
+
+/* Opt out of deallocation: jemalloc retains the extent for reuse. */
+static bool hook_dalloc(extent_hooks_t *h, void *addr, size_t size, bool committed, unsigned ind)
+{ (void)h; (void)addr; (void)size; (void)committed; (void)ind; return true; }
+
+static void hook_destroy(extent_hooks_t *h, void *addr, size_t size, bool committed, unsigned ind)
+{ (void)h; (void)addr; (void)size; (void)committed; (void)ind; }
+
+static bool hook_commit(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len, unsigned ind)
+{ (void)h; (void)addr; (void)size; (void)off; (void)len; (void)ind; return false; }
+
+static bool hook_purge_lazy(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len, unsigned ind)
+{
+    (void)h; (void)size; (void)ind;
+    return madvise((char *)addr + off, len, MADV_FREE) != 0;
+}
+
+static bool hook_purge_forced(extent_hooks_t *h, void *addr, size_t size, size_t off, size_t len, unsigned ind)
+{
+    (void)h; (void)size; (void)ind;
+    return madvise((char *)addr + off, len, MADV_DONTNEED) != 0;
+}
+
+static bool hook_split(extent_hooks_t *h, void *addr, size_t size, size_t a, size_t b, bool committed, unsigned ind)
+{ (void)h; (void)addr; (void)size; (void)a; (void)b; (void)committed; (void)ind; return false; }
+
+/* Merge only within one reservation (two reservations may be adjacent in
+** the address space by chance; an extent must not straddle them). */
+static bool hook_merge(extent_hooks_t *h, void *a, size_t sa, void *b, size_t sb, bool committed, unsigned ind)
+{
+    (void)h; (void)sa; (void)sb; (void)committed; (void)ind;
+    return find_res((uintptr_t)a) != find_res((uintptr_t)b);
+}
+
+static extent_hooks_t hooks = {
+    hook_alloc, hook_dalloc, hook_destroy, hook_commit, NULL,
+    hook_purge_lazy, hook_purge_forced, hook_split, hook_merge,
+};
+
+/* ---- init ------------------------------------------------------------------ */
+
+static void arena_init_once(void)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    page = ps > 0 ? (size_t)ps : 4096;
+    je_arena_config_t cfg = { &hooks, false };
+    size_t sz = sizeof(arena_ind);
+    if (fsje_mallctl("experimental.arenas_create_ext", &arena_ind, &sz, &cfg, sizeof(cfg)) != 0) {
+        init_err = FS_ENOMEM;
+        return;
+    }
+    /* Dirty pages of freed images go back to the OS within a second; big
+    ** frees purge at once (fs_arena_free). */
+    char name[64];
+    ssize_t decay = 1000, muzzy = 0;
+    snprintf(name, sizeof name, "arena.%u.dirty_decay_ms", arena_ind);
+    fsje_mallctl(name, NULL, NULL, &decay, sizeof decay);
+    snprintf(name, sizeof name, "arena.%u.muzzy_decay_ms", arena_ind);
+    fsje_mallctl(name, NULL, NULL, &muzzy, sizeof muzzy);
+    init_err = FS_OK;
+}
+
+int fs_arena_init(void)
+{
+    pthread_once(&init_once, arena_init_once);
+    return init_err;
+}
+
+size_t fs_arena_page_size(void)
+{
+    fs_arena_init();
+    return page;
+}
+
+static int flags(void)
+{
+    return (int)(MALLOCX_ARENA(arena_ind) | MALLOCX_ALIGN(page) | MALLOCX_TCACHE_NONE);
+}
+
+/* ---- image memory ---------------------------------------------------------- */
+
+int fs_arena_alloc(size_t size, void **out, size_t *usable)
+{
+    int err = fs_arena_init();
+    if (err)
+        return err;
+    if (size > ((size_t)1 << 46))
+        return FS_ETOOBIG;
+    if (fs__alloc_should_fail())
+        return FS_ENOMEM;
+    void *p = fsje_mallocx(size ? round_up(size, page) : page, flags());
+    if (p == NULL)
+        return FS_ENOMEM;
+    *out = p;
+    if (usable)
+        *usable = fsje_sallocx(p, flags());
+    return FS_OK;
+}
+
+int fs_arena_realloc(void **p, size_t new_size, size_t *usable)
+{
+    if (new_size > ((size_t)1 << 46))
+        return FS_ETOOBIG;
+    if (fs__alloc_should_fail())
+        return FS_ENOMEM;
+    void *q = fsje_rallocx(*p, new_size ? round_up(new_size, page) : page, flags());
+    if (q == NULL)
+        return FS_ENOMEM;
+    *p = q;
+    if (usable)
+        *usable = fsje_sallocx(q, flags());
+    return FS_OK;
+}
+
+void fs_arena_free(void *p)
+{
+    if (p == NULL)
+        return;
+    size_t size = fsje_sallocx(p, flags());
+    fsje_dallocx(p, flags());
+    if (size >= PURGE_NOW_BYTES)
+        fs_arena_purge();
+}
+
+void fs_arena_purge(void)
+{
+    if (fs_arena_init())
+        return;
+    char name[64];
+    snprintf(name, sizeof name, "arena.%u.purge", arena_ind);
+    fsje_mallctl(name, NULL, NULL, NULL, 0);
+}
+
+/* ---- seal / unseal --------------------------------------------------------- */
+
+static void mark_pages(void *p, size_t size, uint64_t region_id)
+{
+    const fs_res_t *r = find_res((uintptr_t)p);
+    if (r == NULL)
+        return;
+    size_t first = ((uintptr_t)p - r->start) / page, n = size / page;
+    for (size_t i = 0; i < n; i++) {
+        r->pages[first + i].region_id = region_id;
+        r->pages[first + i].page_in_image = region_id ? i : 0;
+    }
+}
+
+int fs_arena_seal(void *p, size_t size, uint64_t region_id)
+{
+    if (p == NULL || (uintptr_t)p % page || size % page || region_id == 0 ||
+        !fs_arena_contains(p))
+        return FS_EINVAL;
+    if (mprotect(p, size, PROT_READ) != 0)
+        return errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
+    mark_pages(p, size, region_id);
+    atomic_fetch_add(&st_live, 1);
+    atomic_fetch_add(&st_bytes, size);
+    atomic_fetch_add(&st_seals, 1);
+    return FS_OK;
+}
+
+int fs_arena_unseal(void *p, size_t size)
+{
+    if (p == NULL || (uintptr_t)p % page || size % page || !fs_arena_contains(p))
+        return FS_EINVAL;
+    /* Making pages writable again can need a new VMA split; retry briefly
+    ** rather than leak the image (mprotect's ENOMEM is transient here). */
+    int tries = 0;
+    while (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
+        if (errno != ENOMEM || ++tries == 100)
+            return errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
+        usleep(1000);
+    }
+    mark_pages(p, size, 0);
+    atomic_fetch_sub(&st_live, 1);
+    atomic_fetch_sub(&st_bytes, size);
+    atomic_fetch_add(&st_unseals, 1);
+    return FS_OK;
+}
+
+int fs_arena_contains(const void *addr)
+{
+    return find_res((uintptr_t)addr) != NULL;
+}
+
+int fs_arena_locate(const void *addr, uint64_t *region_id, uint64_t *offset)
+{
+    const fs_res_t *r = find_res((uintptr_t)addr);
+    if (r == NULL || page == 0)
+        return 0;
+    uintptr_t a = (uintptr_t)addr;
+    const fs_pageinfo_t *pi = &r->pages[(a - r->start) / page];
+    if (pi->region_id == 0)
+        return 0;
+    *region_id = pi->region_id;
+    *offset = pi->page_in_image * page + a % page;
+    return 1;
+}
+
+/* ---- violation reporter ---------------------------------------------------- */
+
+static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction prev_segv, prev_bus;   /* what we chain to */
+static volatile sig_atomic_t in_handler;       /* re-entry: die by default action */
+static atomic_int reporter_on;
+
+static char *put_str(char *p, const char *s) { while (*s) *p++ = *s++; return p; }
+
+static char *put_hex(char *p, uint64_t v)
+{
+    char tmp[16];
+    int n = 0;
+    do { tmp[n++] = "0123456789abcdef"[v & 15]; v >>= 4; } while (v);
+    p = put_str(p, "0x");
+    while (n) *p++ = tmp[--n];
+    return p;
+}
+
+static char *put_dec(char *p, uint64_t v)
+{
+    char tmp[20];
+    int n = 0;
+    do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    while (n) *p++ = tmp[--n];
+    return p;
+}
+
+static void die_by_default(int sig)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+    raise(sig);
+}
+
+static void reporter(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    if (in_handler) {                   /* a chained handler re-raised */
+        die_by_default(sig);
+        return;
+    }
+    in_handler = 1;
+    uint64_t id, off;
+    if (si != NULL && si->si_code > 0 && fs_arena_locate(si->si_addr, &id, &off)) {
+        char line[160], *p = line;
+        p = put_str(p, "frozenshare: write to frozen memory at ");
+        p = put_hex(p, (uint64_t)(uintptr_t)si->si_addr);
+        p = put_str(p, " (region #");
+        p = put_dec(p, id);
+        p = put_str(p, ", offset ");
+        p = put_hex(p, off);
+        p = put_str(p, ")\n");
+        ssize_t w = write(2, line, (size_t)(p - line));
+        (void)w;
+    }
+    const struct sigaction *prev = sig == SIGBUS ? &prev_bus : &prev_segv;
+    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction != NULL) {
+        prev->sa_sigaction(sig, si, uc);
+    } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
+        prev->sa_handler(sig);
+    } else {
+        /* Default action: restore it and return; a real fault re-executes
+        ** and kills the process with its original siginfo (core dumps keep
+        ** the address). A sent signal would not recur: raise it. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        sigaction(sig, &dfl, NULL);
+        if (si == NULL || si->si_code <= 0)
+            raise(sig);
+    }
+    in_handler = 0;
+    errno = saved;
+}
+
+static int install_one(int sig, struct sigaction *prev)
+{
+    struct sigaction cur;
+    if (sigaction(sig, NULL, &cur) != 0)
+        return FS_ESYS;
+    if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == reporter)
+        return FS_OK;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = reporter;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    *prev = cur;                         /* chain to whoever was there */
+    return sigaction(sig, &sa, NULL) == 0 ? FS_OK : FS_ESYS;
+}
+
+int fs_arena_install_reporter(void)
+{
+    const char *opt = getenv("FROZENSHARE_NO_SIGNAL_HANDLER");
+    if (opt != NULL && opt[0] != '\0' && strcmp(opt, "0") != 0)
+        return FS_OK;
+    fs_arena_init();
+    pthread_mutex_lock(&sig_lock);
+    int err = install_one(SIGSEGV, &prev_segv);
+    if (err == FS_OK)
+        err = install_one(SIGBUS, &prev_bus);
+    if (err == FS_OK)
+        atomic_store(&reporter_on, 1);
+    pthread_mutex_unlock(&sig_lock);
+    return err;
+}
+
+int fs_arena_reporter_installed(void)
+{
+    struct sigaction cur;
+    return atomic_load(&reporter_on) && sigaction(SIGSEGV, NULL, &cur) == 0 &&
+           (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == reporter;
+}
+
+/* ---- statistics ------------------------------------------------------------ */
+
+static uint64_t arena_stat(const char *what)
+{
+    char name[96];
+    snprintf(name, sizeof name, "stats.arenas.%u.%s", arena_ind, what);
+    size_t v = 0, sz = sizeof v;
+    return fsje_mallctl(name, &v, &sz, NULL, 0) == 0 ? v : 0;
+}
+
+void fs_arena_get_stats(fs_arena_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->live_images = atomic_load(&st_live);
+    out->image_bytes = atomic_load(&st_bytes);
+    out->seals = atomic_load(&st_seals);
+    out->unseals = atomic_load(&st_unseals);
+    out->reserved_bytes = atomic_load(&st_reserved);
+    out->reservations = atomic_load(&nres);
+    if (fs_arena_init())
+        return;
+    uint64_t epoch = 1;
+    size_t sz = sizeof epoch;
+    fsje_mallctl("epoch", &epoch, &sz, &epoch, sz);
+    out->mapped_bytes = arena_stat("mapped");
+    out->resident_bytes = arena_stat("resident");
+    out->allocated_bytes = arena_stat("small.allocated") + arena_stat("large.allocated");
+}

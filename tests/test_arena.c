@@ -1,0 +1,237 @@
+/*
+** test_arena.c -- the frozen-memory arena: allocation, reservations, seal
+** (I1), the page map, the violation reporter and its chaining, stats, purge.
+** Criterion runs each test in a fresh process, so signal tests may die.
+*/
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fs_arena.h"
+
+static void *alloc_or_die(size_t size, size_t *usable)
+{
+    void *p = NULL;
+    cr_assert_eq(fs_arena_alloc(size, &p, usable), FS_OK);
+    return p;
+}
+
+Test(arena_alloc, images_are_whole_pages_inside_reservations)
+{
+    size_t pg = fs_arena_page_size(), sizes[] = { 1, 100, 4096, 5000, 12288, 20000, 1 << 20 };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t usable = 0;
+        char *p = alloc_or_die(sizes[i], &usable);
+        cr_assert_eq((uintptr_t)p % pg, 0);
+        cr_assert_eq(usable % pg, 0);
+        cr_assert_geq(usable, sizes[i]);
+        cr_assert(fs_arena_contains(p));
+        cr_assert(fs_arena_contains(p + usable - 1));
+        memset(p, 0xab, usable);                 /* writable before seal */
+        fs_arena_free(p);
+    }
+    int on_stack = 0;
+    void *heap = malloc(64);
+    cr_assert_not(fs_arena_contains(&on_stack));
+    cr_assert_not(fs_arena_contains(heap));
+    free(heap);
+}
+
+Test(arena_alloc, reservations_grow_past_the_first)
+{
+    /* 3 x 600 MiB does not fit the first 1 GiB reservation; pages are never
+    ** touched, so this costs address space only. */
+    void *p[3];
+    for (int i = 0; i < 3; i++)
+        p[i] = alloc_or_die((size_t)600 << 20, NULL);
+    fs_arena_stats_t st;
+    fs_arena_get_stats(&st);
+    cr_assert_geq(st.reservations, 2);
+    cr_assert_geq(st.reserved_bytes, (uint64_t)1800 << 20);
+    for (int i = 0; i < 3; i++) {
+        cr_assert(fs_arena_contains(p[i]));
+        fs_arena_free(p[i]);
+    }
+}
+
+Test(arena_alloc, realloc_keeps_contents_and_may_move)
+{
+    size_t usable;
+    char *p = alloc_or_die(4096, &usable);
+    memset(p, 7, 4096);
+    void *q = p;
+    cr_assert_eq(fs_arena_realloc(&q, (size_t)4 << 20, &usable), FS_OK);
+    cr_assert_geq(usable, (size_t)4 << 20);
+    for (int i = 0; i < 4096; i++)
+        cr_assert_eq(((char *)q)[i], 7);
+    fs_arena_free(q);
+}
+
+Test(arena_alloc, injected_failure_is_clean)
+{
+    void *p = NULL, *keep = alloc_or_die(4096, NULL);
+    fs_alloc_fail_after(0);
+    cr_assert_eq(fs_arena_alloc(4096, &p, NULL), FS_ENOMEM);
+    void *q = keep;
+    cr_assert_eq(fs_arena_realloc(&q, 1 << 20, NULL), FS_ENOMEM);
+    cr_assert_eq(q, keep);                       /* unchanged on failure */
+    cr_assert_eq(fs__malloc(10), NULL);
+    cr_assert_geq(fs_alloc_count(), 3);
+    fs_alloc_fail_after(-1);
+    cr_assert_eq(fs_arena_alloc(4096, &p, NULL), FS_OK);
+    fs_arena_free(p);
+    fs_arena_free(keep);
+}
+
+Test(arena_seal, write_after_seal_faults, .signal = SIGSEGV)
+{
+    size_t usable;
+    char *p = alloc_or_die(10000, &usable);
+    p[0] = 1;
+    cr_assert_eq(fs_arena_seal(p, usable, 7), FS_OK);
+    cr_assert_eq(p[0], 1);                       /* reads still work */
+    ((volatile char *)p)[usable - 1] = 2;        /* dies here */
+}
+
+Test(arena_seal, unseal_makes_writable_and_clears_page_map)
+{
+    size_t usable, pg = fs_arena_page_size();
+    char *p = alloc_or_die(3 * pg, &usable);
+    cr_assert_eq(fs_arena_seal(p, usable, 99), FS_OK);
+    uint64_t id = 0, off = 0;
+    cr_assert(fs_arena_locate(p + 2 * pg + 5, &id, &off));
+    cr_assert_eq(id, 99);
+    cr_assert_eq(off, 2 * pg + 5);
+    cr_assert_eq(fs_arena_unseal(p, usable), FS_OK);
+    cr_assert_not(fs_arena_locate(p, &id, &off));
+    memset(p, 1, usable);
+    fs_arena_free(p);
+}
+
+Test(arena_seal, bad_arguments_are_rejected)
+{
+    size_t usable;
+    char *p = alloc_or_die(4096, &usable);
+    char heap_page[8192];
+    cr_assert_eq(fs_arena_seal(p + 1, 4096, 1), FS_EINVAL);
+    cr_assert_eq(fs_arena_seal(p, 100, 1), FS_EINVAL);
+    cr_assert_eq(fs_arena_seal(p, usable, 0), FS_EINVAL);
+    cr_assert_eq(fs_arena_seal(heap_page, 4096, 1), FS_EINVAL);
+    fs_arena_free(p);
+}
+
+Test(arena_stats, seals_and_bytes_balance)
+{
+    fs_arena_stats_t a, b, c;
+    fs_arena_get_stats(&a);
+    size_t usable;
+    char *p = alloc_or_die(50000, &usable);
+    cr_assert_eq(fs_arena_seal(p, usable, 3), FS_OK);
+    fs_arena_get_stats(&b);
+    cr_assert_eq(b.live_images, a.live_images + 1);
+    cr_assert_eq(b.image_bytes, a.image_bytes + usable);
+    cr_assert_eq(b.seals, a.seals + 1);
+    cr_assert_geq(b.allocated_bytes, a.allocated_bytes + usable);
+    cr_assert_gt(b.mapped_bytes, 0);
+    cr_assert_eq(fs_arena_unseal(p, usable), FS_OK);
+    fs_arena_free(p);
+    fs_arena_get_stats(&c);
+    cr_assert_eq(c.live_images, a.live_images);
+    cr_assert_eq(c.image_bytes, a.image_bytes);
+    cr_assert_eq(c.unseals, a.unseals + 1);
+    cr_assert_eq(c.allocated_bytes, a.allocated_bytes);
+}
+
+Test(arena_stats, freeing_a_large_image_returns_its_pages)
+{
+    size_t size = (size_t)64 << 20, usable;
+    char *p = alloc_or_die(size, &usable);
+    memset(p, 1, usable);
+    fs_arena_stats_t full, after;
+    fs_arena_get_stats(&full);
+    cr_assert_geq(full.resident_bytes, size);
+    fs_arena_free(p);                            /* >= 8 MiB: purged at once */
+    fs_arena_get_stats(&after);
+    cr_assert_lt(after.resident_bytes + size / 2, full.resident_bytes,
+                 "resident %llu -> %llu", (unsigned long long)full.resident_bytes,
+                 (unsigned long long)after.resident_bytes);
+}
+
+/* Fork a child that seals an image as region `id`, then writes at `off`.
+** Returns the child's wait status; its stderr goes to *err. */
+static int child_writes_sealed(uint64_t id, size_t off, void (*setup)(void), char *err, size_t errsz)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        if (setup)
+            setup();
+        size_t usable;
+        char *p = NULL;
+        if (fs_arena_alloc(off + 1, (void **)&p, &usable) != FS_OK ||
+            fs_arena_seal(p, usable, id) != FS_OK)
+            _exit(3);
+        if (fs_arena_install_reporter() != FS_OK)
+            _exit(4);
+        ((volatile char *)p)[off] = 1;
+        _exit(5);                                /* not reached */
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < errsz && (r = read(fds[0], err + n, errsz - 1 - n)) > 0)
+        n += (size_t)r;
+    err[n] = '\0';
+    close(fds[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+Test(arena_reporter, names_region_and_offset_then_dies_by_sigsegv)
+{
+    char err[512];
+    int status = child_writes_sealed(1234, 0x5238, NULL, err, sizeof err);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %d, stderr: %s", status, err);
+    cr_assert(strstr(err, "frozenshare: write to frozen memory at 0x") != NULL, "stderr: %s", err);
+    cr_assert(strstr(err, "(region #1234, offset 0x5238)") != NULL, "stderr: %s", err);
+}
+
+static void earlier_handler(int sig) { (void)sig; _exit(77); }
+static void install_earlier(void) { signal(SIGSEGV, earlier_handler); }
+
+Test(arena_reporter, chains_to_the_previous_handler)
+{
+    char err[512];
+    int status = child_writes_sealed(8, 16, install_earlier, err, sizeof err);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 77, "status %d", status);
+    cr_assert(strstr(err, "(region #8, offset 0x10)") != NULL, "stderr: %s", err);
+}
+
+static void opt_out(void) { setenv("FROZENSHARE_NO_SIGNAL_HANDLER", "1", 1); }
+
+Test(arena_reporter, opt_out_installs_nothing)
+{
+    char err[512];
+    int status = child_writes_sealed(9, 0, opt_out, err, sizeof err);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV);
+    cr_assert(strstr(err, "frozenshare") == NULL, "stderr: %s", err);
+}
+
+Test(arena_reporter, reinstalls_on_top_of_a_later_handler)
+{
+    cr_assert_eq(fs_arena_install_reporter(), FS_OK);
+    cr_assert(fs_arena_reporter_installed());
+    signal(SIGSEGV, earlier_handler);            /* someone replaces us */
+    cr_assert_not(fs_arena_reporter_installed());
+    cr_assert_eq(fs_arena_install_reporter(), FS_OK);
+    cr_assert(fs_arena_reporter_installed());
+}
