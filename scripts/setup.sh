@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# setup.sh -- everything a fresh Debian 12/13 machine needs before building:
+# packages, the pinned jemalloc source, one virtual environment per
+# Python >= 3.12 found, then CMake configure + build into ./build.
+#
+#   bash scripts/setup.sh            # idempotent: reuses what is already there
+#
+# Environment: FS_PYTHONS="p1 p2"  interpreters to use instead of discovery
+#              FS_BUILD_DIR        build directory (default: build)
+#              CI=true             warnings become errors
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BUILD=${FS_BUILD_DIR:-build}
+JE_SHA=2db82d1e7119df3e71b7640219b6dfe84789bc0537983c3b7ac4f7189aecfeaa
+JE_TARBALL=$ROOT/.deps/jemalloc-5.3.0.tar.bz2
+say() { printf '[setup] %s\n' "$*"; }
+
+# ---- 1. Debian packages ------------------------------------------------------
+apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null || { say "apt-get not found: install $* yourself"; return 1; }
+    local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    if [ $apt_updated = 0 ]; then $sudo apt-get update -q >/dev/null; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+need=()
+command -v cc >/dev/null || need+=(gcc)
+command -v make >/dev/null || need+=(make)
+command -v cmake >/dev/null || need+=(cmake)
+command -v bzip2 >/dev/null || need+=(bzip2)
+[ -f /usr/include/criterion/criterion.h ] || need+=(libcriterion-dev)
+if [ ${#need[@]} -gt 0 ]; then say "installing ${need[*]}"; apt_install "${need[@]}"; fi
+
+# ---- 2. jemalloc 5.3.0 source (Debian's orig tarball is the upstream file) ---
+je_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = $JE_SHA ]; }
+if ! je_ok "$JE_TARBALL"; then
+    mkdir -p "$ROOT/.deps"
+    if command -v apt-get >/dev/null; then
+        if ! grep -rqs '^Types:.*deb-src\|^deb-src ' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            say "enabling Debian source entries (deb-src)"
+            if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+                sed 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
+                    > /etc/apt/sources.list.d/frozenshare-src.sources
+            else
+                grep '^deb ' /etc/apt/sources.list | sed 's/^deb /deb-src /' \
+                    > /etc/apt/sources.list.d/frozenshare-src.list
+            fi
+            apt_updated=0
+        fi
+        [ $apt_updated = 1 ] || { apt-get update -q >/dev/null; apt_updated=1; }
+        tmp=$(mktemp -d)
+        say "fetching Debian's jemalloc source package"
+        (cd "$tmp" && apt-get source --download-only -q jemalloc >/dev/null)
+        je_ok "$tmp/jemalloc_5.3.0.orig.tar.bz2" && cp "$tmp/jemalloc_5.3.0.orig.tar.bz2" "$JE_TARBALL"
+        rm -rf "$tmp"
+    fi
+    je_ok "$JE_TARBALL" || { say "could not obtain jemalloc-5.3.0.tar.bz2 with SHA-256 $JE_SHA; put it in .deps/"; exit 1; }
+fi
+
+# ---- 3. Pythons >= 3.12 with headers, one venv each --------------------------
+candidates=()
+if [ -n "${FS_PYTHONS:-}" ]; then
+    read -r -a candidates <<<"$FS_PYTHONS"
+else
+    for v in 3.12 3.13 3.14 3.15; do
+        for p in "$(command -v python$v || true)" /usr/bin/python$v /usr/local/bin/python$v; do
+            [ -n "$p" ] && candidates+=("$p")
+        done
+    done
+    proot=$( (pyenv root 2>/dev/null) || echo "$HOME/.pyenv")
+    for d in "$proot"/versions/3.1[2-9]*; do [ -x "$d/bin/python3" ] && candidates+=("$d/bin/python3"); done
+fi
+declare -A seen=()
+venv_pythons=()
+for p in "${candidates[@]}"; do
+    ver=$("$p" -c 'import sys; print("%d.%d" % sys.version_info[:2]) if sys.version_info >= (3, 12) else None' 2>/dev/null) || continue
+    [ -n "$ver" ] && [ "$ver" != None ] && [ -z "${seen[$ver]:-}" ] || continue
+    inc=$("$p" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    if [ ! -f "$inc/Python.h" ]; then say "skipping $p: no Python.h (install python$ver-dev)"; continue; fi
+    seen[$ver]=1
+    venv=$ROOT/.venv/py$ver
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating $venv from $p"
+        if ! "$p" -m venv "$venv" 2>/dev/null; then
+            rm -rf "$venv"; apt_install "python$ver-venv" || true
+            "$p" -m venv "$venv"
+        fi
+    fi
+    if ! "$venv/bin/python" -c 'import pytest, hypothesis' 2>/dev/null; then
+        say "installing test dependencies into $venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest hypothesis
+    fi
+    venv_pythons+=("$venv/bin/python")
+done
+if [ ${#venv_pythons[@]} -eq 0 ]; then
+    say "no Python >= 3.12 with headers found: install python3-dev (3.12+) or set FS_PYTHONS"
+    exit 1
+fi
+say "Pythons: ${venv_pythons[*]}"
+
+# ---- 4. configure and build ---------------------------------------------------
+werror=OFF; [ "${CI:-}" = true ] && werror=ON
+pylist=$(IFS=';'; echo "${venv_pythons[*]}")
+cmake -S "$ROOT" -B "$ROOT/$BUILD" -DFS_WERROR=$werror -DFS_PYTHONS="$pylist" \
+      -DFS_JEMALLOC_TARBALL="$JE_TARBALL" >/dev/null
+cmake --build "$ROOT/$BUILD" -j "$(nproc)"
+say "built into $BUILD/"
