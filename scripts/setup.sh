@@ -7,6 +7,7 @@
 #
 # Environment: FS_PYTHONS="p1 p2"  interpreters to use instead of discovery
 #              FS_BUILD_DIR        build directory (default: build)
+#              FS_WITH_SANITIZE=0  skip clang (only the fuzzing stage needs it)
 #              CI=true             warnings become errors
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,10 @@ command -v make >/dev/null || need+=(make)
 command -v cmake >/dev/null || need+=(cmake)
 command -v bzip2 >/dev/null || need+=(bzip2)
 [ -f /usr/include/criterion/criterion.h ] || need+=(libcriterion-dev)
+if [ "${FS_WITH_SANITIZE:-1}" = 1 ]; then                       # scripts/sanitize.sh fuzzes with clang
+    command -v clang >/dev/null || need+=(clang)
+    ls /usr/lib/llvm-*/lib/clang/*/lib/*/libclang_rt.fuzzer*.a >/dev/null 2>&1 || need+=(libclang-rt-dev)
+fi
 if [ ${#need[@]} -gt 0 ]; then say "installing ${need[*]}"; apt_install "${need[@]}"; fi
 
 # ---- 2. jemalloc 5.3.0 source (Debian's orig tarball is the upstream file) ---

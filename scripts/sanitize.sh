@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# sanitize.sh -- the C tests under sanitizers, and a short fuzz run.
+#   asan  : every Criterion test with AddressSanitizer + UndefinedBehaviorSanitizer (gcc)
+#   tsan  : the concurrency tests (test_region) with ThreadSanitizer (gcc)
+#   fuzz  : libFuzzer over fs_image_check and the readers, ASan+UBSan (clang)
+# Any sanitizer report fails the run (halt_on_error / abort_on_error).
+#   bash scripts/sanitize.sh [asan] [tsan] [fuzz]     (default: all three)
+# Expects scripts/setup.sh to have run (packages, .deps/ jemalloc source).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+JE=$ROOT/.deps/jemalloc-5.3.0.tar.bz2
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(asan tsan fuzz)
+say() { printf '[sanitize] %s\n' "$*"; }
+werror=OFF; [ "${CI:-}" = true ] && werror=ON
+
+configure() {  # dir, extra cmake args...
+    local dir=$1; shift
+    cmake -S "$ROOT" -B "$ROOT/$dir" -DFS_BUILD_BINDINGS=OFF -DFS_WERROR=$werror \
+          -DFS_JEMALLOC_TARBALL="$JE" "$@" >/dev/null
+    cmake --build "$ROOT/$dir" -j "$(nproc)" >/dev/null
+}
+
+# Criterion's own worker plumbing is not ours to leak-check; SIGSEGV must
+# reach the tests that expect it (handle_segv=0).
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+rc=0
+for s in "${steps[@]}"; do
+    case $s in
+    asan)
+        say "AddressSanitizer + UndefinedBehaviorSanitizer: C tests"
+        configure build-asan -DFS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug
+        ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:detect_leaks=1:abort_on_error=1 \
+            ctest --test-dir build-asan --output-on-failure -j 2 -LE bench-smoke || rc=1
+        ;;
+    tsan)
+        say "ThreadSanitizer: concurrency tests"
+        configure build-tsan -DFS_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug
+        TSAN_OPTIONS=halt_on_error=1:abort_on_error=1 \
+            ctest --test-dir build-tsan --output-on-failure -R 'test_region|bench_refcount' || rc=1
+        ;;
+    fuzz)
+        say "libFuzzer: fs_image_check and readers (${FS_FUZZ_SECONDS:-60} s)"
+        command -v clang >/dev/null || { say "clang missing"; exit 1; }
+        CC=clang configure build-fuzz -DFS_FUZZ=ON -DFS_SANITIZE=address,undefined \
+            -DFS_BUILD_TESTS=ON -DFS_FUZZ_SECONDS="${FS_FUZZ_SECONDS:-60}"
+        ASAN_OPTIONS=handle_segv=1:detect_leaks=1 \
+            ctest --test-dir build-fuzz --output-on-failure -R fuzz_image || rc=1
+        ;;
+    *) say "unknown step $s"; exit 2 ;;
+    esac
+done
+exit $rc
