@@ -1,0 +1,118 @@
+"""bench_contention -- acquiring and dropping one region from K interpreters at once.
+
+What it measures: K subinterpreters (one thread each, K = 1, 2 by default)
+hammer the SAME published region at the same time:
+  cold  `p = fs.lookup(name); del p` -- the worker holds nothing else, so
+        every iteration takes the registry lock, creates this interpreter's
+        handle (atomic +1) and drops it again (atomic -1): the shared
+        control block's cache line bounces between cores
+  warm  the same loop while the worker keeps one proxy alive: the handle
+        already exists (biased refcount), so no atomic on the region count
+  get   `d.get(name)` on a plain dict: the floor of the loop itself
+Reported: ns per acquire/drop per worker, aggregate operations per second,
+and the aggregate relative to K=1 (ideal K; < 1 means contention costs more
+than the second core brings).
+Why: hand-offs and lookups from many interpreters must not serialize on the
+region's reference count or the registry lock.
+"""
+import argparse
+import json
+
+import fsbench as F
+
+WORKER = r'''
+import json
+from time import perf_counter_ns as _now
+import fsbench
+try:
+    import frozenshare
+except ImportError:
+    frozenshare = None
+NAME = "fsbench-contention"
+def loop_cold(n):
+    lookup = frozenshare.lookup
+    for _ in range(n):
+        p = lookup(NAME)
+        del p
+def loop_warm(n):
+    lookup = frozenshare.lookup
+    keep = lookup(NAME)
+    for _ in range(n):
+        p = lookup(NAME)
+        del p
+    del keep
+def loop_get(n):
+    d = {NAME: 1}
+    get = d.get
+    for _ in range(n):
+        p = get(NAME)
+        del p
+def run(mode, n, rq):
+    f = globals()["loop_" + mode]
+    f(min(n, 1000))
+    t0 = _now()
+    f(n)
+    t1 = _now()
+    fsbench.qput(rq, json.dumps({"t0": t0, "t1": t1, "ops": n}))
+'''
+
+
+def run_k(mode, k, n, rq):
+    workers = [F.Interp(isolated=True) for _ in range(k)]
+    try:
+        for w in workers:
+            w.exec(WORKER)
+        errs = F.parallel_exec(workers, "run(%r, %d, %d)" % (mode, n, rq))
+        if errs:
+            raise errs[0]
+        rs = F.collect(rq, k)
+    finally:
+        for w in workers:
+            w.close()
+    wall = (max(r["t1"] for r in rs) - min(r["t0"] for r in rs)) / 1e9
+    ops = sum(r["ops"] for r in rs)
+    per_ns = [1e9 * (r["t1"] - r["t0"]) / 1e9 / r["ops"] for r in rs]
+    return {"mode": mode, "k": k, "ops": ops, "wall_s": wall, "ops_per_s": ops / wall,
+            "ns_per_op_worker": sum(per_ns) / len(per_ns)}
+
+
+def main():
+    p = F.common_args(argparse.ArgumentParser(description=__doc__.split("\n")[0]))
+    p.add_argument("--ks", default="1,2")
+    p.add_argument("--ops", type=int, default=None, help="iterations per worker (default 2e5 quick, 2e6 full)")
+    args = p.parse_args()
+    ks = [int(x) for x in args.ks.split(",")]
+    nops = args.ops or (200_000 if args.quick else 2_000_000)
+    res = F.Results("contention", args)
+    fs = F.load_fs()
+    modes = ["get"]
+    if fs is not None:
+        fs.publish("fsbench-contention", fs.freeze({"config": F.gen_config(50), "ids": list(range(1000))}))
+        modes = ["cold", "warm", "get"]
+    rq = F.qcreate()
+    rows = []
+    for mode in modes:
+        base = None
+        for k in ks:
+            try:
+                r = run_k(mode, k, nops, rq)
+            except Exception as e:                  # noqa: BLE001
+                res.note("%s K=%d failed: %s" % (mode, k, str(e)[:300]))
+                break
+            base = base or r
+            r["aggregate_vs_k1"] = r["ops_per_s"] / base["ops_per_s"]
+            r["per_worker_slowdown_vs_k1"] = r["ns_per_op_worker"] / base["ns_per_op_worker"]
+            rows.append(res.row(**r))
+    if fs is not None:
+        fs.unpublish("fsbench-contention")
+        st = fs.stats()
+        res.note("fs.stats() after: %s" % json.dumps(st, default=str))
+    F.qdestroy(rq)
+    F.table(["mode", "K", "ns/op/worker", "Mops/s", "aggregate_vs_K1", "per_worker_slowdown"],
+            [[r["mode"], r["k"], r["ns_per_op_worker"], r["ops_per_s"] / 1e6, r["aggregate_vs_k1"],
+              r["per_worker_slowdown_vs_k1"]] for r in rows])
+    res.write()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,896 @@
+/*
+** freeze.c -- freeze (object graph -> new region) and thaw (region -> plain
+** objects), both iterative: an explicit stack of frames, never C recursion,
+** so 10^6-deep nesting costs heap, not C stack.
+**
+** freeze:
+**
+**   convert(o) ----- None/bool/small int ----------> immediate ref (no object)
+**       |  memo hit (id(o) seen before) -----------> the same ref (sharing, cycles)
+**       |  scalar -------------------------------> fs_build_* now
+**       |  proxy --------------------------------> xref into its region (import)
+**       +  container ----------------------------> allocate NOW (count fixed),
+**                                                  memo it, push a frame
+**   frame loop: the top frame converts its next items and stores their refs;
+**   when an item pushed a frame it yields (the child runs first), otherwise it
+**   runs to its end (maps: build the index) and pops.
+**
+** Containers are allocated before their items are converted, so a child can
+** refer to an ancestor (cycles) and every child ref is known at once. The
+** memo keeps a strong reference to every object it maps (ids stay unique).
+** Python code can run during a freeze (hash() of a tuple key, a finalizer
+** run by the GC), so each step re-checks the container's size against the
+** count allocated: a change raises RuntimeError. On any error the builder is
+** destroyed and nothing is left behind; fs_region_create consumes it on
+** success (sealing the image: I1) and takes +1 on each import (I2, I6).
+**
+** Accepted: exact None, bool, int, float, complex, str, bytes, bytearray,
+** tuple, list, dict, set, frozenset (frozendict where it is a builtin), and
+** this interpreter's proxies. Subclasses are rejected, since thaw could not
+** restore them; the TypeError names the type and its path:
+** root['users'][3]<key (1, 2)> (<key ...> a dict key, <member ...> a set
+** member).
+**
+** thaw: the same loop in the other direction. Lists, tuples, dicts and sets
+** are created empty before their items (cycles through them are restored);
+** frozensets and frozendicts are created from their finished items. Items
+** are inserted only once complete, so a dict key or set member is always
+** hashable when inserted; a corrupt image with a cycle through a hashable
+** object raises ValueError instead of hashing a half-built tuple.
+*/
+#include "fs_py.h"
+
+/* ===================================================================== */
+/* freeze                                                                  */
+/* ===================================================================== */
+
+enum { SEG_ROOT, SEG_INDEX, SEG_VALUE, SEG_KEY, SEG_MEMBER };
+
+typedef struct fframe_s {
+    PyObject  *obj;          /* the container (borrowed: the memo holds it) */
+    PyObject  *iter;         /* strong: set iterator, or NULL             */
+    PyObject  *seg_key;      /* strong: dict key / set member leading here */
+    Py_ssize_t seg_index;    /* list/tuple index leading here             */
+    size_t     parent;       /* frame index of the parent; SIZE_MAX: root */
+    int        seg;          /* SEG_*: how the parent reaches this frame  */
+    int        kind;         /* FS_KIND_* of the container                */
+    fs_ref_t   ref;          /* the container in the image                */
+    Py_ssize_t n;            /* count fixed at allocation                 */
+    Py_ssize_t i;            /* next item                                 */
+    Py_ssize_t pos;          /* PyDict_Next position                      */
+} fframe;
+
+typedef struct fctx_s {
+    fs_state     *st;
+    fs_builder_t *b;         /* owned until fs_region_create consumes it  */
+    fs__tab_t     memo;      /* id(obj) -> ref; holds a reference to obj  */
+    fs__tab_t     slot_of;   /* region -> import slot                     */
+    fs_region_t **imports;   /* borrowed: their proxies are in the memo   */
+    uint32_t      nimports, cap_imports;
+    fframe       *stack;     /* fs__realloc'd                             */
+    size_t        depth, cap;
+} fctx;
+
+/* Describe one path segment ("[3]", "['users']", ...) into parts. */
+static int path_segment(PyObject *parts, int seg, PyObject *key, Py_ssize_t index)
+{
+    PyObject *s = NULL;
+    if (seg == SEG_INDEX) {
+        s = PyUnicode_FromFormat("[%zd]", index);
+    }
+    else if (seg != SEG_ROOT) {
+        PyObject *r = PyObject_Repr(key);
+        if (r == NULL) {
+            PyErr_Clear();
+            r = PyUnicode_FromString("?");
+            if (r == NULL)
+                return -1;
+        }
+        if (PyUnicode_GET_LENGTH(r) > 60) {
+            PyObject *cut = PyUnicode_Substring(r, 0, 57);
+            Py_DECREF(r);
+            if (cut == NULL)
+                return -1;
+            r = PyUnicode_FromFormat("%U...", cut);
+            Py_DECREF(cut);
+            if (r == NULL)
+                return -1;
+        }
+        s = PyUnicode_FromFormat(seg == SEG_VALUE ? "[%U]" :
+                                 seg == SEG_KEY ? "<key %U>" : "<member %U>", r);
+        Py_DECREF(r);
+    }
+    else {
+        return 0;
+    }
+    if (s == NULL)
+        return -1;
+    int rc = PyList_Append(parts, s);
+    Py_DECREF(s);
+    return rc;
+}
+
+/* New reference: "root[...]..." for an item of frame fi reached by seg. */
+static PyObject *render_path(fctx *c, size_t fi, int seg, PyObject *key, Py_ssize_t index)
+{
+    PyObject *empty = NULL, *joined = NULL, *res = NULL, *parts = PyList_New(0);
+    if (parts == NULL)
+        return NULL;
+    if (path_segment(parts, seg, key, index) < 0)
+        goto done;
+    for (size_t i = fi; i != SIZE_MAX; i = c->stack[i].parent) {
+        fframe *f = &c->stack[i];
+        if (path_segment(parts, f->seg, f->seg_key, f->seg_index) < 0)
+            goto done;
+    }
+    if (PyList_Reverse(parts) < 0)
+        goto done;
+    empty = PyUnicode_FromString("");
+    if (empty == NULL)
+        goto done;
+    joined = PyUnicode_Join(empty, parts);
+    if (joined != NULL)
+        res = PyUnicode_FromFormat("root%U", joined);
+done:
+    Py_XDECREF(empty);
+    Py_XDECREF(joined);
+    Py_DECREF(parts);
+    return res;
+}
+
+static void unsupported(fctx *c, PyObject *o, size_t parent, int seg, PyObject *key,
+                        Py_ssize_t index)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    const char *hint = "";
+    if (PyLong_Check(o) || PyFloat_Check(o) || PyComplex_Check(o) || PyUnicode_Check(o) ||
+        PyBytes_Check(o) || PyByteArray_Check(o) || PyTuple_Check(o) || PyList_Check(o) ||
+        PyDict_Check(o) || PyAnySet_Check(o))
+        hint = " (a subclass of a builtin type: only exact builtin types can be frozen)";
+    PyObject *path = render_path(c, parent, seg, key, index);
+    if (path == NULL)
+        return;
+    PyErr_Format(PyExc_TypeError, "cannot freeze '%.200s' object at %U%s",
+                 tp->tp_name, path, hint);
+    Py_DECREF(path);
+}
+
+static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n,
+                      size_t parent, int seg, PyObject *key, Py_ssize_t index)
+{
+    if (c->depth == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        fframe *s = fs__realloc(c->stack, cap * sizeof(fframe));
+        if (s == NULL) {
+            fs__raise(FS_ENOMEM, NULL);
+            return -1;
+        }
+        c->stack = s;
+        c->cap = cap;
+    }
+    PyObject *iter = NULL;
+    if (kind == FS_KIND_SET || kind == FS_KIND_FROZENSET) {
+        iter = PyObject_GetIter(o);
+        if (iter == NULL)
+            return -1;
+    }
+    fframe *f = &c->stack[c->depth++];
+    f->obj = o;
+    f->iter = iter;
+    f->seg_key = Py_XNewRef(key);
+    f->seg_index = index;
+    f->parent = parent;
+    f->seg = seg;
+    f->kind = kind;
+    f->ref = ref;
+    f->n = n;
+    f->i = 0;
+    f->pos = 0;
+    return 0;
+}
+
+static void pop_frame(fctx *c)
+{
+    fframe *f = &c->stack[--c->depth];
+    Py_CLEAR(f->iter);
+    Py_CLEAR(f->seg_key);
+}
+
+static int memo_put(fctx *c, PyObject *o, fs_ref_t ref)
+{
+    int err = fs__tab_put(&c->memo, (uintptr_t)o, 0, ref);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    Py_INCREF(o);                      /* keeps id(o) unique until the end */
+    return 0;
+}
+
+static int build_bigint(fctx *c, PyObject *o, fs_ref_t *out)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t n = PyLong_AsNativeBytes(o, NULL, 0, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+    if (n < 0)
+        return -1;
+#else
+    size_t nbits = _PyLong_NumBits(o);
+    if (nbits == (size_t)-1 && PyErr_Occurred())
+        return -1;
+    Py_ssize_t n = (Py_ssize_t)(nbits / 8 + 1);     /* + sign bit */
+#endif
+    uint8_t *buf = fs__malloc((size_t)n);
+    if (buf == NULL) {
+        fs__raise(FS_ENOMEM, NULL);
+        return -1;
+    }
+#if PY_VERSION_HEX >= 0x030D0000
+    Py_ssize_t got = PyLong_AsNativeBytes(o, buf, n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+    int rc = got < 0 ? -1 : 0;
+    if (got > n) {                      /* cannot happen: n was the size asked */
+        PyErr_SetString(PyExc_SystemError, "frozenshare: int changed size");
+        rc = -1;
+    }
+#else
+    int rc = _PyLong_AsByteArray((PyLongObject *)o, buf, (size_t)n, 1, 1);
+#endif
+    if (rc == 0) {
+        int err = fs_build_bigint(c->b, buf, (size_t)n, out);
+        if (err != FS_OK) {
+            fs__raise(err, NULL);
+            rc = -1;
+        }
+    }
+    fs__free(buf);
+    return rc;
+}
+
+static int build_str(fctx *c, PyObject *o, fs_ref_t *out)
+{
+    Py_ssize_t len = PyUnicode_GET_LENGTH(o);
+    int kind = PyUnicode_KIND(o);
+    const void *data = PyUnicode_DATA(o);
+    Py_UCS4 maxchar = 0;               /* the true maximum (image format) */
+    if (kind == PyUnicode_1BYTE_KIND) {
+        const Py_UCS1 *d = data;
+        for (Py_ssize_t i = 0; i < len; i++)
+            maxchar = d[i] > maxchar ? d[i] : maxchar;
+    }
+    else if (kind == PyUnicode_2BYTE_KIND) {
+        const Py_UCS2 *d = data;
+        for (Py_ssize_t i = 0; i < len; i++)
+            maxchar = d[i] > maxchar ? d[i] : maxchar;
+    }
+    else {
+        const Py_UCS4 *d = data;
+        for (Py_ssize_t i = 0; i < len; i++)
+            maxchar = d[i] > maxchar ? d[i] : maxchar;
+    }
+    Py_hash_t hash = PyObject_Hash(o);             /* cached by str */
+    if (hash == -1)
+        return -1;
+    int err = fs_build_str(c->b, (unsigned)kind, (uint64_t)len, (uint32_t)maxchar,
+                           (int64_t)hash, data, out);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* An embedded proxy: a reference into its (older, sealed) region (I6). */
+static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
+{
+    fs_proxy *p = FS_PROXY(o);
+    if (fs_ref_tag(p->ref) != FS_TAG_OBJ) {         /* FrozenValue(None/1/True) */
+        *out = p->ref;
+        return 0;
+    }
+    fs_region_t *r = p->h->region;
+    uint64_t *slot = fs__tab_get(&c->slot_of, (uintptr_t)r, 0);
+    uint32_t s;
+    if (slot != NULL) {
+        s = (uint32_t)*slot;
+    }
+    else {
+        if (c->nimports == UINT32_MAX) {
+            fs__raise(FS_ETOOBIG, NULL);
+            return -1;
+        }
+        if (c->nimports == c->cap_imports) {
+            uint32_t cap = c->cap_imports ? c->cap_imports * 2 : 8;
+            fs_region_t **imps = fs__realloc(c->imports, cap * sizeof(fs_region_t *));
+            if (imps == NULL) {
+                fs__raise(FS_ENOMEM, NULL);
+                return -1;
+            }
+            c->imports = imps;
+            c->cap_imports = cap;
+        }
+        s = c->nimports;
+        int err = fs__tab_put(&c->slot_of, (uintptr_t)r, 0, s);
+        if (err != FS_OK) {
+            fs__raise(err, NULL);
+            return -1;
+        }
+        c->imports[c->nimports++] = r;
+    }
+    int err = fs_build_xref(c->b, s, p->ref, out);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    return memo_put(c, o, *out);
+}
+
+/* The reference for o, an item of frame `parent` reached by (seg, key,
+** index). Containers are allocated now and a frame is pushed to fill them.
+** 0, or -1 with an exception. */
+static int convert(fctx *c, PyObject *o, size_t parent, int seg, PyObject *key,
+                   Py_ssize_t index, fs_ref_t *out)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (o == Py_None) { *out = FS_REF_NONE; return 0; }
+    if (o == Py_True) { *out = FS_REF_TRUE; return 0; }
+    if (o == Py_False) { *out = FS_REF_FALSE; return 0; }
+    long long small = 0;
+    int overflow = 1;
+    if (tp == &PyLong_Type) {
+        small = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (small == -1 && !overflow && PyErr_Occurred())
+            return -1;
+        if (!overflow && small >= FS_SMALL_INT_MIN && small <= FS_SMALL_INT_MAX) {
+            *out = fs_ref_small_int(small);
+            return 0;
+        }
+    }
+    uint64_t *hit = fs__tab_get(&c->memo, (uintptr_t)o, 0);
+    if (hit != NULL) {
+        *out = *hit;
+        return 0;
+    }
+
+    int err = FS_OK, kind = 0;
+    Py_ssize_t n = 0;
+    fs_ref_t ref = 0;
+    if (tp == &PyLong_Type) {
+        if (!overflow)
+            err = fs_build_int64(c->b, small, &ref);
+        else if (build_bigint(c, o, &ref) < 0)
+            return -1;
+    }
+    else if (tp == &PyUnicode_Type) {
+        if (build_str(c, o, &ref) < 0)
+            return -1;
+    }
+    else if (tp == &PyFloat_Type) {
+        err = fs_build_float(c->b, PyFloat_AS_DOUBLE(o), &ref);
+    }
+    else if (tp == &PyComplex_Type) {
+        Py_complex z = PyComplex_AsCComplex(o);
+        err = fs_build_complex(c->b, z.real, z.imag, &ref);
+    }
+    else if (tp == &PyBytes_Type) {
+        err = fs_build_bytes(c->b, FS_KIND_BYTES, PyBytes_AS_STRING(o),
+                             (uint64_t)PyBytes_GET_SIZE(o), &ref);
+    }
+    else if (tp == &PyByteArray_Type) {
+        err = fs_build_bytes(c->b, FS_KIND_BYTEARRAY, PyByteArray_AS_STRING(o),
+                             (uint64_t)PyByteArray_GET_SIZE(o), &ref);
+    }
+    else if (tp == &PyTuple_Type || tp == &PyList_Type) {
+        kind = tp == &PyTuple_Type ? FS_KIND_TUPLE : FS_KIND_LIST;
+        n = Py_SIZE(o);
+        err = fs_build_seq(c->b, kind, (uint64_t)n, &ref);
+    }
+    else if (tp == &PyDict_Type) {
+        kind = FS_KIND_DICT;
+        n = PyDict_GET_SIZE(o);
+        err = fs_build_map(c->b, kind, 0, (uint64_t)n, &ref);
+    }
+#ifdef PyFrozenDict_CheckExact
+    else if (tp == &PyFrozenDict_Type) {           /* 3.15+: a builtin */
+        kind = FS_KIND_DICT;
+        n = PyDict_GET_SIZE(o);
+        err = fs_build_map(c->b, kind, FS_FLAG_FROZENDICT, (uint64_t)n, &ref);
+    }
+#endif
+    else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
+        kind = tp == &PySet_Type ? FS_KIND_SET : FS_KIND_FROZENSET;
+        n = PySet_GET_SIZE(o);
+        err = fs_build_map(c->b, kind, 0, (uint64_t)n, &ref);
+    }
+    else if (fs__is_proxy(c->st, o)) {
+        return embed_proxy(c, o, out);
+    }
+    else {
+        unsupported(c, o, parent, seg, key, index);
+        return -1;
+    }
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    if (memo_put(c, o, ref) < 0)
+        return -1;
+    if (kind != 0) {
+        if (n > 0) {
+            if (push_frame(c, o, kind, ref, n, parent, seg, key, index) < 0)
+                return -1;
+        }
+        else if (kind != FS_KIND_TUPLE && kind != FS_KIND_LIST) {
+            fs_build_map_finish(c->b, ref);
+        }
+    }
+    *out = ref;
+    return 0;
+}
+
+static int changed_size(const char *what)
+{
+    PyErr_Format(PyExc_RuntimeError, "%s changed size during freeze", what);
+    return -1;
+}
+
+/* Advance the top frame: fill items until one of them pushed a frame (the
+** child runs next) or the container is complete (popped). */
+static int step(fctx *c)
+{
+    size_t fi = c->depth - 1;
+    fframe *f = &c->stack[fi];
+    PyObject *o = f->obj;
+    int rc = 0;
+
+    switch (f->kind) {
+    case FS_KIND_TUPLE:
+    case FS_KIND_LIST:
+        while (f->i < f->n) {
+            if (Py_SIZE(o) != f->n)
+                return changed_size("list");
+            PyObject *item = Py_NewRef(f->kind == FS_KIND_LIST ? PyList_GET_ITEM(o, f->i)
+                                                               : PyTuple_GET_ITEM(o, f->i));
+            size_t depth = c->depth;
+            fs_ref_t ref;
+            rc = convert(c, item, fi, SEG_INDEX, NULL, f->i, &ref);
+            Py_DECREF(item);
+            if (rc < 0)
+                return -1;
+            f = &c->stack[fi];                  /* the stack may have moved */
+            fs_build_seq_set(c->b, f->ref, (uint64_t)f->i, ref);
+            f->i++;
+            if (c->depth != depth)
+                return 0;
+        }
+        if (Py_SIZE(o) != f->n)
+            return changed_size("list");
+        break;
+
+    case FS_KIND_DICT:
+        while (f->i < f->n) {
+            PyObject *k, *v;
+            if (PyDict_GET_SIZE(o) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
+                return changed_size("dictionary");
+            Py_INCREF(k);
+            Py_INCREF(v);
+            size_t depth = c->depth;
+            fs_ref_t kref = 0, vref = 0;
+            Py_hash_t hash = -1;
+            /* hash() first: it may run Python code (a key's __hash__). */
+            hash = PyObject_Hash(k);
+            if (hash == -1)
+                rc = -1;
+            else if (PyDict_GET_SIZE(o) != f->n)
+                rc = changed_size("dictionary");
+            if (rc == 0)
+                rc = convert(c, k, fi, SEG_KEY, k, 0, &kref);
+            if (rc == 0)
+                rc = convert(c, v, fi, SEG_VALUE, k, 0, &vref);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (rc < 0)
+                return -1;
+            f = &c->stack[fi];
+            fs_build_map_set(c->b, f->ref, (uint64_t)f->i, (int64_t)hash, kref, vref);
+            f->i++;
+            if (c->depth != depth)
+                return 0;
+        }
+        if (PyDict_GET_SIZE(o) != f->n)
+            return changed_size("dictionary");
+        fs_build_map_finish(c->b, f->ref);
+        break;
+
+    default:                                    /* set, frozenset */
+        while (f->i < f->n) {
+            PyObject *item = PyIter_Next(f->iter);   /* raises if the set changed */
+            if (item == NULL)
+                return PyErr_Occurred() ? -1 : changed_size("set");
+            size_t depth = c->depth;
+            fs_ref_t ref = 0;
+            Py_hash_t hash = -1;
+            hash = PyObject_Hash(item);
+            if (hash == -1)
+                rc = -1;
+            else if (PySet_GET_SIZE(o) != f->n)
+                rc = changed_size("set");
+            if (rc == 0)
+                rc = convert(c, item, fi, SEG_MEMBER, item, 0, &ref);
+            Py_DECREF(item);
+            if (rc < 0)
+                return -1;
+            f = &c->stack[fi];
+            fs_build_map_set(c->b, f->ref, (uint64_t)f->i, (int64_t)hash, ref, FS_REF_NONE);
+            f->i++;
+            if (c->depth != depth)
+                return 0;
+        }
+        if (PySet_GET_SIZE(o) != f->n)
+            return changed_size("set");
+        fs_build_map_finish(c->b, f->ref);
+        break;
+    }
+    pop_frame(c);
+    return 0;
+}
+
+static void fctx_fini(fctx *c)
+{
+    while (c->depth > 0)
+        pop_frame(c);
+    fs__free(c->stack);
+    if (c->memo.slots != NULL) {
+        for (size_t i = 0; i <= c->memo.mask; i++)
+            if (c->memo.slots[i].k1 != 0)
+                Py_DECREF((PyObject *)c->memo.slots[i].k1);
+    }
+    fs__tab_fini(&c->memo);
+    fs__tab_fini(&c->slot_of);
+    fs__free(c->imports);
+    fs_builder_destroy(c->b);                   /* NULL once consumed */
+}
+
+PyObject *fs__freeze(fs_state *st, PyObject *obj)
+{
+    if (fs__is_proxy(st, obj))
+        return Py_NewRef(obj);
+    /* Re-install on top of handlers installed since (faulthandler): the
+    ** reporter is a diagnostic, its failure does not stop a freeze. */
+    (void)fs_arena_install_reporter();
+
+    fctx c;
+    memset(&c, 0, sizeof c);
+    c.st = st;
+    PyObject *res = NULL;
+    fs_handle *h = NULL;
+    fs_region_t *r = NULL;
+    fs_ref_t root = 0;
+
+    int err = fs_builder_create(&c.b, 0);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        goto error;
+    }
+    if (convert(&c, obj, SIZE_MAX, SEG_ROOT, NULL, 0, &root) < 0)
+        goto error;
+    while (c.depth > 0)
+        if (step(&c) < 0)
+            goto error;
+
+    err = fs_region_create(&r, c.b, root, c.imports, c.nimports, (int64_t)st->hash_check);
+    c.b = NULL;                                 /* consumed in every case */
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        goto error;
+    }
+    fctx_fini(&c);                              /* imports now hold their +1 */
+    h = fs__handle_owned(st, r);                /* takes the creator's count */
+    if (h == NULL)
+        return NULL;
+    res = fs__proxy_new(h, fs__root_type_code(h->base, root), root);
+    Py_DECREF(h);
+    return res;
+
+error:
+    fctx_fini(&c);
+    return NULL;
+}
+
+/* ===================================================================== */
+/* thaw                                                                    */
+/* ===================================================================== */
+
+#define INCOMPLETE UINT64_C(1)   /* memo value bit: object still being filled */
+
+typedef struct tframe_s {
+    fs_region_t   *reg;      /* borrowed (kept alive by the root's region) */
+    const uint8_t *base;
+    fs_ref_t       ref;
+    int            kind;     /* FS_KIND_* (frozendict: DICT + frozen)     */
+    int            frozen;   /* frozenset/frozendict: obj is a temporary   */
+    int            phase;    /* dict: 0 = key next, 1 = value next        */
+    PyObject      *obj;      /* memo's object, or (frozen) a strong temp  */
+    PyObject      *key;      /* strong: dict key waiting for its value    */
+    Py_ssize_t     n, i;
+} tframe;
+
+typedef struct tctx_s {
+    fs__tab_t memo;          /* (region, ref) -> PyObject* | INCOMPLETE;
+                                holds a reference to each object          */
+    tframe   *stack;
+    size_t    depth, cap;
+    PyObject *result;        /* strong: the root, once complete           */
+} tctx;
+
+static int tmemo_put(tctx *c, fs_region_t *reg, fs_ref_t ref, PyObject *o, uint64_t flags)
+{
+    int err = fs__tab_put(&c->memo, (uintptr_t)reg, ref, (uint64_t)(uintptr_t)o | flags);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    Py_XINCREF(o);
+    return 0;
+}
+
+static int cycle_error(int hashable)
+{
+    PyErr_Format(PyExc_ValueError, "frozenshare: cannot thaw a cycle through a %s",
+                 hashable ? "hashable object (dict key or set member)"
+                          : "frozenset or frozendict");
+    return -1;
+}
+
+/* The plain object for ref: 0 with *out (new reference) when ready, 1 when a
+** frame was pushed (its result is delivered when it completes), -1 error. */
+static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t ref,
+                      int hashable, PyObject **out)
+{
+    fs__resolve(&reg, &base, &ref);
+    int kind = fs_ref_kind(base, ref);
+    if (fs_ref_tag(ref) != FS_TAG_OBJ) {
+        *out = fs__scalar(base, ref, kind, 1);
+        return *out != NULL ? 0 : -1;
+    }
+    uint64_t *hit = fs__tab_get(&c->memo, (uintptr_t)reg, ref);
+    if (hit != NULL) {
+        PyObject *o = (PyObject *)(uintptr_t)(*hit & ~INCOMPLETE);
+        if ((*hit & INCOMPLETE) && (hashable || o == NULL))
+            return cycle_error(hashable);
+        *out = Py_NewRef(o);
+        return 0;
+    }
+
+    Py_ssize_t n = 0;
+    int frozen = 0;
+    PyObject *o = NULL;
+    switch (kind) {
+    case FS_KIND_LIST:
+    case FS_KIND_TUPLE:
+        n = (Py_ssize_t)fs_seq(base, ref)->count;
+        o = kind == FS_KIND_LIST ? PyList_New(n) : PyTuple_New(n);
+        break;
+    case FS_KIND_DICT:
+        n = (Py_ssize_t)fs_map(base, ref)->count;
+#ifdef PyFrozenDict_CheckExact
+        frozen = (((const fs_obj_hdr_t *)fs_obj(base, ref))->flags & FS_FLAG_FROZENDICT) != 0;
+#endif
+        o = PyDict_New();
+        break;
+    case FS_KIND_SET:
+        n = (Py_ssize_t)fs_map(base, ref)->count;
+        o = PySet_New(NULL);
+        break;
+    case FS_KIND_FROZENSET:
+        n = (Py_ssize_t)fs_map(base, ref)->count;
+        frozen = 1;
+        o = PyList_New(0);
+        break;
+    default:                                       /* scalars: share them too */
+        o = fs__scalar(base, ref, kind, 1);
+        if (o == NULL || tmemo_put(c, reg, ref, o, 0) < 0) {
+            Py_XDECREF(o);
+            return -1;
+        }
+        *out = o;
+        return 0;
+    }
+    if (o == NULL)
+        return -1;
+    if (frozen && n == 0) {                        /* complete at once */
+        PyObject *fz;
+#ifdef PyFrozenDict_CheckExact
+        if (kind == FS_KIND_DICT)
+            fz = PyFrozenDict_New(NULL);
+        else
+#endif
+            fz = PyFrozenSet_New(NULL);
+        Py_DECREF(o);
+        if (fz == NULL || tmemo_put(c, reg, ref, fz, 0) < 0) {
+            Py_XDECREF(fz);
+            return -1;
+        }
+        *out = fz;
+        return 0;
+    }
+    if (n == 0) {
+        if (tmemo_put(c, reg, ref, o, 0) < 0) {
+            Py_DECREF(o);
+            return -1;
+        }
+        *out = o;
+        return 0;
+    }
+    if (c->depth == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 64;
+        tframe *s = fs__realloc(c->stack, cap * sizeof(tframe));
+        if (s == NULL) {
+            Py_DECREF(o);
+            fs__raise(FS_ENOMEM, NULL);
+            return -1;
+        }
+        c->stack = s;
+        c->cap = cap;
+    }
+    /* Mutable containers and tuples are visible (incomplete) to their
+    ** descendants; frozen ones only as a marker that detects cycles. */
+    if (tmemo_put(c, reg, ref, frozen ? NULL : o, INCOMPLETE) < 0) {
+        Py_DECREF(o);
+        return -1;
+    }
+    tframe *f = &c->stack[c->depth++];
+    f->reg = reg;
+    f->base = base;
+    f->ref = ref;
+    f->kind = kind;
+    f->frozen = frozen;
+    f->phase = 0;
+    f->obj = o;
+    if (!frozen)
+        Py_DECREF(o);                 /* the memo's reference keeps it */
+    f->key = NULL;
+    f->n = n;
+    f->i = 0;
+    return 1;
+}
+
+/* Put item o (stolen) at the current position of frame fi. */
+static int deliver(tctx *c, size_t fi, PyObject *o)
+{
+    tframe *f = &c->stack[fi];
+    int rc = 0;
+    switch (f->kind) {
+    case FS_KIND_LIST:
+        PyList_SET_ITEM(f->obj, f->i, o);
+        break;
+    case FS_KIND_TUPLE:
+        PyTuple_SET_ITEM(f->obj, f->i, o);
+        break;
+    case FS_KIND_DICT:
+        if (f->phase == 0) {
+            f->key = o;
+            f->phase = 1;
+            return 0;
+        }
+        rc = PyDict_SetItem(f->obj, f->key, o);
+        Py_CLEAR(f->key);
+        Py_DECREF(o);
+        f->phase = 0;
+        break;
+    case FS_KIND_SET:
+        rc = PySet_Add(f->obj, o);
+        Py_DECREF(o);
+        break;
+    default:                                       /* frozenset: collect */
+        rc = PyList_Append(f->obj, o);
+        Py_DECREF(o);
+        break;
+    }
+    f->i++;
+    return rc;
+}
+
+static void tpop(tctx *c)
+{
+    tframe *f = &c->stack[--c->depth];
+    Py_CLEAR(f->key);
+    if (f->frozen)
+        Py_CLEAR(f->obj);
+}
+
+/* The top frame is complete: make its object final and deliver it. */
+static int tfinish(tctx *c)
+{
+    tframe *f = &c->stack[c->depth - 1];
+    PyObject *res;
+    if (f->frozen) {
+#ifdef PyFrozenDict_CheckExact
+        if (f->kind == FS_KIND_DICT)
+            res = PyFrozenDict_New(f->obj);
+        else
+#endif
+            res = PyFrozenSet_New(f->obj);
+        if (res == NULL)
+            return -1;
+        if (tmemo_put(c, f->reg, f->ref, res, 0) < 0) {
+            Py_DECREF(res);
+            return -1;
+        }
+    }
+    else {
+        uint64_t *v = fs__tab_get(&c->memo, (uintptr_t)f->reg, f->ref);
+        *v &= ~INCOMPLETE;
+        res = Py_NewRef(f->obj);
+    }
+    tpop(c);
+    if (c->depth == 0) {
+        c->result = res;
+        return 0;
+    }
+    return deliver(c, c->depth - 1, res);
+}
+
+static int tstep(tctx *c)
+{
+    size_t fi = c->depth - 1;
+    tframe *f = &c->stack[fi];
+    if (f->i >= f->n)
+        return tfinish(c);
+    fs_ref_t child;
+    int hashable;
+    switch (f->kind) {
+    case FS_KIND_LIST:
+    case FS_KIND_TUPLE:
+        child = fs_seq(f->base, f->ref)->items[f->i];
+        hashable = 0;
+        break;
+    case FS_KIND_DICT: {
+        const fs_map_entry_t *e = &fs_map(f->base, f->ref)->entries[f->i];
+        child = f->phase == 0 ? e->key : e->value;
+        hashable = f->phase == 0;
+        break;
+    }
+    default:
+        child = fs_map(f->base, f->ref)->entries[f->i].key;
+        hashable = 1;
+        break;
+    }
+    PyObject *o;
+    int r = thaw_value(c, f->reg, f->base, child, hashable, &o);
+    if (r != 0)
+        return r < 0 ? -1 : 0;                     /* 1: the child runs first */
+    return deliver(c, fi, o);
+}
+
+PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
+{
+    tctx c;
+    memset(&c, 0, sizeof c);
+    PyObject *o = NULL;
+    int r = thaw_value(&c, h->region, h->base, ref, 0, &o);
+    if (r == 1) {
+        while (c.depth > 0) {
+            if (tstep(&c) < 0) {
+                r = -1;
+                break;
+            }
+        }
+        if (r != -1) {
+            o = c.result;
+            c.result = NULL;
+        }
+    }
+    while (c.depth > 0)
+        tpop(&c);
+    fs__free(c.stack);
+    if (c.memo.slots != NULL) {
+        for (size_t i = 0; i <= c.memo.mask; i++) {
+            if (c.memo.slots[i].k1 != 0) {
+                PyObject *m = (PyObject *)(uintptr_t)(c.memo.slots[i].v & ~INCOMPLETE);
+                Py_XDECREF(m);
+            }
+        }
+    }
+    fs__tab_fini(&c.memo);
+    Py_XDECREF(c.result);
+    return r < 0 ? NULL : o;
+}

@@ -1,0 +1,187 @@
+/*
+** fs_py.h -- private header of the CPython bindings (frozenshare._frozenshare).
+**
+** This file is private to bindings/: nothing outside includes it. It is the
+** only place where CPython objects meet the plain C layers (arena/, refcount/).
+**
+**   interpreter A                           process-wide (atomics, one mutex)
+**   +-------------------------------+
+**   | module state (fs_state)       |        fs_region_t  (control block)
+**   |   handles: region -> handle --+---+    +---------------------+
+**   |   types[], hash_check         |   |    | refcnt (atomic)     |
+**   +-------------------------------+   |    | base -> image (RO)  |
+**   proxy --(strong)--> handle <--------+    +---------------------+
+**   proxy --(strong)--> handle ---- owns ONE fs_region_acquire ---^
+**
+** Biased counting (DESIGN.md, "Refcounting"): an interpreter holds at most one
+** handle per region; the handle owns exactly one count of the region (I2).
+** Proxies, iterators, views and exported buffers hold ordinary Python
+** references to the handle, so making and dropping them costs no atomic
+** operation. A handle removes itself from its state's table when it dies.
+** A handle holds a strong reference to its module, so the module state (and
+** its table) outlives every handle of the interpreter.
+**
+** Proxies never hold pointers into an image across calls, only the handle and
+** an fs_ref_t (offset): the image is read through handle->base (I3, I1).
+** No PyObject is ever stored in an image (I4); between interpreters only the
+** region count is shared (I5, see xid.c).
+*/
+#ifndef FS_PY_H
+#define FS_PY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#include "fs_arena.h"
+#include "fs_image.h"
+#include "fs_region.h"
+
+#if PY_VERSION_HEX < 0x030C0000
+#  error "frozenshare needs CPython 3.12 or newer (per-interpreter GIL)"
+#endif
+
+/* Cast a METH_VARARGS|METH_KEYWORDS or METH_FASTCALL function to PyCFunction
+** without -Wcast-function-type noise (the ABI is what matters). */
+#define FS_METH(f) ((PyCFunction)(void (*)(void))(f))
+
+/* ---- a small open-addressing table ------------------------------------- */
+/* Keys are (k1, k2) with k1 != 0; values are 64 bits. Linear probing with
+** backward-shift deletion (no tombstones). Storage through fs__calloc, so
+** allocation-failure tests reach it. Used for: the per-interpreter handle
+** table (region -> handle, borrowed), freeze's identity memo (object ->
+** fs_ref_t) and import slots (region -> slot), thaw's memo ((region, ref) ->
+** object). Not thread-safe: each table belongs to one interpreter's GIL. */
+typedef struct fs__slot_s {
+    uintptr_t k1;            /* 0 = empty                                 */
+    uint64_t  k2;
+    uint64_t  v;
+} fs__slot_t;
+
+typedef struct fs__tab_s {
+    fs__slot_t *slots;       /* NULL until the first put                  */
+    size_t      mask;        /* capacity - 1 (capacity a power of two)    */
+    size_t      used;        /* live entries                              */
+} fs__tab_t;
+
+uint64_t *fs__tab_get(const fs__tab_t *t, uintptr_t k1, uint64_t k2);
+int       fs__tab_put(fs__tab_t *t, uintptr_t k1, uint64_t k2, uint64_t v); /* FS_OK / FS_ENOMEM */
+int       fs__tab_del(fs__tab_t *t, uintptr_t k1, uint64_t k2);            /* 1 removed, 0 absent */
+void      fs__tab_fini(fs__tab_t *t);
+
+/* ---- per-interpreter module state --------------------------------------- */
+enum {                       /* proxy types, also the XID type codes     */
+    FS_PT_MAP = 0,           /* FrozenMap    <- dict (and frozendict)     */
+    FS_PT_LIST,              /* FrozenList   <- list                      */
+    FS_PT_TUPLE,             /* FrozenTuple  <- tuple                     */
+    FS_PT_SET,               /* FrozenSet    <- set, frozenset            */
+    FS_PT_BYTES,             /* FrozenBytes  <- root bytes, bytearray     */
+    FS_PT_VALUE,             /* FrozenValue  <- any other root scalar     */
+    FS_PT__COUNT
+};
+
+typedef struct fs_state_s {
+    PyTypeObject *types[FS_PT__COUNT];   /* the proxy types (strong)      */
+    PyTypeObject *handle_type;           /* frozenshare._Handle           */
+    PyTypeObject *seqiter_type;          /* iterator over FrozenList/Tuple */
+    PyTypeObject *mapiter_type;          /* keys/values/items/set iterator */
+    PyTypeObject *keys_type;             /* FrozenMap.keys() view         */
+    PyTypeObject *values_type;           /* FrozenMap.values() view       */
+    PyTypeObject *items_type;            /* FrozenMap.items() view        */
+    PyTypeObject *bufowner_type;         /* owner of .view() memoryviews  */
+    PyObject     *module;                /* borrowed: the module owning us */
+    PyObject     *mapping_abc;           /* collections.abc.Mapping, lazy */
+    PyObject     *set_abc;               /* collections.abc.Set, lazy     */
+    Py_hash_t     hash_check;            /* hash("frozenshare") here      */
+    fs__tab_t     handles;               /* region -> fs_handle (borrowed) */
+    fs__tab_t     repr_active;           /* (region, ref) being repr'd    */
+    int           xid_registered;        /* proxy types registered for XID */
+} fs_state;
+
+extern PyModuleDef fs__module_def;
+
+/* ---- handles ------------------------------------------------------------ */
+typedef struct fs_handle_s {
+    PyObject_HEAD
+    fs_region_t   *region;   /* owns one count (I2), released in dealloc  */
+    const uint8_t *base;     /* fs_region_base(region): sealed image (I1) */
+    PyObject      *module;   /* strong: keeps st (and its table) alive    */
+    fs_state      *st;       /* borrowed: PyModule_GetState(module)       */
+    int            trust_hash; /* image hash_check == st->hash_check      */
+} fs_handle;
+
+/* Handle of region r in this interpreter, created if needed. New reference.
+** _owned: the caller passes one count of r it owns (consumed in all cases:
+** kept by a new handle, released when a handle already exists or on error).
+** _borrowed: r stays the caller's; a new handle acquires its own count. */
+fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r);
+fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r);
+
+/* ---- proxies ------------------------------------------------------------ */
+typedef struct fs_proxy_s {
+    PyObject_HEAD
+    fs_handle *h;            /* strong                                    */
+    fs_ref_t   ref;          /* tag OBJ in h's image; FrozenValue: any    */
+    Py_hash_t  hash;         /* cached hash, -1 = not yet computed        */
+} fs_proxy;
+
+#define FS_PROXY(o) ((fs_proxy *)(o))
+
+/* 1 if o is one of this state's proxy types (exact type; they are final). */
+static inline int fs__is_proxy(const fs_state *st, PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    for (int i = 0; i < FS_PT__COUNT; i++)
+        if (tp == st->types[i])
+            return 1;
+    return 0;
+}
+
+/* Resolve cross-region references: follows XREF tags through the import
+** tables until ref denotes an object, an immediate or a constant of *reg.
+** The regions are borrowed: kept alive by the starting region (I2, I6). */
+static inline void fs__resolve(fs_region_t **reg, const uint8_t **base, fs_ref_t *ref)
+{
+    while (fs_ref_tag(*ref) == FS_TAG_XREF) {
+        const fs_xref_t *x = fs_xref(*base, *ref);
+        *reg = fs_region_import(*reg, x->import_slot);
+        *base = fs_region_base(*reg);
+        *ref = x->target;
+    }
+}
+
+/* The proxy type for a resolved reference at the root of a freeze (or an
+** XID hand-off): containers by kind, bytes -> FrozenBytes, else FrozenValue. */
+int fs__root_type_code(const uint8_t *base, fs_ref_t ref);
+
+/* New reference: a proxy of type code tc over (h, ref); h is borrowed. */
+PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref);
+
+/* New reference: the value at ref in h's image, as seen from Python: scalars
+** materialized (bytearray as bytes), containers as proxies (of the imported
+** region's handle when ref is an XREF). h is borrowed. */
+PyObject *fs__read(fs_handle *h, fs_ref_t ref);
+
+/* New reference: a scalar (kind is not a container) materialized from base.
+** as_thaw: BYTEARRAY gives a bytearray (thaw) rather than bytes (reading). */
+PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw);
+
+/* Register/unregister the proxy types' creation in module exec (proxies.c). */
+int  fs__types_init(PyObject *module, fs_state *st);
+
+/* ---- freeze / thaw (freeze.c) ------------------------------------------- */
+PyObject *fs__freeze(fs_state *st, PyObject *obj);              /* new reference */
+/* Deep copy of the value at (h, ref) back to plain objects. New reference. */
+PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref);
+
+/* ---- errors (module.c) -------------------------------------------------- */
+/* THE place mapping FS_E* codes to Python exceptions. Returns NULL.
+** key (borrowed, may be NULL) becomes the KeyError's argument. */
+PyObject *fs__raise(int err, PyObject *key);
+
+/* ---- cross-interpreter data (xid.c) ------------------------------------- */
+int  fs__xid_register(fs_state *st);     /* 0, or -1 with an exception    */
+void fs__xid_unregister(fs_state *st);   /* never fails, keeps no error   */
+
+#endif /* FS_PY_H */

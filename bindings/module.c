@@ -1,0 +1,579 @@
+/*
+** module.c -- the frozenshare._frozenshare module: definition, per-interpreter
+** state, handles, the module-level functions, and THE mapping of FS_E* codes
+** to Python exceptions (fs__raise).
+**
+** Isolation (PEP 489/630/684): multi-phase init, all types are heap types
+** made by PyType_FromModuleAndSpec, all state lives in the module state, and
+** the module declares Py_MOD_PER_INTERPRETER_GIL_SUPPORTED. Each interpreter
+** that imports the module gets its own types, handle table and XID
+** registrations; the only things shared between interpreters are the C
+** layers below (atomic region counts, the registry's mutex: I5).
+**
+** Handle lifetime:
+**
+**   fs__handle_*()                  last proxy/iterator/view/buffer dies
+**   +-- table miss: new handle,     +-- handle_dealloc: remove from table,
+**   |   one region count (I2),      |   fs_region_release (may reclaim),
+**   |   strong ref to the module    |   drop the module reference last
+**   +-- table hit: Py_INCREF        +--
+**
+** The handle holds the module, so the module state (and the table) outlives
+** every handle; m_free therefore always finds the table empty.
+*/
+#include "fs_py.h"
+
+#include <errno.h>
+
+#define FS_VERSION "0.1.0"
+
+/* ---- errors ------------------------------------------------------------- */
+
+PyObject *fs__raise(int err, PyObject *key)
+{
+    switch (err) {
+    case FS_ENOMEM:
+        return PyErr_NoMemory();
+    case FS_ETOOBIG:
+        PyErr_Format(PyExc_OverflowError, "frozenshare: %s", fs_strerror(err));
+        return NULL;
+    case FS_ENOTFOUND:
+        if (key != NULL) {
+            PyObject *t = PyTuple_Pack(1, key);   /* KeyError((k,)) shows k */
+            if (t != NULL) {
+                PyErr_SetObject(PyExc_KeyError, t);
+                Py_DECREF(t);
+            }
+        }
+        else {
+            PyErr_SetString(PyExc_KeyError, fs_strerror(err));
+        }
+        return NULL;
+    case FS_EINVAL:
+    case FS_ECORRUPT:
+        PyErr_Format(PyExc_ValueError, "frozenshare: %s", fs_strerror(err));
+        return NULL;
+    case FS_ESYS:
+        return PyErr_SetFromErrno(PyExc_OSError);
+    default:
+        PyErr_Format(PyExc_SystemError, "frozenshare: unexpected error %d (%s)",
+                     err, fs_strerror(err));
+        return NULL;
+    }
+}
+
+/* ---- handles ------------------------------------------------------------ */
+
+static void handle_dealloc(PyObject *self)
+{
+    fs_handle *h = (fs_handle *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject *module = h->module;
+    if (h->st != NULL)
+        fs__tab_del(&h->st->handles, (uintptr_t)h->region, 0);
+    fs_region_release(h->region);      /* I2: the handle's one count */
+    PyObject_Free(self);
+    Py_DECREF(tp);
+    Py_XDECREF(module);                /* last: the state belongs to it */
+}
+
+static PyType_Slot handle_slots[] = {
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_doc, "Per-interpreter owner of one reference to a frozen region."},
+    {0, NULL},
+};
+
+static PyType_Spec handle_spec = {
+    .name = "frozenshare._Handle",
+    .basicsize = sizeof(fs_handle),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = handle_slots,
+};
+
+/* New reference. owned: the caller's count of r is consumed in every case. */
+static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
+{
+    uint64_t *v = fs__tab_get(&st->handles, (uintptr_t)r, 0);
+    if (v != NULL) {
+        fs_handle *h = (fs_handle *)(uintptr_t)*v;
+        Py_INCREF(h);
+        if (owned)
+            fs_region_release(r);      /* the handle already holds one */
+        return h;
+    }
+    if (st->handle_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "frozenshare: module is being finalized");
+        goto error;
+    }
+    fs_handle *h = PyObject_New(fs_handle, st->handle_type);
+    if (h == NULL)
+        goto error;
+    if (!owned)
+        fs_region_acquire(r);
+    h->region = r;
+    h->base = fs_region_base(r);
+    h->module = Py_NewRef(st->module);
+    h->st = NULL;                      /* not in the table yet */
+    h->trust_hash = fs_image_header(h->base)->hash_check == (int64_t)st->hash_check &&
+                    st->hash_check != -1;
+    int err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h);
+    if (err != FS_OK) {
+        Py_DECREF(h);                  /* releases the count */
+        return (fs_handle *)fs__raise(err, NULL);
+    }
+    h->st = st;
+    return h;
+
+error:
+    if (owned)
+        fs_region_release(r);
+    return NULL;
+}
+
+fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r)
+{
+    return handle_get(st, r, 1);
+}
+
+fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r)
+{
+    return handle_get(st, r, 0);
+}
+
+/* ---- module functions --------------------------------------------------- */
+
+static fs_state *get_state(PyObject *module)
+{
+    return (fs_state *)PyModule_GetState(module);
+}
+
+/* Borrowed: the argument as a proxy of this interpreter, or NULL + TypeError. */
+static fs_proxy *as_proxy(fs_state *st, PyObject *o, const char *fname)
+{
+    if (!fs__is_proxy(st, o)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument must be a frozen object (see freeze()), not '%.200s'",
+                     fname, Py_TYPE(o)->tp_name);
+        return NULL;
+    }
+    return FS_PROXY(o);
+}
+
+/* Borrowed UTF-8 of a registry name, or NULL + exception. */
+static const char *name_utf8(PyObject *name, Py_ssize_t *len)
+{
+    if (!PyUnicode_Check(name)) {
+        PyErr_Format(PyExc_TypeError, "name must be str, not '%.200s'",
+                     Py_TYPE(name)->tp_name);
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(name, len);
+}
+
+PyDoc_STRVAR(freeze_doc,
+"freeze(obj, /)\n--\n\n"
+"Deep-copy obj into a new read-only region and return its proxy.\n\n"
+"Containers give FrozenMap, FrozenList, FrozenTuple or FrozenSet; bytes and\n"
+"bytearray give FrozenBytes; any other supported scalar a FrozenValue.\n"
+"Supported: None, bool, int, float, complex, str, bytes, bytearray, tuple,\n"
+"list, dict, set, frozenset (and frozendict where builtin), exact types only\n"
+"(subclasses are rejected: thaw could not restore them). A proxy returns\n"
+"unchanged; proxies inside obj are shared by reference (imports), not\n"
+"copied. Shared references and cycles are preserved.\n\n"
+"TypeError names the unsupported type and its path (root['users'][3]);\n"
+"RuntimeError if a dict, list or set changes size during the freeze;\n"
+"MemoryError if memory runs out (nothing is left behind).");
+
+static PyObject *mod_freeze(PyObject *module, PyObject *obj)
+{
+    return fs__freeze(get_state(module), obj);
+}
+
+PyDoc_STRVAR(thaw_doc,
+"thaw(frozen, /)\n--\n\n"
+"Deep copy of a frozen object back to ordinary objects of the original\n"
+"types (list vs tuple, set vs frozenset, bytes vs bytearray, dict);\n"
+"shared references and cycles are restored. TypeError if the argument is\n"
+"not a frozen object.");
+
+static PyObject *mod_thaw(PyObject *module, PyObject *obj)
+{
+    fs_proxy *p = as_proxy(get_state(module), obj, "thaw");
+    if (p == NULL)
+        return NULL;
+    return fs__thaw_ref(p->h, p->ref);
+}
+
+PyDoc_STRVAR(is_frozen_doc,
+"is_frozen(obj, /)\n--\n\n"
+"True if obj is a frozenshare proxy (FrozenMap, FrozenList, FrozenTuple,\n"
+"FrozenSet, FrozenBytes, FrozenValue).");
+
+static PyObject *mod_is_frozen(PyObject *module, PyObject *obj)
+{
+    return PyBool_FromLong(fs__is_proxy(get_state(module), obj));
+}
+
+PyDoc_STRVAR(publish_doc,
+"publish(name, frozen, /)\n--\n\n"
+"Publish a frozen object under name, process-wide (every interpreter can\n"
+"lookup() it). Replaces an existing entry of that name. The entry keeps the\n"
+"region alive until unpublish(name) or replacement.");
+
+static PyObject *mod_publish(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "publish() takes exactly 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    fs_state *st = get_state(module);
+    Py_ssize_t len;
+    const char *name = name_utf8(args[0], &len);
+    if (name == NULL)
+        return NULL;
+    fs_proxy *p = as_proxy(st, args[1], "publish");
+    if (p == NULL)
+        return NULL;
+    int err = fs_registry_publish(name, (size_t)len, p->h->region, p->ref);
+    if (err != FS_OK)
+        return fs__raise(err, args[0]);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(lookup_doc,
+"lookup(name, /)\n--\n\n"
+"The frozen object published under name (a proxy in this interpreter).\n"
+"KeyError if there is none.");
+
+static PyObject *mod_lookup(PyObject *module, PyObject *name_obj)
+{
+    fs_state *st = get_state(module);
+    Py_ssize_t len;
+    const char *name = name_utf8(name_obj, &len);
+    if (name == NULL)
+        return NULL;
+    fs_region_t *r = NULL;
+    fs_ref_t ref = 0;
+    int err = fs_registry_lookup(name, (size_t)len, &r, &ref);
+    if (err != FS_OK)
+        return fs__raise(err, name_obj);
+    fs_handle *h = fs__handle_owned(st, r);          /* consumes the +1 */
+    if (h == NULL)
+        return NULL;
+    PyObject *res = fs__proxy_new(h, fs__root_type_code(h->base, ref), ref);
+    Py_DECREF(h);
+    return res;
+}
+
+PyDoc_STRVAR(unpublish_doc,
+"unpublish(name, /)\n--\n\n"
+"Remove the published entry name (KeyError if there is none).");
+
+static PyObject *mod_unpublish(PyObject *module, PyObject *name_obj)
+{
+    (void)module;
+    Py_ssize_t len;
+    const char *name = name_utf8(name_obj, &len);
+    if (name == NULL)
+        return NULL;
+    int err = fs_registry_unpublish(name, (size_t)len);
+    if (err != FS_OK)
+        return fs__raise(err, name_obj);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(published_doc,
+"published()\n--\n\n"
+"Sorted list of the names currently published (process-wide).");
+
+static PyObject *mod_published(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    char **names = NULL;
+    size_t *lens = NULL, count = 0;
+    int err = fs_registry_list(&names, &lens, &count);
+    if (err != FS_OK)
+        return fs__raise(err, NULL);
+    PyObject *list = PyList_New((Py_ssize_t)count);
+    if (list == NULL)
+        goto error;
+    for (size_t i = 0; i < count; i++) {
+        PyObject *s = PyUnicode_DecodeUTF8(names[i], (Py_ssize_t)lens[i], "surrogateescape");
+        if (s == NULL)
+            goto error;
+        PyList_SET_ITEM(list, (Py_ssize_t)i, s);
+    }
+    fs_registry_list_free(names, lens, count);
+    if (PyList_Sort(list) < 0) {
+        Py_DECREF(list);
+        return NULL;
+    }
+    return list;
+
+error:
+    Py_XDECREF(list);
+    fs_registry_list_free(names, lens, count);
+    return NULL;
+}
+
+/* Steals v. 0 or -1. */
+static int set_item(PyObject *d, const char *key, PyObject *v)
+{
+    if (v == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+PyDoc_STRVAR(info_doc,
+"info(frozen, /)\n--\n\n"
+"dict describing the region holding a frozen object: region_id,\n"
+"image_bytes, refcount (a snapshot, all interpreters and the registry\n"
+"included), imports (number of regions it imports), import_ids,\n"
+"object_count, offset (of this object in the image).");
+
+static PyObject *mod_info(PyObject *module, PyObject *obj)
+{
+    fs_proxy *p = as_proxy(get_state(module), obj, "info");
+    if (p == NULL)
+        return NULL;
+    fs_region_t *r = p->h->region;
+    PyObject *ids = NULL, *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+    uint32_t n = fs_region_nimports(r);
+    ids = PyList_New(n);
+    if (ids == NULL)
+        goto error;
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *id = PyLong_FromUnsignedLongLong(fs_region_id(fs_region_import(r, i)));
+        if (id == NULL)
+            goto error;
+        PyList_SET_ITEM(ids, i, id);
+    }
+    if (set_item(d, "region_id", PyLong_FromUnsignedLongLong(fs_region_id(r))) < 0 ||
+        set_item(d, "image_bytes", PyLong_FromSize_t(fs_region_size(r))) < 0 ||
+        set_item(d, "refcount", PyLong_FromLong(fs_region_refcount(r))) < 0 ||
+        set_item(d, "imports", PyLong_FromUnsignedLong(n)) < 0 ||
+        set_item(d, "import_ids", Py_NewRef(ids)) < 0 ||
+        set_item(d, "object_count", PyLong_FromUnsignedLongLong(fs_region_object_count(r))) < 0 ||
+        set_item(d, "offset", PyLong_FromUnsignedLongLong(
+                     fs_ref_tag(p->ref) == FS_TAG_OBJ ? p->ref : 0)) < 0)
+        goto error;
+    Py_DECREF(ids);
+    return d;
+
+error:
+    Py_XDECREF(ids);
+    Py_DECREF(d);
+    return NULL;
+}
+
+PyDoc_STRVAR(stats_doc,
+"stats()\n--\n\n"
+"dict of process-wide counters: live_regions, image_bytes, regions_created,\n"
+"reclaims, seals, unseals, arena_live_images, arena_image_bytes,\n"
+"arena_mapped_bytes, arena_reserved_bytes, arena_reservations,\n"
+"arena_allocated_bytes, arena_resident_bytes, published; and handles (this\n"
+"interpreter's live handles).");
+
+static PyObject *mod_stats(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    fs_state *st = get_state(module);
+    fs_region_stats_t rs;
+    fs_arena_stats_t as;
+    memset(&rs, 0, sizeof rs);
+    memset(&as, 0, sizeof as);
+    fs_region_get_stats(&rs);
+    fs_arena_get_stats(&as);
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        return NULL;
+#define U64(k, v) set_item(d, k, PyLong_FromUnsignedLongLong((unsigned long long)(v))) < 0
+    if (U64("live_regions", rs.live_regions) ||
+        U64("image_bytes", rs.image_bytes) ||
+        U64("regions_created", rs.created) ||
+        U64("reclaims", rs.reclaims) ||
+        U64("seals", as.seals) ||
+        U64("unseals", as.unseals) ||
+        U64("arena_live_images", as.live_images) ||
+        U64("arena_image_bytes", as.image_bytes) ||
+        U64("arena_mapped_bytes", as.mapped_bytes) ||
+        U64("arena_reserved_bytes", as.reserved_bytes) ||
+        U64("arena_reservations", as.reservations) ||
+        U64("arena_allocated_bytes", as.allocated_bytes) ||
+        U64("arena_resident_bytes", as.resident_bytes) ||
+        U64("published", fs_registry_count()) ||
+        U64("handles", st->handles.used))
+        goto error;
+#undef U64
+    return d;
+
+error:
+    Py_DECREF(d);
+    return NULL;
+}
+
+PyDoc_STRVAR(fail_alloc_after_doc,
+"_fail_alloc_after(n, /)\n--\n\n"
+"TESTS ONLY. The allocation after n more successful ones fails, and all\n"
+"later ones, until _fail_alloc_after(-1). Process-wide.");
+
+static PyObject *mod_fail_alloc_after(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    fs_alloc_fail_after(n);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(alloc_count_doc,
+"_alloc_count()\n--\n\n"
+"TESTS ONLY. Allocations attempted since the last _fail_alloc_after().");
+
+static PyObject *mod_alloc_count(PyObject *module, PyObject *unused)
+{
+    (void)module; (void)unused;
+    return PyLong_FromLong(fs_alloc_count());
+}
+
+static PyMethodDef module_methods[] = {
+    {"freeze", mod_freeze, METH_O, freeze_doc},
+    {"thaw", mod_thaw, METH_O, thaw_doc},
+    {"is_frozen", mod_is_frozen, METH_O, is_frozen_doc},
+    {"publish", FS_METH(mod_publish), METH_FASTCALL, publish_doc},
+    {"lookup", mod_lookup, METH_O, lookup_doc},
+    {"unpublish", mod_unpublish, METH_O, unpublish_doc},
+    {"published", mod_published, METH_NOARGS, published_doc},
+    {"info", mod_info, METH_O, info_doc},
+    {"stats", mod_stats, METH_NOARGS, stats_doc},
+    {"_fail_alloc_after", mod_fail_alloc_after, METH_O, fail_alloc_after_doc},
+    {"_alloc_count", mod_alloc_count, METH_NOARGS, alloc_count_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- module lifecycle --------------------------------------------------- */
+
+static int module_exec(PyObject *module)
+{
+    fs_state *st = get_state(module);
+    st->module = module;                 /* borrowed: we live inside it */
+    st->hash_check = -1;
+
+    int err = fs_arena_init();
+    if (err == FS_OK)
+        err = fs_arena_install_reporter();
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+
+    /* Stored hashes are trusted when the image's hash_check equals ours:
+    ** same process-wide hash secret (all interpreters of a process share it). */
+    PyObject *probe = PyUnicode_FromString("frozenshare");
+    if (probe == NULL)
+        return -1;
+    st->hash_check = PyObject_Hash(probe);
+    Py_DECREF(probe);
+    if (st->hash_check == -1)
+        return -1;
+
+    st->handle_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &handle_spec, NULL);
+    if (st->handle_type == NULL)
+        return -1;
+    if (fs__types_init(module, st) < 0)
+        return -1;
+    if (fs__xid_register(st) < 0)
+        return -1;
+    if (PyModule_AddStringConstant(module, "__version__", FS_VERSION) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "IMAGE_FORMAT_VERSION", FS_IMAGE_VERSION) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    fs_state *st = get_state(module);
+    if (st == NULL)
+        return 0;
+    for (int i = 0; i < FS_PT__COUNT; i++)
+        Py_VISIT(st->types[i]);
+    Py_VISIT(st->handle_type);
+    Py_VISIT(st->seqiter_type);
+    Py_VISIT(st->mapiter_type);
+    Py_VISIT(st->keys_type);
+    Py_VISIT(st->values_type);
+    Py_VISIT(st->items_type);
+    Py_VISIT(st->bufowner_type);
+    Py_VISIT(st->mapping_abc);
+    Py_VISIT(st->set_abc);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    fs_state *st = get_state(module);
+    if (st == NULL)
+        return 0;
+    fs__xid_unregister(st);              /* before the types go */
+    for (int i = 0; i < FS_PT__COUNT; i++)
+        Py_CLEAR(st->types[i]);
+    Py_CLEAR(st->handle_type);
+    Py_CLEAR(st->seqiter_type);
+    Py_CLEAR(st->mapiter_type);
+    Py_CLEAR(st->keys_type);
+    Py_CLEAR(st->values_type);
+    Py_CLEAR(st->items_type);
+    Py_CLEAR(st->bufowner_type);
+    Py_CLEAR(st->mapping_abc);
+    Py_CLEAR(st->set_abc);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    fs_state *st = get_state((PyObject *)module);
+    module_clear((PyObject *)module);
+    if (st != NULL) {
+        /* Empty by construction: every handle holds the module. */
+        fs__tab_fini(&st->handles);
+        fs__tab_fini(&st->repr_active);
+    }
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#ifdef Py_mod_gil
+    /* Not yet tested on free-threaded builds (DESIGN.md, "Threads"). */
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"Share read-only data between subinterpreters without copying it.\n\n"
+"Low-level extension module; use the frozenshare package.");
+
+PyModuleDef fs__module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "frozenshare._frozenshare",
+    .m_doc = module_doc,
+    .m_size = sizeof(fs_state),
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+PyMODINIT_FUNC PyInit__frozenshare(void)
+{
+    return PyModuleDef_Init(&fs__module_def);
+}
