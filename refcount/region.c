@@ -1,1 +1,243 @@
-/* placeholder: being written */
+/*
+** region.c -- control blocks and lifetimes of frozen regions.
+**
+**   fs_region_t (fs__malloc'd, writable)            image (arena, PROT_READ)
+**   +----------------------+                        +------------------+
+**   | refcnt (atomic)      |-- base --------------> | header           |
+**   | id, sizes, root      |                        | objects ...      |
+**   | next_dead            |  (reclaim worklist)    | import table     |
+**   | imports[nimports]    |-- +1 on each older     | xref table       |
+**   +----------------------+   sealed region (I6)   +------------------+
+**
+** Life of a region:
+**
+**   builder --finish/detach--> image --seal--> region, refcnt 1 (creator)
+**      acquire: +1 (relaxed)   release: -1 (release); at 0: acquire fence,
+**      reclaim: imports -1 each (worklist), unseal, arena free, block free
+**
+** fs_region_create consumes the builder on every path and unwinds through
+** labels named after the step that failed; imports are acquired only after
+** the last step that can fail, so a failed create changes no count.
+**
+** Reclamation is iterative: a region whose count reaches 0 is pushed on a
+** worklist threaded through the dead blocks' next_dead field, so releasing
+** the head of a 10^6-long import chain uses O(1) stack (DESIGN.md, "decref
+** imports iteratively, not recursively").
+**
+** INVARIANTS (DESIGN.md): I1 the image is sealed before the region exists
+** for anyone but its creator, and is written again only after unseal, by
+** the arena; I2 the count starts at 1 and the region is reclaimed exactly
+** once, by the thread whose decrement reached 0; I6 imports are live
+** regions when the importer is created, hence older and sealed: the import
+** graph is a DAG and reclamation never meets a cycle.
+*/
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "fs_region.h"
+
+/* The acquire fence of the Arc pattern. ThreadSanitizer does not model
+** fences, so under it use the equivalent acquire load of the count that
+** reached 0 (as Rust's Arc does); the ordering is the same. */
+#if defined(__SANITIZE_THREAD__)
+#define FS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define FS_TSAN 1
+#endif
+#endif
+#ifdef FS_TSAN
+#define ACQUIRE_FENCE(r) ((void)atomic_load_explicit(&(r)->refcnt, memory_order_acquire))
+#else
+#define ACQUIRE_FENCE(r) atomic_thread_fence(memory_order_acquire)
+#endif
+
+/* Imports named to fs_builder_finish come from a stack buffer up to this
+** many; beyond it a temporary heap array. */
+#define IDS_ON_STACK 16
+
+/* Lock rule: no lock. refcnt is the only field written after create (and
+** next_dead, by the one thread that reclaims the block, I2). */
+struct fs_region_s {
+    atomic_long   refcnt;       /* counted references (I2); 0 => being reclaimed */
+    uint64_t      id;           /* unique, from next_id; names the sealed pages  */
+    uint8_t      *base;         /* the sealed image (I1)                         */
+    size_t        alloc_size;   /* whole pages sealed at base (arena usable)     */
+    size_t        size;         /* header image_size: bytes in use               */
+    fs_ref_t      root;         /* the frozen object                             */
+    uint64_t      object_count; /* from the header                               */
+    fs_region_t  *next_dead;    /* reclaim worklist link, only while refcnt == 0 */
+    uint32_t      nimports;     /* entries of imports[]                          */
+    fs_region_t  *imports[];    /* +1 each, slot i = import table entry i (I6)   */
+};
+
+static atomic_uint_fast64_t next_id = 1;        /* region ids start at 1      */
+static atomic_uint_fast64_t st_live;            /* fs_region_stats_t fields   */
+static atomic_uint_fast64_t st_bytes;
+static atomic_uint_fast64_t st_created;
+static atomic_uint_fast64_t st_reclaims;
+
+int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
+                     fs_region_t *const *imports, uint32_t nimports,
+                     int64_t hash_check)
+{
+    uint64_t ids_stack[IDS_ON_STACK], *ids = ids_stack;
+    fs_region_t *r = NULL;
+    void *base = NULL;
+    size_t alloc_size = 0;
+    int err = FS_EINVAL;
+
+    if (out == NULL || b == NULL || (nimports > 0 && imports == NULL))
+        goto fail_args;
+    *out = NULL;
+    for (uint32_t i = 0; i < nimports; i++)
+        if (imports[i] == NULL)
+            goto fail_args;
+
+    err = FS_ENOMEM;
+    r = fs__malloc(sizeof *r + (size_t)nimports * sizeof r->imports[0]);
+    if (r == NULL)
+        goto fail_block;
+    if (nimports > IDS_ON_STACK) {
+        ids = fs__malloc((size_t)nimports * sizeof *ids);
+        if (ids == NULL)
+            goto fail_ids;
+    }
+    for (uint32_t i = 0; i < nimports; i++)
+        ids[i] = imports[i]->id;
+
+    err = fs_builder_finish(b, root, ids, nimports, hash_check);
+    if (err != FS_OK)
+        goto fail_finish;
+    fs_builder_detach(b, &base, &alloc_size);
+    fs_builder_destroy(b);                 /* empty now: frees the builder only */
+    b = NULL;
+    if (ids != ids_stack)
+        fs__free(ids);
+    ids = ids_stack;
+
+    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    err = fs_arena_seal(base, alloc_size, r->id);
+    if (err != FS_OK)
+        goto fail_seal;
+
+    /* Nothing below fails: from here the region exists. */
+    const fs_image_header_t *h = fs_image_header(base);
+    atomic_init(&r->refcnt, 1);
+    r->base = base;
+    r->alloc_size = alloc_size;
+    r->size = (size_t)h->image_size;
+    r->root = root;
+    r->object_count = h->object_count;
+    r->next_dead = NULL;
+    r->nimports = nimports;
+    for (uint32_t i = 0; i < nimports; i++) {
+        fs_region_acquire(imports[i]);     /* I6: held for r's lifetime */
+        r->imports[i] = imports[i];
+    }
+    atomic_fetch_add_explicit(&st_live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st_bytes, r->size, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st_created, 1, memory_order_relaxed);
+    /* The reporter only explains a fault that kills the process anyway; a
+    ** region without it is still sealed (I1), so its failure is not ours. */
+    (void)fs_arena_install_reporter();
+    *out = r;
+    return FS_OK;
+
+fail_seal:
+    fs_arena_free(base);                   /* still unsealed: seal failed */
+    fs__free(r);
+    return err;
+fail_finish:
+    if (ids != ids_stack)
+        fs__free(ids);
+fail_ids:
+    fs__free(r);
+fail_block:
+fail_args:
+    fs_builder_destroy(b);                 /* consumes b (NULL-safe) */
+    return err;
+}
+
+void fs_region_acquire(fs_region_t *r)
+{
+    /* Relaxed: the caller already holds a reference, which orders
+    ** everything it could see (the Arc pattern). */
+    long old = atomic_fetch_add_explicit(&r->refcnt, 1, memory_order_relaxed);
+    if (old <= 0 || old > LONG_MAX / 2)
+        abort();                           /* NEVER: use after free or overflow */
+}
+
+/* Free one dead region's own resources (its imports are handled by the
+** caller's worklist). I1: unseal before the arena may reuse or write the
+** pages. If unseal keeps failing the image is leaked, never freed sealed. */
+static void region_destroy(fs_region_t *r)
+{
+    if (fs_arena_unseal(r->base, r->alloc_size) == FS_OK)
+        fs_arena_free(r->base);
+    atomic_fetch_sub_explicit(&st_live, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&st_bytes, r->size, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st_reclaims, 1, memory_order_relaxed);
+    fs__free(r);
+}
+
+/* r's count reached 0 (after the acquire fence). Every region on the
+** worklist has count 0 and is owned by this thread alone (I2). */
+static void region_reclaim(fs_region_t *r)
+{
+    fs_region_t *work = r;
+    r->next_dead = NULL;
+    while (work != NULL) {
+        fs_region_t *d = work;
+        work = d->next_dead;
+        for (uint32_t i = 0; i < d->nimports; i++) {
+            fs_region_t *im = d->imports[i];
+            if (atomic_fetch_sub_explicit(&im->refcnt, 1, memory_order_release) == 1) {
+                ACQUIRE_FENCE(im);                  /* I2: last reference */
+                im->next_dead = work;
+                work = im;
+            }
+        }
+        region_destroy(d);
+    }
+}
+
+void fs_region_release(fs_region_t *r)
+{
+    if (r == NULL)
+        return;
+    long old = atomic_fetch_sub_explicit(&r->refcnt, 1, memory_order_release);
+    if (old != 1) {
+        if (old <= 0)
+            abort();                       /* NEVER: released more than acquired */
+        return;
+    }
+    ACQUIRE_FENCE(r);                      /* I2: last reference */
+    region_reclaim(r);
+}
+
+uint64_t fs_region_id(const fs_region_t *r) { return r->id; }
+const uint8_t *fs_region_base(const fs_region_t *r) { return r->base; }
+size_t fs_region_size(const fs_region_t *r) { return r->size; }
+fs_ref_t fs_region_root(const fs_region_t *r) { return r->root; }
+uint64_t fs_region_object_count(const fs_region_t *r) { return r->object_count; }
+uint32_t fs_region_nimports(const fs_region_t *r) { return r->nimports; }
+
+fs_region_t *fs_region_import(const fs_region_t *r, uint32_t slot)
+{
+    return slot < r->nimports ? r->imports[slot] : NULL;
+}
+
+long fs_region_refcount(const fs_region_t *r)
+{
+    return atomic_load_explicit(&((fs_region_t *)r)->refcnt, memory_order_relaxed);
+}
+
+void fs_region_get_stats(fs_region_stats_t *out)
+{
+    out->live_regions = atomic_load_explicit(&st_live, memory_order_relaxed);
+    out->image_bytes = atomic_load_explicit(&st_bytes, memory_order_relaxed);
+    out->created = atomic_load_explicit(&st_created, memory_order_relaxed);
+    out->reclaims = atomic_load_explicit(&st_reclaims, memory_order_relaxed);
+}

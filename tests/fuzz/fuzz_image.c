@@ -51,11 +51,17 @@ static void walk(const uint8_t *base, size_t size)
         seen[(r / 8) / 8] |= (uint8_t)(1u << ((r / 8) % 8));
         switch (fs_ref_kind(base, r)) {
         case FS_KIND_FLOAT:
-            sink += (uint64_t)((const fs_float_t *)fs_obj(base, r))->value;
+        case FS_KIND_COMPLEX: {
+            const fs_complex_t *c = fs_obj(base, r);   /* float: real only */
+            uint64_t bits;
+            memcpy(&bits, &c->real, sizeof bits);
+            sink += bits;
+            if (c->h.kind == FS_KIND_COMPLEX) {
+                memcpy(&bits, &c->imag, sizeof bits);
+                sink += bits;
+            }
             break;
-        case FS_KIND_COMPLEX:
-            sink += (uint64_t)((const fs_complex_t *)fs_obj(base, r))->imag;
-            break;
+        }
         case FS_KIND_INT: {
             const fs_bigint_t *b = fs_obj(base, r);
             for (uint64_t i = 0; i < b->nbytes; i++) sink += b->data[i];
