@@ -86,7 +86,11 @@ static fs_builder_t *build_dict(void)
     if ((err = fs_build_map(b, FS_KIND_DICT, 0, (uint64_t)nkeys, &map)))
         fail("map", err);
     for (long i = 0; i < nkeys; i++) {
-        if ((err = fs_build_str(b, 1, keylen[i], 127, keyhash[i], keys[i], &k)))
+        uint32_t maxchar = 0;                   /* the builder checks it is exact */
+        for (size_t c = 0; c < keylen[i]; c++)
+            if ((unsigned char)keys[i][c] > maxchar)
+                maxchar = (unsigned char)keys[i][c];
+        if ((err = fs_build_str(b, 1, keylen[i], maxchar, keyhash[i], keys[i], &k)))
             fail("str", err);
         fs_build_map_set(b, map, (uint64_t)i, keyhash[i], k, fs_ref_small_int(i));
     }
