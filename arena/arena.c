@@ -320,14 +320,11 @@ int fs_arena_unseal(void *p, size_t size)
 {
     if (p == NULL || (uintptr_t)p % page || size % page || !fs_arena_contains(p))
         return FS_EINVAL;
-    /* Making pages writable again can need a new VMA split; retry briefly
-    ** rather than leak the image (mprotect's ENOMEM is transient here). */
-    int tries = 0;
-    while (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
-        if (errno != ENOMEM || ++tries == 100)
-            return errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
-        usleep(1000);
-    }
+    /* Making pages writable again can split a mapping; past
+    ** vm.max_map_count that fails with ENOMEM and the image stays sealed
+    ** (the region layer keeps it and retries later). */
+    if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0)
+        return errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
     mark_pages(p, size, 0);
     atomic_fetch_sub(&st_live, 1);
     atomic_fetch_sub(&st_bytes, size);

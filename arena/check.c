@@ -1,18 +1,32 @@
 /*
 ** check.c -- fs_image_check: prove that an untrusted image is well formed.
 **
-** Three passes, none recursive, none reading outside [image, image_size):
-**   1. header: magic, version, the fixed layout
-**        header | objects [80, objects_end) | imports | xrefs | = image_size
-**   2. object walk: from the header to objects_end, object by object (each
-**      object's size follows from its own header fields, every field read
-**      only after its bytes were proven present), marking object starts in
-**      a bitmap; per kind: canonical strings, minimal big ints, map sizes.
-**   3. references: every ref in a sequence, map entry, xref target and the
-**      root is an immediate, a constant, an xref < nxrefs, or the start of
-**      an object; every map index slot is -1 or a distinct entry.
-** Accepted images are safe for the inline readers of fs_image.h (the fuzz
-** target tests/fuzz/fuzz_image.c holds the check to that).
+** Three passes, none recursive, none reading outside [image, image + size):
+**   1. header: magic, version, flags, and the fixed layout
+**        | header 80 | objects [80, objects_end) | imports | xrefs | = image_size
+**      (image_size <= size; every sum and product overflow-checked).
+**   2. object walk: from FS_IMAGE_HEADER_SIZE to objects_end, object by
+**      object. Each object's size follows from its own header fields, and a
+**      field is read only after its bytes were proven present. Object starts
+**      are marked in a bitmap (one bit per 8-byte word, fs__calloc'd, size/64
+**      bytes). Per kind: zero padding fields and known flags, canonical
+**      strings (charsize minimal for maxchar, maxchar the true maximum and
+**      <= 0x10FFFF, NUL terminator), minimal big ints that do not fit an
+**      immediate, NUL-terminated bytes, map sizes (index_size 0 for an empty
+**      map, else a power of two with count <= index_size * 2/3).
+**   3. references: the root, every xref target's tag, and, for each object
+**      start in the bitmap, every ref of a sequence or map entry is an
+**      immediate, a constant 0..2, an xref < nxrefs (slot < nimports), or
+**      the start of an object; set values are None; every map index slot is
+**      -1 or an entry number < count, and every entry appears exactly once.
+**
+** The object count must equal header.object_count. Accepted images are safe
+** for the inline readers of fs_image.h: every offset they follow, every
+** length they read and every index entry they dereference was proven in
+** bounds here (tests/fuzz/fuzz_image.c holds the check to that). What is
+** not checked: whether xref targets exist in the imported images (the
+** region layer owns those), and whether each entry is reachable by its own
+** hash (a misplaced entry is a missed lookup, never an out-of-bounds read).
 */
 #include <string.h>
 
@@ -43,7 +57,7 @@ static int ref_ok(const ck_t *c, fs_ref_t r)
     }
 }
 
-/* a * b + c <= limit, without overflow */
+/* a * b + c <= limit, computed without overflow. */
 static int fits(uint64_t a, uint64_t b, uint64_t c, uint64_t limit)
 {
     if (c > limit)
@@ -59,17 +73,27 @@ static int check_str(const fs_str_t *s)
     unsigned want = s->maxchar < 256 ? 1 : s->maxchar < 65536 ? 2 : 4;
     if (cs != want || s->h.flags != (s->maxchar < 128 ? FS_FLAG_ASCII : 0))
         return BAD;
-    uint32_t max = 0;
-    for (uint64_t i = 0; i <= s->length; i++) {
-        uint32_t ch = cs == 1 ? s->data[i]
-                    : cs == 2 ? ((const uint16_t *)(const void *)s->data)[i]
-                    : ((const uint32_t *)(const void *)s->data)[i];
-        if (i == s->length)
-            return ch == 0 ? (max == s->maxchar ? FS_OK : BAD) : BAD;
-        if (ch > max)
-            max = ch;
+    uint64_t n = s->length;
+    uint32_t max = 0, nul;
+    if (cs == 1) {
+        const uint8_t *d = s->data;
+        for (uint64_t i = 0; i < n; i++)
+            max = d[i] > max ? d[i] : max;
+        nul = d[n];
     }
-    return BAD;
+    else if (cs == 2) {
+        const uint16_t *d = (const uint16_t *)(const void *)s->data;
+        for (uint64_t i = 0; i < n; i++)
+            max = d[i] > max ? d[i] : max;
+        nul = d[n];
+    }
+    else {
+        const uint32_t *d = (const uint32_t *)(const void *)s->data;
+        for (uint64_t i = 0; i < n; i++)
+            max = d[i] > max ? d[i] : max;
+        nul = d[n];
+    }
+    return nul == 0 && max == s->maxchar ? FS_OK : BAD;
 }
 
 static int check_bigint(const fs_bigint_t *o)
@@ -93,7 +117,7 @@ static int check_bigint(const fs_bigint_t *o)
     return FS_OK;
 }
 
-/* Pass 2 for one object at off: its total size into *size, or BAD. */
+/* Pass 2 for the object at off (8-aligned, < end): its size in *size. */
 static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
 {
     uint64_t room = c->end - off;
@@ -115,7 +139,8 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
     case FS_KIND_STR: {
         const fs_str_t *s = (const void *)h;
         if (room < sizeof *s || s->charsize == 0 || s->length == UINT64_MAX ||
-            !fits(s->length + 1, s->charsize, sizeof *s, room) || s->zero[0] || s->zero[1] || s->zero[2])
+            !fits(s->length + 1, s->charsize, sizeof *s, room) ||
+            s->zero[0] || s->zero[1] || s->zero[2])
             return BAD;
         *size = sizeof *s + (s->length + 1) * s->charsize;
         return check_str(s);
@@ -132,7 +157,8 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
     case FS_KIND_TUPLE:
     case FS_KIND_LIST: {
         const fs_seq_t *o = (const void *)h;
-        if (h->flags || room < sizeof *o || !fits(o->count, sizeof(fs_ref_t), sizeof *o, room))
+        if (h->flags || room < sizeof *o ||
+            !fits(o->count, sizeof(fs_ref_t), sizeof *o, room))
             return BAD;
         *size = sizeof *o + o->count * sizeof(fs_ref_t);
         return FS_OK;
@@ -144,14 +170,16 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
         unsigned allowed = h->kind == FS_KIND_DICT ? FS_FLAG_FROZENDICT : 0;
         if ((h->flags & ~allowed) || room < sizeof *m || m->count > INT32_MAX)
             return BAD;
-        uint64_t is = m->index_size;
-        if (m->count == 0 ? is != 0 : (is == 0 || (is & (is - 1)) || is > ((uint64_t)1 << 33) ||
-                                      m->count * 3 > is * 2))
+        uint64_t cnt = m->count, is = m->index_size;
+        if (!fits(cnt, sizeof(fs_map_entry_t), sizeof *m, room))
             return BAD;
-        if (!fits(m->count, sizeof(fs_map_entry_t), sizeof *m, room) ||
-            !fits(is, sizeof(int32_t), sizeof *m + m->count * sizeof(fs_map_entry_t), room))
+        uint64_t head = sizeof *m + cnt * sizeof(fs_map_entry_t);
+        if (!fits(is, sizeof(int32_t), head, room))
             return BAD;
-        *size = sizeof *m + m->count * sizeof(fs_map_entry_t) + is * sizeof(int32_t);
+        /* is <= room / 4 < 2^62 here, so is * 2 cannot overflow */
+        if (cnt == 0 ? is != 0 : ((is & (is - 1)) != 0 || cnt * 3 > is * 2))
+            return BAD;
+        *size = head + is * sizeof(int32_t);
         return FS_OK;
     }
     default:
@@ -159,7 +187,8 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
     }
 }
 
-/* Pass 3 for one object: its references and, for maps, the index. */
+/* Pass 3 for one object: its references and, for maps, the index. *seen is
+** a scratch bitmap of *seen_cap bytes, grown here to one bit per entry. */
 static int check_refs(const ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
 {
     const fs_obj_hdr_t *h = (const fs_obj_hdr_t *)(const void *)(c->base + off);
@@ -197,15 +226,16 @@ static int check_refs(const ck_t *c, uint64_t off, uint8_t **seen, uint64_t *see
         if (e == -1)
             continue;
         if (e < 0 || (uint64_t)e >= m->count || ((*seen)[e / 8] >> (e % 8)) & 1)
-            return BAD;
+            return BAD;                               /* out of range or twice */
         (*seen)[e / 8] |= (uint8_t)(1u << (e % 8));
         used++;
     }
-    return used == m->count ? FS_OK : BAD;
+    return used == m->count ? FS_OK : BAD;            /* each entry exactly once */
 }
 
 int fs_image_check(const void *image, size_t size)
 {
+    /* Pass 1: the header and the fixed layout. */
     if (image == NULL || size < FS_IMAGE_HEADER_SIZE || (uintptr_t)image % 8)
         return BAD;
     const fs_image_header_t *h = image;
@@ -215,12 +245,17 @@ int fs_image_check(const void *image, size_t size)
         return BAD;
     uint64_t end = h->objects_end;
     if (end < FS_IMAGE_HEADER_SIZE || end > n || end % 8 || h->import_off != end ||
-        !fits(h->nimports, 8, end, n) || h->xref_off != end + (uint64_t)h->nimports * 8 ||
+        !fits(h->nimports, sizeof(uint64_t), end, n) ||
+        h->xref_off != end + (uint64_t)h->nimports * sizeof(uint64_t) ||
         !fits(h->nxrefs, sizeof(fs_xref_t), h->xref_off, n) ||
         h->xref_off + (uint64_t)h->nxrefs * sizeof(fs_xref_t) != n)
         return BAD;
+    /* objects_end > 80 needs at least one object, and each is >= 16 bytes */
+    if (h->object_count > (end - FS_IMAGE_HEADER_SIZE) / 16)
+        return BAD;
 
-    ck_t c = { image, end, h->nxrefs, fs__calloc(end / 64 + 1, 1) };
+    /* Pass 2: walk the objects, mark their starts. */
+    ck_t c = { image, end, h->nxrefs, fs__calloc((size_t)(end / 64 + 1), 1) };
     if (c.starts == NULL)
         return FS_ENOMEM;
     int err = BAD;
@@ -231,20 +266,28 @@ int fs_image_check(const void *image, size_t size)
             goto done;
         c.starts[off / 64] |= (uint8_t)(1u << ((off / 8) % 8));
         count++;
-        off += (osize + 7) & ~(uint64_t)7;
+        off += (osize + 7) & ~(uint64_t)7;            /* osize <= end - off */
         if (off > end)
             goto done;
     }
     if (count != h->object_count || !ref_ok(&c, h->root))
         goto done;
+
+    /* Pass 3: xref entries, then the refs inside every container. */
     const fs_xref_t *x = (const fs_xref_t *)(const void *)((const uint8_t *)image + h->xref_off);
-    for (uint32_t i = 0; i < h->nxrefs; i++)
-        if (x[i].import_slot >= h->nimports || x[i].zero || fs_ref_tag(x[i].target) > FS_TAG_CONST)
+    for (uint32_t i = 0; i < h->nxrefs; i++) {
+        fs_ref_t t = x[i].target;
+        if (x[i].import_slot >= h->nimports || x[i].zero ||
+            fs_ref_tag(t) == FS_TAG_XREF || fs_ref_tag(t) > FS_TAG_XREF ||
+            (fs_ref_tag(t) == FS_TAG_CONST && (t >> 3) > 2))
             goto done;
-    for (off = FS_IMAGE_HEADER_SIZE; off < end; off += (osize + 7) & ~(uint64_t)7) {
-        walk_object(&c, off, &osize);                 /* proven in pass 2 */
-        if ((err = check_refs(&c, off, &seen, &seen_cap)) != FS_OK)
-            goto done;
+    }
+    for (uint64_t w = 0; w <= end / 64; w++) {
+        for (unsigned bits = c.starts[w]; bits; bits &= bits - 1) {
+            off = w * 64 + (uint64_t)__builtin_ctz(bits) * 8;
+            if ((err = check_refs(&c, off, &seen, &seen_cap)) != FS_OK)
+                goto done;
+        }
     }
     err = FS_OK;
 done:

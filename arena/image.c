@@ -130,8 +130,6 @@ static size_t sized(uint64_t n, size_t size, size_t extra)
 {
     if (size && n > (SIZE_MAX - extra) / size)
         return SIZE_MAX;
-    if (size == 0 && n > SIZE_MAX)
-        return SIZE_MAX;
     return (size_t)n * size + extra;
 }
 

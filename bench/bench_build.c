@@ -48,6 +48,7 @@ static long nkeys, nfloats;
 static char (*keys)[16];          /* "key-%d", ASCII */
 static size_t *keylen;
 static int64_t *keyhash;
+static uint32_t *keymax;          /* exact maxchar: the builder checks it */
 static double *floats;
 
 static int64_t fnv1a(const char *s, size_t n)   /* any fixed hash: the builder only stores it */
@@ -63,12 +64,17 @@ static void make_inputs(void)
     keys = malloc((size_t)nkeys * sizeof *keys);
     keylen = malloc((size_t)nkeys * sizeof *keylen);
     keyhash = malloc((size_t)nkeys * sizeof *keyhash);
+    keymax = malloc((size_t)nkeys * sizeof *keymax);
     floats = malloc((size_t)nfloats * sizeof *floats);
-    if (!keys || !keylen || !keyhash || !floats)
+    if (!keys || !keylen || !keyhash || !keymax || !floats)
         fail("inputs", FS_ENOMEM);
     for (long i = 0; i < nkeys; i++) {
         keylen[i] = (size_t)snprintf(keys[i], sizeof keys[i], "key-%ld", i);
         keyhash[i] = fnv1a(keys[i], keylen[i]);
+        keymax[i] = 0;
+        for (size_t c = 0; c < keylen[i]; c++)
+            if ((unsigned char)keys[i][c] > keymax[i])
+                keymax[i] = (unsigned char)keys[i][c];
     }
     for (long i = 0; i < nfloats; i++)
         floats[i] = (double)i * 0.5 + 0.25;
@@ -86,11 +92,7 @@ static fs_builder_t *build_dict(void)
     if ((err = fs_build_map(b, FS_KIND_DICT, 0, (uint64_t)nkeys, &map)))
         fail("map", err);
     for (long i = 0; i < nkeys; i++) {
-        uint32_t maxchar = 0;                   /* the builder checks it is exact */
-        for (size_t c = 0; c < keylen[i]; c++)
-            if ((unsigned char)keys[i][c] > maxchar)
-                maxchar = (unsigned char)keys[i][c];
-        if ((err = fs_build_str(b, 1, keylen[i], maxchar, keyhash[i], keys[i], &k)))
+        if ((err = fs_build_str(b, 1, keylen[i], keymax[i], keyhash[i], keys[i], &k)))
             fail("str", err);
         fs_build_map_set(b, map, (uint64_t)i, keyhash[i], k, fs_ref_small_int(i));
     }

@@ -22,7 +22,9 @@
 ** Reclamation is iterative: a region whose count reaches 0 is pushed on a
 ** worklist threaded through the dead blocks' next_dead field, so releasing
 ** the head of a 10^6-long import chain uses O(1) stack (DESIGN.md, "decref
-** imports iteratively, not recursively").
+** imports iteratively, not recursively"). An image the kernel will not
+** unseal yet (mapping limit) stays sealed on a deferred list and is retried
+** by later reclaims and creates.
 **
 ** INVARIANTS (DESIGN.md): I1 the image is sealed before the region exists
 ** for anyone but its creator, and is written again only after unseal, by
@@ -32,6 +34,7 @@
 ** graph is a DAG and reclamation never meets a cycle.
 */
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -77,6 +80,47 @@ static atomic_uint_fast64_t st_live;            /* fs_region_stats_t fields   */
 static atomic_uint_fast64_t st_bytes;
 static atomic_uint_fast64_t st_created;
 static atomic_uint_fast64_t st_reclaims;
+
+/* Dead regions whose image could not be unsealed yet. Unsealing a page run
+** inside a larger sealed run splits a kernel mapping, and past
+** vm.max_map_count mprotect fails (ENOMEM): e.g. releasing every other one
+** of 10^5 adjacent regions. Such an image must stay sealed (I1: never freed
+** while sealed), so its block waits here, linked through next_dead, and
+** later reclaims and creates retry it once neighbours have merged back. */
+static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
+static fs_region_t    *deferred;                /* guarded by deferred_lock   */
+static atomic_size_t   ndeferred;               /* length of deferred, hint   */
+
+static void defer_unseal(fs_region_t *d)
+{
+    pthread_mutex_lock(&deferred_lock);
+    d->next_dead = deferred;
+    deferred = d;
+    atomic_fetch_add_explicit(&ndeferred, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&deferred_lock);
+}
+
+/* Unseal and free deferred images until one still fails. */
+static void retry_deferred(void)
+{
+    while (atomic_load_explicit(&ndeferred, memory_order_relaxed) > 0) {
+        pthread_mutex_lock(&deferred_lock);
+        fs_region_t *d = deferred;
+        if (d != NULL) {
+            deferred = d->next_dead;
+            atomic_fetch_sub_explicit(&ndeferred, 1, memory_order_relaxed);
+        }
+        pthread_mutex_unlock(&deferred_lock);
+        if (d == NULL)
+            return;
+        if (fs_arena_unseal(d->base, d->alloc_size) != FS_OK) {
+            defer_unseal(d);
+            return;
+        }
+        fs_arena_free(d->base);
+        fs__free(d);
+    }
+}
 
 int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
                      fs_region_t *const *imports, uint32_t nimports,
@@ -142,6 +186,8 @@ int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
     /* The reporter only explains a fault that kills the process anyway; a
     ** region without it is still sealed (I1), so its failure is not ours. */
     (void)fs_arena_install_reporter();
+    if (atomic_load_explicit(&ndeferred, memory_order_relaxed) > 0)
+        retry_deferred();
     *out = r;
     return FS_OK;
 
@@ -171,15 +217,21 @@ void fs_region_acquire(fs_region_t *r)
 
 /* Free one dead region's own resources (its imports are handled by the
 ** caller's worklist). I1: unseal before the arena may reuse or write the
-** pages. If unseal keeps failing the image is leaked, never freed sealed. */
+** pages; an image that cannot be unsealed now is deferred, never freed
+** sealed. The region counts as reclaimed either way: it is unreachable. */
 static void region_destroy(fs_region_t *r)
 {
-    if (fs_arena_unseal(r->base, r->alloc_size) == FS_OK)
-        fs_arena_free(r->base);
     atomic_fetch_sub_explicit(&st_live, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&st_bytes, r->size, memory_order_relaxed);
     atomic_fetch_add_explicit(&st_reclaims, 1, memory_order_relaxed);
+    if (fs_arena_unseal(r->base, r->alloc_size) != FS_OK) {
+        defer_unseal(r);
+        return;
+    }
+    fs_arena_free(r->base);
     fs__free(r);
+    if (atomic_load_explicit(&ndeferred, memory_order_relaxed) > 0)
+        retry_deferred();
 }
 
 /* r's count reached 0 (after the acquire fence). Every region on the
