@@ -45,7 +45,7 @@ def receive(q, method):
     held = o
     # touch it: len and one nested read, as a worker starting up would
     len(held)
-    if "config" in held:
+    if hasattr(held, "keys") and "config" in held:
         held["config"]["version"]
 '''
 

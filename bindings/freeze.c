@@ -18,9 +18,10 @@
 ** Containers are allocated before their items are converted, so a child can
 ** refer to an ancestor (cycles) and every child ref is known at once. The
 ** memo keeps a strong reference to every object it maps (ids stay unique).
-** Python code can run during a freeze (hash() of a tuple key, a finalizer
-** run by the GC), so each step re-checks the container's size against the
-** count allocated: a change raises RuntimeError. On any error the builder is
+** Python code can run during a freeze (the __hash__ of an object inside a
+** dict key or set member), so each step re-checks the container's size
+** against the count allocated, right after hashing and when resuming: a
+** change raises RuntimeError. (A container already frozen is a snapshot.) On any error the builder is
 ** destroyed and nothing is left behind; fs_region_create consumes it on
 ** success (sealing the image: I1) and takes +1 on each import (I2, I6).
 **
@@ -71,7 +72,8 @@ typedef struct fctx_s {
     size_t        depth, cap;
 } fctx;
 
-/* Describe one path segment ("[3]", "['users']", ...) into parts. */
+/* Append one path segment ("[3]", "['users']", ...) to parts; key, parts
+** borrowed. 0, or -1 with an exception. */
 static int path_segment(PyObject *parts, int seg, PyObject *key, Py_ssize_t index)
 {
     PyObject *s = NULL;
@@ -117,27 +119,28 @@ static PyObject *render_path(fctx *c, size_t fi, int seg, PyObject *key, Py_ssiz
     if (parts == NULL)
         return NULL;
     if (path_segment(parts, seg, key, index) < 0)
-        goto done;
+        goto error;
     for (size_t i = fi; i != SIZE_MAX; i = c->stack[i].parent) {
         fframe *f = &c->stack[i];
         if (path_segment(parts, f->seg, f->seg_key, f->seg_index) < 0)
-            goto done;
+            goto error;
     }
     if (PyList_Reverse(parts) < 0)
-        goto done;
+        goto error;
     empty = PyUnicode_FromString("");
     if (empty == NULL)
-        goto done;
+        goto error;
     joined = PyUnicode_Join(empty, parts);
     if (joined != NULL)
         res = PyUnicode_FromFormat("root%U", joined);
-done:
+error:
     Py_XDECREF(empty);
     Py_XDECREF(joined);
     Py_DECREF(parts);
     return res;
 }
 
+/* Set TypeError naming o's type and path; o, key borrowed. */
 static void unsupported(fctx *c, PyObject *o, size_t parent, int seg, PyObject *key,
                         Py_ssize_t index)
 {
@@ -155,6 +158,7 @@ static void unsupported(fctx *c, PyObject *o, size_t parent, int seg, PyObject *
     Py_DECREF(path);
 }
 
+/* o, key borrowed (the frame takes a reference to key). 0, or -1 with an exception. */
 static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n,
                       size_t parent, int seg, PyObject *key, Py_ssize_t index)
 {
@@ -196,6 +200,7 @@ static void pop_frame(fctx *c)
     Py_CLEAR(f->seg_key);
 }
 
+/* o borrowed: the memo takes a reference. 0, or -1 with an exception. */
 static int memo_put(fctx *c, PyObject *o, fs_ref_t ref)
 {
     int err = fs__tab_put(&c->memo, (uintptr_t)o, 0, ref);
@@ -207,6 +212,7 @@ static int memo_put(fctx *c, PyObject *o, fs_ref_t ref)
     return 0;
 }
 
+/* o borrowed (an int beyond 64 bits). 0, or -1 with an exception. */
 static int build_bigint(fctx *c, PyObject *o, fs_ref_t *out)
 {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -245,6 +251,7 @@ static int build_bigint(fctx *c, PyObject *o, fs_ref_t *out)
     return rc;
 }
 
+/* o borrowed (an exact str). 0, or -1 with an exception. */
 static int build_str(fctx *c, PyObject *o, fs_ref_t *out)
 {
     Py_ssize_t len = PyUnicode_GET_LENGTH(o);
@@ -278,7 +285,8 @@ static int build_str(fctx *c, PyObject *o, fs_ref_t *out)
     return 0;
 }
 
-/* An embedded proxy: a reference into its (older, sealed) region (I6). */
+/* An embedded proxy: a reference into its (older, sealed) region (I6).
+** o borrowed (the memo takes a reference). 0, or -1 with an exception. */
 static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
 {
     fs_proxy *p = FS_PROXY(o);
@@ -325,7 +333,7 @@ static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
 
 /* The reference for o, an item of frame `parent` reached by (seg, key,
 ** index). Containers are allocated now and a frame is pushed to fill them.
-** 0, or -1 with an exception. */
+** o, key borrowed. 0, or -1 with an exception. */
 static int convert(fctx *c, PyObject *o, size_t parent, int seg, PyObject *key,
                    Py_ssize_t index, fs_ref_t *out)
 {
@@ -549,6 +557,7 @@ static void fctx_fini(fctx *c)
     fs_builder_destroy(c->b);                   /* NULL once consumed */
 }
 
+/* New reference; obj borrowed. See fs_py.h. */
 PyObject *fs__freeze(fs_state *st, PyObject *obj)
 {
     if (fs__is_proxy(st, obj))
@@ -621,6 +630,7 @@ typedef struct tctx_s {
     PyObject *result;        /* strong: the root, once complete           */
 } tctx;
 
+/* o borrowed, may be NULL (a marker): the memo takes a reference. 0, or -1. */
 static int tmemo_put(tctx *c, fs_region_t *reg, fs_ref_t ref, PyObject *o, uint64_t flags)
 {
     int err = fs__tab_put(&c->memo, (uintptr_t)reg, ref, (uint64_t)(uintptr_t)o | flags);
@@ -753,7 +763,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
     return 1;
 }
 
-/* Put item o (stolen) at the current position of frame fi. */
+/* Put item o at the current position of frame fi; steals o. */
 static int deliver(tctx *c, size_t fi, PyObject *o)
 {
     tframe *f = &c->stack[fi];
@@ -861,6 +871,7 @@ static int tstep(tctx *c)
     return deliver(c, fi, o);
 }
 
+/* New reference; h borrowed. See fs_py.h. */
 PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
 {
     tctx c;

@@ -167,7 +167,9 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref);
 ** as_thaw: BYTEARRAY gives a bytearray (thaw) rather than bytes (reading). */
 PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw);
 
-/* Register/unregister the proxy types' creation in module exec (proxies.c). */
+/* Create the proxy, iterator, view and buffer-owner types in module exec
+** (proxies.c); the public ones are added to the module. module borrowed.
+** 0, or -1 with an exception. */
 int  fs__types_init(PyObject *module, fs_state *st);
 
 /* ---- freeze / thaw (freeze.c) ------------------------------------------- */

@@ -29,6 +29,7 @@
 
 /* ---- errors ------------------------------------------------------------- */
 
+/* Returns NULL; key borrowed. See fs_py.h. */
 PyObject *fs__raise(int err, PyObject *key)
 {
     switch (err) {
@@ -64,6 +65,8 @@ PyObject *fs__raise(int err, PyObject *key)
 
 /* ---- handles ------------------------------------------------------------ */
 
+/* tp_dealloc: consumes the last reference to self; leaves the table, releases
+** the region count (I2), drops the module last. */
 static void handle_dealloc(PyObject *self)
 {
     fs_handle *h = (fs_handle *)self;
@@ -131,11 +134,13 @@ error:
     return NULL;
 }
 
+/* New reference. See fs_py.h. */
 fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r)
 {
     return handle_get(st, r, 1);
 }
 
+/* New reference. See fs_py.h. */
 fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r)
 {
     return handle_get(st, r, 0);
@@ -143,6 +148,7 @@ fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r)
 
 /* ---- module functions --------------------------------------------------- */
 
+/* Borrowed state of module (borrowed). */
 static fs_state *get_state(PyObject *module)
 {
     return (fs_state *)PyModule_GetState(module);
@@ -185,6 +191,7 @@ PyDoc_STRVAR(freeze_doc,
 "RuntimeError if a dict, list or set changes size during the freeze;\n"
 "MemoryError if memory runs out (nothing is left behind).");
 
+/* freeze(obj): new reference; module, obj borrowed. */
 static PyObject *mod_freeze(PyObject *module, PyObject *obj)
 {
     return fs__freeze(get_state(module), obj);
@@ -197,6 +204,7 @@ PyDoc_STRVAR(thaw_doc,
 "shared references and cycles are restored. TypeError if the argument is\n"
 "not a frozen object.");
 
+/* thaw(frozen): new reference; module, obj borrowed. */
 static PyObject *mod_thaw(PyObject *module, PyObject *obj)
 {
     fs_proxy *p = as_proxy(get_state(module), obj, "thaw");
@@ -210,6 +218,7 @@ PyDoc_STRVAR(is_frozen_doc,
 "True if obj is a frozenshare proxy (FrozenMap, FrozenList, FrozenTuple,\n"
 "FrozenSet, FrozenBytes, FrozenValue).");
 
+/* is_frozen(obj): new reference; module, obj borrowed. */
 static PyObject *mod_is_frozen(PyObject *module, PyObject *obj)
 {
     return PyBool_FromLong(fs__is_proxy(get_state(module), obj));
@@ -221,6 +230,7 @@ PyDoc_STRVAR(publish_doc,
 "lookup() it). Replaces an existing entry of that name. The entry keeps the\n"
 "region alive until unpublish(name) or replacement.");
 
+/* publish(name, frozen): new reference (None); module, args borrowed. */
 static PyObject *mod_publish(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {
@@ -246,6 +256,7 @@ PyDoc_STRVAR(lookup_doc,
 "The frozen object published under name (a proxy in this interpreter).\n"
 "KeyError if there is none.");
 
+/* lookup(name): new reference; module, name_obj borrowed. */
 static PyObject *mod_lookup(PyObject *module, PyObject *name_obj)
 {
     fs_state *st = get_state(module);
@@ -270,6 +281,7 @@ PyDoc_STRVAR(unpublish_doc,
 "unpublish(name, /)\n--\n\n"
 "Remove the published entry name (KeyError if there is none).");
 
+/* unpublish(name): new reference (None); module, name_obj borrowed. */
 static PyObject *mod_unpublish(PyObject *module, PyObject *name_obj)
 {
     (void)module;
@@ -287,6 +299,7 @@ PyDoc_STRVAR(published_doc,
 "published()\n--\n\n"
 "Sorted list of the names currently published (process-wide).");
 
+/* published(): new reference; module borrowed. */
 static PyObject *mod_published(PyObject *module, PyObject *unused)
 {
     (void)module; (void)unused;
@@ -334,6 +347,7 @@ PyDoc_STRVAR(info_doc,
 "included), imports (number of regions it imports), import_ids,\n"
 "object_count, offset (of this object in the image).");
 
+/* info(frozen): new reference; module, obj borrowed. */
 static PyObject *mod_info(PyObject *module, PyObject *obj)
 {
     fs_proxy *p = as_proxy(get_state(module), obj, "info");
@@ -379,6 +393,7 @@ PyDoc_STRVAR(stats_doc,
 "arena_allocated_bytes, arena_resident_bytes, published; and handles (this\n"
 "interpreter's live handles).");
 
+/* stats(): new reference; module borrowed. */
 static PyObject *mod_stats(PyObject *module, PyObject *unused)
 {
     (void)unused;
@@ -422,6 +437,7 @@ PyDoc_STRVAR(fail_alloc_after_doc,
 "TESTS ONLY. The allocation after n more successful ones fails, and all\n"
 "later ones, until _fail_alloc_after(-1). Process-wide.");
 
+/* _fail_alloc_after(n): new reference (None); module, arg borrowed. */
 static PyObject *mod_fail_alloc_after(PyObject *module, PyObject *arg)
 {
     (void)module;
@@ -436,6 +452,7 @@ PyDoc_STRVAR(alloc_count_doc,
 "_alloc_count()\n--\n\n"
 "TESTS ONLY. Allocations attempted since the last _fail_alloc_after().");
 
+/* _alloc_count(): new reference; module borrowed. */
 static PyObject *mod_alloc_count(PyObject *module, PyObject *unused)
 {
     (void)module; (void)unused;
@@ -459,6 +476,7 @@ static PyMethodDef module_methods[] = {
 
 /* ---- module lifecycle --------------------------------------------------- */
 
+/* Py_mod_exec: module borrowed. 0, or -1 with an exception. */
 static int module_exec(PyObject *module)
 {
     fs_state *st = get_state(module);
@@ -497,6 +515,7 @@ static int module_exec(PyObject *module)
     return 0;
 }
 
+/* m_traverse: module borrowed. */
 static int module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     fs_state *st = get_state(module);
@@ -516,6 +535,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     return 0;
 }
 
+/* m_clear (also run by m_free): module borrowed; unregisters XID first. */
 static int module_clear(PyObject *module)
 {
     fs_state *st = get_state(module);

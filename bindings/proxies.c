@@ -36,17 +36,20 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static inline const uint8_t *P_BASE(fs_proxy *p) { return p->h->base; }
-static inline fs_state *P_ST(fs_proxy *p) { return p->h->st; }
-static inline const fs_seq_t *P_SEQ(fs_proxy *p) { return fs_seq(p->h->base, p->ref); }
-static inline const fs_map_t *P_MAP(fs_proxy *p) { return fs_map(p->h->base, p->ref); }
-static inline int P_KIND(fs_proxy *p) { return fs_ref_kind(p->h->base, p->ref); }
+/* Accessors of a proxy p (borrowed). */
+static inline const uint8_t *P_BASE(fs_proxy *p) { return p->h->base; }   /* p borrowed */
+static inline fs_state *P_ST(fs_proxy *p) { return p->h->st; }            /* p borrowed */
+static inline const fs_seq_t *P_SEQ(fs_proxy *p) { return fs_seq(p->h->base, p->ref); } /* borrowed */
+static inline const fs_map_t *P_MAP(fs_proxy *p) { return fs_map(p->h->base, p->ref); } /* borrowed */
+static inline int P_KIND(fs_proxy *p) { return fs_ref_kind(p->h->base, p->ref); } /* borrowed */
 
+/* a, b borrowed: 1 if they denote the same object of the same region. */
 static inline int same_object(fs_proxy *a, fs_proxy *b)
 {
     return a->h == b->h && a->ref == b->ref;
 }
 
+/* o borrowed. */
 static inline int is_type(PyObject *o, fs_state *st, int tc)
 {
     return Py_TYPE(o) == st->types[tc];
@@ -71,7 +74,8 @@ int fs__root_type_code(const uint8_t *base, fs_ref_t ref)
     return tc_for_kind(fs_ref_kind(base, ref));
 }
 
-/* Raise KeyError(key) the way dict does (a tuple key is not unpacked). */
+/* Raise KeyError(key) the way dict does (a tuple key is not unpacked); key
+** borrowed. */
 static void key_error(PyObject *key)
 {
     PyObject *t = PyTuple_Pack(1, key);
@@ -83,6 +87,7 @@ static void key_error(PyObject *key)
 
 /* ---- materializing and wrapping ----------------------------------------- */
 
+/* New reference; h borrowed (the proxy takes its own). See fs_py.h. */
 PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref)
 {
     PyTypeObject *tp = h->st->types[tc];
@@ -99,6 +104,7 @@ PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref)
     return (PyObject *)p;
 }
 
+/* New reference. */
 static PyObject *bigint_from_le(const uint8_t *data, uint64_t nbytes)
 {
 #if PY_VERSION_HEX >= 0x030D0000
@@ -108,6 +114,7 @@ static PyObject *bigint_from_le(const uint8_t *data, uint64_t nbytes)
 #endif
 }
 
+/* New reference. See fs_py.h. */
 PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw)
 {
     switch (fs_ref_tag(ref)) {
@@ -159,6 +166,7 @@ PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw)
     }
 }
 
+/* New reference; h borrowed. See fs_py.h. */
 PyObject *fs__read(fs_handle *h, fs_ref_t ref)
 {
     fs_region_t *reg = h->region;
@@ -213,7 +221,8 @@ static int eq_stored(void *vctx, const void *base, fs_ref_t stored)
     return r;
 }
 
-/* Entry of key in the map or set p: 1 found (*entry), 0 absent, -1 error. */
+/* Entry of key in the map or set p: 1 found (*entry), 0 absent, -1 error.
+** p, key borrowed. */
 static int map_find(fs_proxy *p, PyObject *key, int64_t *entry)
 {
     Py_hash_t hash = PyObject_Hash(key);
@@ -248,7 +257,8 @@ static int map_find(fs_proxy *p, PyObject *key, int64_t *entry)
     return 0;
 }
 
-/* As map_find, but a set probe is looked up as a frozenset (set semantics). */
+/* As map_find, but a set probe is looked up as a frozenset (set semantics).
+** p, key borrowed. */
 static int set_find(fs_proxy *p, PyObject *key, int64_t *entry)
 {
     int r = map_find(p, key, entry);
@@ -265,7 +275,7 @@ static int set_find(fs_proxy *p, PyObject *key, int64_t *entry)
 
 /* ---- repr cycle guard --------------------------------------------------- */
 
-/* 1 entered, 0 already being repr'd (a cycle), -1 error. */
+/* 1 entered, 0 already being repr'd (a cycle), -1 error. p borrowed. */
 static int repr_enter(fs_proxy *p)
 {
     fs__tab_t *t = &P_ST(p)->repr_active;
@@ -279,6 +289,7 @@ static int repr_enter(fs_proxy *p)
     return 1;
 }
 
+/* p borrowed. */
 static void repr_leave(fs_proxy *p)
 {
     fs__tab_del(&P_ST(p)->repr_active, (uintptr_t)p->h->region, p->ref);
@@ -286,6 +297,8 @@ static void repr_leave(fs_proxy *p)
 
 /* ---- shared methods ----------------------------------------------------- */
 
+/* tp_dealloc of every proxy type: consumes the last reference to self, drops
+** the handle reference. */
 static void proxy_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
@@ -294,7 +307,8 @@ static void proxy_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* __reduce__: pickled by value, unpickled by freezing the thawed value. */
+/* __reduce__: pickled by value, unpickled by freezing the thawed value.
+** New reference (freeze, (thawed,)); self borrowed. */
 static PyObject *proxy_reduce(PyObject *self, PyObject *unused)
 {
     (void)unused;
@@ -310,12 +324,14 @@ static PyObject *proxy_reduce(PyObject *self, PyObject *unused)
     return Py_BuildValue("(N(N))", freeze, value);
 }
 
+/* __copy__ (and copy()): new reference to self. */
 static PyObject *proxy_copy(PyObject *self, PyObject *unused)
 {
     (void)unused;
     return Py_NewRef(self);
 }
 
+/* __deepcopy__: new reference to self; memo borrowed, unused. */
 static PyObject *proxy_deepcopy(PyObject *self, PyObject *memo)
 {
     (void)memo;
@@ -331,6 +347,7 @@ typedef struct fs_bufowner_s {
     Py_ssize_t  len;
 } fs_bufowner;
 
+/* tp_dealloc: consumes the last reference to self, drops the handle's. */
 static void bufowner_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
@@ -339,6 +356,7 @@ static void bufowner_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
+/* bf_getbuffer: view->obj gets a new reference to self (borrowed). */
 static int bufowner_getbuffer(PyObject *self, Py_buffer *view, int flags)
 {
     fs_bufowner *b = (fs_bufowner *)self;
@@ -397,11 +415,13 @@ static PyObject *view_of(fs_handle *h, fs_ref_t ref, PyObject *where)
 
 /* ---- sequences: FrozenList, FrozenTuple --------------------------------- */
 
+/* sq_length / mp_length; self borrowed. */
 static Py_ssize_t seq_length(PyObject *self)
 {
     return (Py_ssize_t)P_SEQ(FS_PROXY(self))->count;
 }
 
+/* sq_item: new reference; self borrowed. */
 static PyObject *seq_item(PyObject *self, Py_ssize_t i)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -436,6 +456,7 @@ static PyObject *seq_materialize(fs_proxy *p, int as_list)
     return out;
 }
 
+/* New reference: a list or tuple of len items from start by step; p borrowed. */
 static PyObject *seq_slice(fs_proxy *p, Py_ssize_t start, Py_ssize_t step,
                            Py_ssize_t len, int as_list)
 {
@@ -456,11 +477,13 @@ static PyObject *seq_slice(fs_proxy *p, Py_ssize_t start, Py_ssize_t step,
     return out;
 }
 
+/* self borrowed. */
 static int is_list_proxy(PyObject *self)
 {
     return Py_TYPE(self) == P_ST(FS_PROXY(self))->types[FS_PT_LIST];
 }
 
+/* mp_subscript (index or slice): new reference; self, key borrowed. */
 static PyObject *seq_subscript(PyObject *self, PyObject *key)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -484,6 +507,7 @@ static PyObject *seq_subscript(PyObject *self, PyObject *key)
     return NULL;
 }
 
+/* sq_contains: 1, 0 or -1; self, value borrowed. */
 static int seq_contains(PyObject *self, PyObject *value)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -499,6 +523,7 @@ static int seq_contains(PyObject *self, PyObject *value)
     return 0;
 }
 
+/* index(value[, start[, stop]]): new reference; self, args borrowed. */
 static PyObject *seq_index(PyObject *self, PyObject *args)
 {
     PyObject *value;
@@ -528,6 +553,7 @@ static PyObject *seq_index(PyObject *self, PyObject *args)
     return NULL;
 }
 
+/* count(value): new reference; self, value borrowed. */
 static PyObject *seq_count(PyObject *self, PyObject *value)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -560,12 +586,14 @@ static PyObject *any_item(PyObject *o, int is_proxy, Py_ssize_t i)
     return Py_NewRef(PySequence_Fast_GET_ITEM(o, i));
 }
 
+/* o borrowed (a proxy sequence, or a tuple/list when !is_proxy). */
 static Py_ssize_t any_len(PyObject *o, int is_proxy)
 {
     return is_proxy ? seq_length(o) : PySequence_Fast_GET_SIZE(o);
 }
 
-/* Lexicographic comparison, as tuple and list do. */
+/* tp_richcompare, lexicographic as tuple and list do: new reference; self,
+** other borrowed. */
 static PyObject *seq_richcompare(PyObject *self, PyObject *other, int op)
 {
     fs_proxy *a = FS_PROXY(self);
@@ -615,6 +643,7 @@ static PyObject *seq_richcompare(PyObject *self, PyObject *other, int op)
     Py_RETURN_RICHCOMPARE(la, lb, op);
 }
 
+/* tp_hash: that of the equal tuple, cached; self borrowed. */
 static Py_hash_t tuple_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -631,6 +660,7 @@ static Py_hash_t tuple_hash(PyObject *self)
     return h;
 }
 
+/* tp_repr: new reference; self borrowed. */
 static PyObject *seq_repr(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -662,6 +692,7 @@ static PyObject *as_plain_seq(PyObject *o, PyTypeObject *proxy_tp, int list)
 }
 
 
+/* nb_add: new reference (a plain tuple/list) or NotImplemented; a, b borrowed. */
 static PyObject *seq_add_impl(PyObject *a, PyObject *b, int list, binaryfunc me)
 {
     PyObject *self = (Py_TYPE(a)->tp_as_number != NULL &&
@@ -683,6 +714,7 @@ static PyObject *seq_add_impl(PyObject *a, PyObject *b, int list, binaryfunc me)
     return res;
 }
 
+/* nb_multiply: new reference or NotImplemented; a, b borrowed. */
 static PyObject *seq_mul_impl(PyObject *a, PyObject *b, int list, binaryfunc me)
 {
     int a_is_self = Py_TYPE(a)->tp_as_number != NULL &&
@@ -701,6 +733,7 @@ static PyObject *seq_mul_impl(PyObject *a, PyObject *b, int list, binaryfunc me)
     return res;
 }
 
+/* The nb_add / nb_multiply slots: new reference; a, b borrowed. */
 static PyObject *tuple_add(PyObject *a, PyObject *b);
 static PyObject *tuple_add(PyObject *a, PyObject *b) { return seq_add_impl(a, b, 0, tuple_add); }
 static PyObject *list_add(PyObject *a, PyObject *b);
@@ -719,6 +752,7 @@ typedef struct fs_seqiter_s {
     int        reverse;      /* iterate from the end                      */
 } fs_seqiter;
 
+/* tp_dealloc: consumes the last reference to self, drops the proxy's. */
 static void seqiter_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
@@ -727,6 +761,7 @@ static void seqiter_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
+/* tp_iternext: new reference, or NULL without an exception at the end. */
 static PyObject *seqiter_next(PyObject *self)
 {
     fs_seqiter *it = (fs_seqiter *)self;
@@ -744,6 +779,7 @@ static PyObject *seqiter_next(PyObject *self)
     return NULL;
 }
 
+/* __length_hint__: new reference; self borrowed. */
 static PyObject *seqiter_length_hint(PyObject *self, PyObject *unused)
 {
     (void)unused;
@@ -755,6 +791,7 @@ static PyObject *seqiter_length_hint(PyObject *self, PyObject *unused)
     return PyLong_FromSsize_t(left < 0 ? 0 : left);
 }
 
+/* New reference: an iterator over self (borrowed). */
 static PyObject *seqiter_new(PyObject *self, int reverse)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -767,8 +804,10 @@ static PyObject *seqiter_new(PyObject *self, int reverse)
     return (PyObject *)it;
 }
 
+/* tp_iter: new reference; self borrowed. */
 static PyObject *seq_iter(PyObject *self) { return seqiter_new(self, 0); }
 
+/* __reversed__: new reference; self borrowed. */
 static PyObject *seq_reversed(PyObject *self, PyObject *unused)
 {
     (void)unused;
@@ -787,6 +826,7 @@ typedef struct fs_mapiter_s {
     int        reverse;
 } fs_mapiter;
 
+/* tp_dealloc: consumes the last reference to self, drops the proxy's. */
 static void mapiter_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
@@ -817,6 +857,7 @@ static PyObject *map_item_tuple(fs_proxy *p, uint64_t e)
     return t;
 }
 
+/* tp_iternext: new reference, or NULL without an exception at the end. */
 static PyObject *mapiter_next(PyObject *self)
 {
     fs_mapiter *it = (fs_mapiter *)self;
@@ -838,6 +879,7 @@ static PyObject *mapiter_next(PyObject *self)
     return NULL;
 }
 
+/* __length_hint__: new reference; self borrowed. */
 static PyObject *mapiter_length_hint(PyObject *self, PyObject *unused)
 {
     (void)unused;
@@ -849,6 +891,7 @@ static PyObject *mapiter_length_hint(PyObject *self, PyObject *unused)
     return PyLong_FromSsize_t(left < 0 ? 0 : left);
 }
 
+/* New reference: an iterator over the entries of p (borrowed). */
 static PyObject *mapiter_new(fs_proxy *p, int mode, int reverse)
 {
     fs_mapiter *it = PyObject_New(fs_mapiter, P_ST(p)->mapiter_type);
@@ -863,11 +906,13 @@ static PyObject *mapiter_new(fs_proxy *p, int mode, int reverse)
 
 /* ---- FrozenMap ---------------------------------------------------------- */
 
+/* mp_length; self borrowed. */
 static Py_ssize_t map_length(PyObject *self)
 {
     return (Py_ssize_t)P_MAP(FS_PROXY(self))->count;
 }
 
+/* mp_subscript: new reference, KeyError when absent; self, key borrowed. */
 static PyObject *map_subscript(PyObject *self, PyObject *key)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -882,23 +927,27 @@ static PyObject *map_subscript(PyObject *self, PyObject *key)
     return fs__read(p->h, P_MAP(p)->entries[e].value);
 }
 
+/* sq_contains: 1, 0 or -1; self, key borrowed. */
 static int map_contains(PyObject *self, PyObject *key)
 {
     int64_t e;
     return map_find(FS_PROXY(self), key, &e);
 }
 
+/* tp_iter (keys): new reference; self borrowed. */
 static PyObject *map_iter(PyObject *self)
 {
     return mapiter_new(FS_PROXY(self), IT_KEYS, 0);
 }
 
+/* __reversed__: new reference; self borrowed. */
 static PyObject *map_reversed(PyObject *self, PyObject *unused)
 {
     (void)unused;
     return mapiter_new(FS_PROXY(self), IT_KEYS, 1);
 }
 
+/* get(key, default=None): new reference; self, args borrowed. */
 static PyObject *map_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 2) {
@@ -915,7 +964,8 @@ static PyObject *map_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return fs__read(p->h, P_MAP(p)->entries[e].value);
 }
 
-/* 1 if o is a Mapping (dict, FrozenMap, or registered with the ABC). */
+/* 1 if o (borrowed) is a Mapping (dict, FrozenMap, or registered with the
+** ABC), 0 if not, -1 on error. */
 static int is_mapping(fs_state *st, PyObject *o)
 {
     if (PyDict_Check(o) || is_type(o, st, FS_PT_MAP))
@@ -932,6 +982,7 @@ static int is_mapping(fs_state *st, PyObject *o)
     return PyObject_IsInstance(o, st->mapping_abc);
 }
 
+/* tp_richcompare: == / != with any Mapping; new reference; self, other borrowed. */
 static PyObject *map_richcompare(PyObject *self, PyObject *other, int op)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -985,8 +1036,33 @@ static PyObject *map_richcompare(PyObject *self, PyObject *other, int op)
     return Py_NewRef((equal == (op == Py_EQ)) ? Py_True : Py_False);
 }
 
+static PyObject *map_or(PyObject *a, PyObject *b);
+
+/* Update dict d (borrowed) with the pairs of o (borrowed): a FrozenMap's
+** entries directly (a NaN key could not be looked up again), else as
+** dict.update does. 0, or -1 with an exception. */
+static int merge_into(PyObject *d, PyObject *o)
+{
+    if (!(Py_TYPE(o)->tp_as_number != NULL && Py_TYPE(o)->tp_as_number->nb_or == map_or))
+        return PyDict_Update(d, o);
+    fs_proxy *p = FS_PROXY(o);
+    for (uint64_t e = 0; e < P_MAP(p)->count; e++) {
+        PyObject *k = fs__read(p->h, P_MAP(p)->entries[e].key);
+        if (k == NULL)
+            return -1;
+        PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+        int rc = v != NULL ? PyDict_SetItem(d, k, v) : -1;
+        Py_DECREF(k);
+        Py_XDECREF(v);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* FrozenMap | Mapping and Mapping | FrozenMap: a new FrozenMap of the merged
-** dict (values that are proxies are shared as imports, not copied). */
+** dict (values that are proxies are shared as imports, not copied).
+** nb_or: new reference; a, b borrowed. */
 static PyObject *map_or(PyObject *a, PyObject *b)
 {
     int a_is_self = Py_TYPE(a)->tp_as_number != NULL &&
@@ -1000,12 +1076,13 @@ static PyObject *map_or(PyObject *a, PyObject *b)
     PyObject *res = NULL, *merged = PyDict_New();
     if (merged == NULL)
         return NULL;
-    if (PyDict_Update(merged, a) == 0 && PyDict_Update(merged, b) == 0)
+    if (merge_into(merged, a) == 0 && merge_into(merged, b) == 0)
         res = fs__freeze(st, merged);
     Py_DECREF(merged);
     return res;
 }
 
+/* tp_hash: hash(frozenset(self.items())), cached; self borrowed. */
 static Py_hash_t map_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -1017,17 +1094,17 @@ static Py_hash_t map_hash(PyObject *self)
     Py_hash_t h = -1;
     PyObject *fz = NULL, *items = PyList_New((Py_ssize_t)P_MAP(p)->count);
     if (items == NULL)
-        goto done;
+        goto error;
     for (uint64_t e = 0; e < P_MAP(p)->count; e++) {
         PyObject *t = map_item_tuple(p, e);
         if (t == NULL)
-            goto done;
+            goto error;
         PyList_SET_ITEM(items, (Py_ssize_t)e, t);
     }
     fz = PyFrozenSet_New(items);
     if (fz != NULL)
         h = PyObject_Hash(fz);
-done:
+error:
     Py_XDECREF(items);
     Py_XDECREF(fz);
     Py_LeaveRecursiveCall();
@@ -1072,6 +1149,7 @@ error:
     return res;
 }
 
+/* tp_repr: new reference; self borrowed. */
 static PyObject *map_repr(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -1098,6 +1176,7 @@ typedef struct fs_mapview_s {
 
 #define VIEW_MAP(o) (((fs_mapview *)(o))->map)
 
+/* tp_dealloc: consumes the last reference to self, drops the FrozenMap's. */
 static void mapview_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
@@ -1106,6 +1185,7 @@ static void mapview_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
+/* New reference: a view of type tp over map (borrowed). */
 static PyObject *mapview_new(PyObject *map, PyTypeObject *tp)
 {
     fs_mapview *v = PyObject_New(fs_mapview, tp);
@@ -1115,24 +1195,28 @@ static PyObject *mapview_new(PyObject *map, PyTypeObject *tp)
     return (PyObject *)v;
 }
 
+/* keys(): new reference; self borrowed. */
 static PyObject *map_keys(PyObject *self, PyObject *unused)
 {
     (void)unused;
     return mapview_new(self, P_ST(FS_PROXY(self))->keys_type);
 }
 
+/* values(): new reference; self borrowed. */
 static PyObject *map_values(PyObject *self, PyObject *unused)
 {
     (void)unused;
     return mapview_new(self, P_ST(FS_PROXY(self))->values_type);
 }
 
+/* items(): new reference; self borrowed. */
 static PyObject *map_items(PyObject *self, PyObject *unused)
 {
     (void)unused;
     return mapview_new(self, P_ST(FS_PROXY(self))->items_type);
 }
 
+/* self borrowed. */
 static int view_mode(PyObject *self)
 {
     fs_state *st = P_ST(VIEW_MAP(self));
@@ -1141,34 +1225,40 @@ static int view_mode(PyObject *self)
     return Py_TYPE(self) == st->values_type ? IT_VALUES : IT_ITEMS;
 }
 
+/* sq_length; self borrowed. */
 static Py_ssize_t mapview_length(PyObject *self)
 {
     return (Py_ssize_t)P_MAP(VIEW_MAP(self))->count;
 }
 
+/* tp_iter: new reference; self borrowed. */
 static PyObject *mapview_iter(PyObject *self)
 {
     return mapiter_new(VIEW_MAP(self), view_mode(self), 0);
 }
 
+/* __reversed__: new reference; self borrowed. */
 static PyObject *mapview_reversed(PyObject *self, PyObject *unused)
 {
     (void)unused;
     return mapiter_new(VIEW_MAP(self), view_mode(self), 1);
 }
 
+/* mapping getter: new reference to the FrozenMap; self borrowed. */
 static PyObject *mapview_mapping(PyObject *self, void *closure)
 {
     (void)closure;
     return Py_NewRef(VIEW_MAP(self));
 }
 
+/* sq_contains: 1, 0 or -1; self, key borrowed. */
 static int keys_contains(PyObject *self, PyObject *key)
 {
     int64_t e;
     return map_find(VIEW_MAP(self), key, &e);
 }
 
+/* sq_contains for (key, value) pairs: 1, 0 or -1; self, item borrowed. */
 static int items_contains(PyObject *self, PyObject *item)
 {
     if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
@@ -1186,6 +1276,7 @@ static int items_contains(PyObject *self, PyObject *item)
     return r;
 }
 
+/* sq_contains (a scan): 1, 0 or -1; self, value borrowed. */
 static int values_contains(PyObject *self, PyObject *value)
 {
     fs_proxy *p = VIEW_MAP(self);
@@ -1201,6 +1292,7 @@ static int values_contains(PyObject *self, PyObject *value)
     return 0;
 }
 
+/* o borrowed. */
 static int is_setview(fs_state *st, PyObject *o)
 {
     return Py_TYPE(o) == st->keys_type || Py_TYPE(o) == st->items_type;
@@ -1214,7 +1306,7 @@ static PyObject *as_set(PyObject *o)
     return PySet_New(o);
 }
 
-/* 1 if every element of x is in y, 0 if not, -1 on error. */
+/* 1 if every element of x is in y, 0 if not, -1 on error. x, y borrowed. */
 static int all_in(PyObject *x, PyObject *y)
 {
     PyObject *it = PyObject_GetIter(x);
@@ -1233,7 +1325,7 @@ static int all_in(PyObject *x, PyObject *y)
 }
 
 /* Set comparison by sizes and containment (as sets and dict views do: the
-** elements need not be hashable). */
+** elements need not be hashable). New reference; self, other borrowed. */
 static PyObject *setlike_compare(PyObject *self, PyObject *other, int op)
 {
     Py_ssize_t la = PyObject_Size(self), lb = PyObject_Size(other);
@@ -1253,6 +1345,7 @@ static PyObject *setlike_compare(PyObject *self, PyObject *other, int op)
     return Py_NewRef(r ? Py_True : Py_False);
 }
 
+/* tp_richcompare (set comparisons): new reference; self, other borrowed. */
 static PyObject *setview_richcompare(PyObject *self, PyObject *other, int op)
 {
     fs_state *st = P_ST(VIEW_MAP(self));
@@ -1262,6 +1355,7 @@ static PyObject *setview_richcompare(PyObject *self, PyObject *other, int op)
     return setlike_compare(self, other, op);
 }
 
+/* New reference: op(set(a), set(b)); a, b borrowed. */
 static PyObject *setview_binop(PyObject *a, PyObject *b, binaryfunc op)
 {
     PyObject *res = NULL, *y = NULL, *x = as_set(a);
@@ -1275,11 +1369,16 @@ static PyObject *setview_binop(PyObject *a, PyObject *b, binaryfunc op)
     return res;
 }
 
+/* nb_and / nb_or / nb_subtract / nb_xor: new reference (a set); a, b borrowed. */
 static PyObject *setview_and(PyObject *a, PyObject *b) { return setview_binop(a, b, PyNumber_And); }
-static PyObject *setview_or(PyObject *a, PyObject *b) { return setview_binop(a, b, PyNumber_Or); }
-static PyObject *setview_sub(PyObject *a, PyObject *b) { return setview_binop(a, b, PyNumber_Subtract); }
-static PyObject *setview_xor(PyObject *a, PyObject *b) { return setview_binop(a, b, PyNumber_Xor); }
+static PyObject *setview_or(PyObject *a, PyObject *b)   /* borrowed */
+{ return setview_binop(a, b, PyNumber_Or); }
+static PyObject *setview_sub(PyObject *a, PyObject *b)  /* borrowed */
+{ return setview_binop(a, b, PyNumber_Subtract); }
+static PyObject *setview_xor(PyObject *a, PyObject *b)  /* borrowed */
+{ return setview_binop(a, b, PyNumber_Xor); }
 
+/* isdisjoint(other): new reference; self, other borrowed. */
 static PyObject *setview_isdisjoint(PyObject *self, PyObject *other)
 {
     PyObject *it = PyObject_GetIter(other);
@@ -1300,6 +1399,7 @@ static PyObject *setview_isdisjoint(PyObject *self, PyObject *other)
     Py_RETURN_TRUE;
 }
 
+/* tp_repr: new reference; self borrowed. */
 static PyObject *mapview_repr(PyObject *self)
 {
     const char *name = view_mode(self) == IT_KEYS ? "FrozenMapKeys"
@@ -1314,28 +1414,33 @@ static PyObject *mapview_repr(PyObject *self)
 
 /* ---- FrozenSet ---------------------------------------------------------- */
 
+/* sq_length; self borrowed. */
 static Py_ssize_t set_length(PyObject *self)
 {
     return (Py_ssize_t)P_MAP(FS_PROXY(self))->count;
 }
 
+/* sq_contains: 1, 0 or -1; self, key borrowed. */
 static int set_contains(PyObject *self, PyObject *key)
 {
     int64_t e;
     return set_find(FS_PROXY(self), key, &e);
 }
 
+/* o borrowed. */
 static int is_set_proxy(PyObject *o)
 {
     return Py_TYPE(o)->tp_as_sequence != NULL &&
            Py_TYPE(o)->tp_as_sequence->sq_contains == set_contains;
 }
 
+/* tp_iter: new reference; self borrowed. */
 static PyObject *set_iter(PyObject *self)
 {
     return mapiter_new(FS_PROXY(self), IT_KEYS, 0);
 }
 
+/* tp_richcompare (set comparisons): new reference; self, other borrowed. */
 static PyObject *set_richcompare(PyObject *self, PyObject *other, int op)
 {
     if (!(PyAnySet_Check(other) || is_set_proxy(other)))
@@ -1356,6 +1461,7 @@ static PyObject *as_frozenset(PyObject *o)
     return Py_NewRef(Py_NotImplemented);
 }
 
+/* New reference: op(frozenset(a), frozenset(b)) or NotImplemented; a, b borrowed. */
 static PyObject *set_binop(PyObject *a, PyObject *b, binaryfunc op)
 {
     PyObject *res, *y, *x = as_frozenset(a);
@@ -1372,12 +1478,17 @@ static PyObject *set_binop(PyObject *a, PyObject *b, binaryfunc op)
     return res;
 }
 
+/* nb_or / nb_and / nb_subtract / nb_xor: new reference (a frozenset or set); a, b borrowed. */
 static PyObject *set_or(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_Or); }
-static PyObject *set_and(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_And); }
-static PyObject *set_sub(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_Subtract); }
-static PyObject *set_xor(PyObject *a, PyObject *b) { return set_binop(a, b, PyNumber_Xor); }
+static PyObject *set_and(PyObject *a, PyObject *b)   /* borrowed */
+{ return set_binop(a, b, PyNumber_And); }
+static PyObject *set_sub(PyObject *a, PyObject *b)   /* borrowed */
+{ return set_binop(a, b, PyNumber_Subtract); }
+static PyObject *set_xor(PyObject *a, PyObject *b)   /* borrowed */
+{ return set_binop(a, b, PyNumber_Xor); }
 
-/* The named frozenset method applied to frozenset(self). */
+/* The named frozenset method applied to frozenset(self): new reference;
+** self, args borrowed. */
 static PyObject *set_delegate(PyObject *self, PyObject *args, const char *name)
 {
     PyObject *res = NULL, *meth = NULL, *fz = PyFrozenSet_New(self);
@@ -1402,11 +1513,13 @@ SET_DELEGATE(issubset)
 SET_DELEGATE(issuperset)
 #undef SET_DELEGATE
 
+/* isdisjoint(other): new reference; self, other borrowed. */
 static PyObject *set_isdisjoint(PyObject *self, PyObject *other)
 {
     return setview_isdisjoint(self, other);
 }
 
+/* tp_hash: that of the equal frozenset, cached; self borrowed. */
 static Py_hash_t set_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -1425,6 +1538,7 @@ static Py_hash_t set_hash(PyObject *self)
     return h;
 }
 
+/* tp_repr: new reference; self borrowed. */
 static PyObject *set_repr(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -1446,6 +1560,7 @@ static PyObject *set_repr(PyObject *self)
 
 /* ---- .view(key_or_index) on containers ---------------------------------- */
 
+/* view(key_or_index): new reference (a read-only memoryview); self, key borrowed. */
 static PyObject *container_view(PyObject *self, PyObject *key)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -1485,19 +1600,23 @@ static PyObject *container_view(PyObject *self, PyObject *key)
 
 /* ---- FrozenBytes -------------------------------------------------------- */
 
+/* p borrowed. */
 static inline const fs_bytes_t *P_BYTES(fs_proxy *p) { return fs_bytes(p->h->base, p->ref); }
 
+/* sq_length / mp_length; self borrowed. */
 static Py_ssize_t fbytes_length(PyObject *self)
 {
     return (Py_ssize_t)P_BYTES(FS_PROXY(self))->length;
 }
 
+/* New reference: an equal bytes object; p borrowed. */
 static PyObject *fbytes_materialize(fs_proxy *p)
 {
     const fs_bytes_t *b = P_BYTES(p);
     return PyBytes_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->length);
 }
 
+/* bf_getbuffer (read-only, I1): view->obj gets a new reference to self (borrowed). */
 static int fbytes_getbuffer(PyObject *self, Py_buffer *view, int flags)
 {
     const fs_bytes_t *b = P_BYTES(FS_PROXY(self));
@@ -1505,6 +1624,7 @@ static int fbytes_getbuffer(PyObject *self, Py_buffer *view, int flags)
                              1 /* readonly: I1 */, flags);
 }
 
+/* sq_item: new reference (an int); self borrowed. */
 static PyObject *fbytes_item(PyObject *self, Py_ssize_t i)
 {
     const fs_bytes_t *b = P_BYTES(FS_PROXY(self));
@@ -1515,6 +1635,7 @@ static PyObject *fbytes_item(PyObject *self, Py_ssize_t i)
     return PyLong_FromLong(b->data[i]);
 }
 
+/* mp_subscript: new reference (int, or bytes for a slice); self, key borrowed. */
 static PyObject *fbytes_subscript(PyObject *self, PyObject *key)
 {
     const fs_bytes_t *b = P_BYTES(FS_PROXY(self));
@@ -1546,6 +1667,7 @@ static PyObject *fbytes_subscript(PyObject *self, PyObject *key)
     return NULL;
 }
 
+/* sq_contains (a byte value or a bytes-like): 1, 0 or -1; self, needle borrowed. */
 static int fbytes_contains(PyObject *self, PyObject *needle)
 {
     const fs_bytes_t *b = P_BYTES(FS_PROXY(self));
@@ -1568,6 +1690,7 @@ static int fbytes_contains(PyObject *self, PyObject *needle)
     return found;
 }
 
+/* tp_iter: new reference (an iterator over a memoryview of self); self borrowed. */
 static PyObject *fbytes_iter(PyObject *self)
 {
     PyObject *mv = PyMemoryView_FromObject(self);
@@ -1601,6 +1724,7 @@ static int fbytes_operand(PyObject *o, const char **data, Py_ssize_t *len)
     return 0;
 }
 
+/* tp_richcompare with bytes-likes: new reference; self, other borrowed. */
 static PyObject *fbytes_richcompare(PyObject *self, PyObject *other, int op)
 {
     const char *a, *b;
@@ -1617,6 +1741,7 @@ static PyObject *fbytes_richcompare(PyObject *self, PyObject *other, int op)
     Py_RETURN_RICHCOMPARE(c, 0, op);
 }
 
+/* tp_hash: that of the equal bytes, cached; self borrowed. */
 static Py_hash_t fbytes_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -1635,6 +1760,7 @@ static Py_hash_t fbytes_hash(PyObject *self)
     return p->hash;
 }
 
+/* tp_repr: new reference; self borrowed. */
 static PyObject *fbytes_repr(PyObject *self)
 {
     PyObject *res = NULL, *bytes = fbytes_materialize(FS_PROXY(self));
@@ -1645,12 +1771,14 @@ static PyObject *fbytes_repr(PyObject *self)
     return res;
 }
 
+/* __bytes__: new reference; self borrowed. */
 static PyObject *fbytes_bytes(PyObject *self, PyObject *unused)
 {
     (void)unused;
     return fbytes_materialize(FS_PROXY(self));
 }
 
+/* decode(encoding, errors): new reference; self, args, kwds borrowed. */
 static PyObject *fbytes_decode(PyObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"encoding", "errors", NULL};
@@ -1662,7 +1790,7 @@ static PyObject *fbytes_decode(PyObject *self, PyObject *args, PyObject *kwds)
 }
 
 /* Other bytes methods (hex, startswith, find, split, ...) are delegated to an
-** equal bytes object. */
+** equal bytes object. tp_getattro: new reference; self, name borrowed. */
 static PyObject *fbytes_getattro(PyObject *self, PyObject *name)
 {
     PyObject *res = PyObject_GenericGetAttr(self, name);
@@ -1690,6 +1818,7 @@ static PyObject *fbytes_getattro(PyObject *self, PyObject *name)
 
 /* ---- FrozenValue -------------------------------------------------------- */
 
+/* value getter: new reference; self borrowed. */
 static PyObject *fvalue_value(PyObject *self, void *closure)
 {
     (void)closure;
@@ -1699,6 +1828,7 @@ static PyObject *fvalue_value(PyObject *self, void *closure)
 
 static int is_value_proxy(PyObject *o);
 
+/* tp_richcompare, that of the value: new reference; self, other borrowed. */
 static PyObject *fvalue_richcompare(PyObject *self, PyObject *other, int op)
 {
     PyObject *res = NULL, *b = NULL, *a = fvalue_value(self, NULL);
@@ -1712,6 +1842,7 @@ static PyObject *fvalue_richcompare(PyObject *self, PyObject *other, int op)
     return res;
 }
 
+/* tp_hash: that of the value, cached; self borrowed. */
 static Py_hash_t fvalue_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
@@ -1725,11 +1856,13 @@ static Py_hash_t fvalue_hash(PyObject *self)
     return p->hash;
 }
 
+/* o borrowed. */
 static int is_value_proxy(PyObject *o)
 {
     return Py_TYPE(o)->tp_hash == fvalue_hash;
 }
 
+/* tp_repr: new reference; self borrowed. */
 static PyObject *fvalue_repr(PyObject *self)
 {
     PyObject *res = NULL, *v = fvalue_value(self, NULL);
@@ -1740,6 +1873,7 @@ static PyObject *fvalue_repr(PyObject *self)
     return res;
 }
 
+/* nb_bool: the value's truth; self borrowed. */
 static int fvalue_bool(PyObject *self)
 {
     PyObject *v = fvalue_value(self, NULL);
@@ -2094,6 +2228,7 @@ static PyTypeObject *make_type(PyObject *module, PyType_Spec *spec, int public)
     return tp;
 }
 
+/* module borrowed; st gets new references to the types. 0, or -1 with an exception. */
 int fs__types_init(PyObject *module, fs_state *st)
 {
     static PyType_Spec *proxy_specs[FS_PT__COUNT] = {

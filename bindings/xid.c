@@ -125,7 +125,8 @@ static PyObject *xid_new_object(fs_xidata *data)
     return res;
 }
 
-/* Sender side: obj is one of our proxies (lookup is by exact type). */
+/* Sender side: obj (borrowed) is one of our proxies (lookup is by exact
+** type); data keeps no PyObject (obj = NULL). 0, or -1 with an exception. */
 static int xid_getdata(PyThreadState *tstate, PyObject *obj, fs_xidata *data)
 {
     fs_proxy *p = FS_PROXY(obj);

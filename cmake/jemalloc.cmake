@@ -15,6 +15,19 @@
 #   4. the upstream release URL, when the machine has internet
 include(ExternalProject)
 
+# Reuse: FS_JEMALLOC_DIR names the jemalloc tree another build dir already
+# built (<build>/jemalloc/src/jemalloc_ext); the sanitizer and fuzz builds of
+# scripts/sanitize.sh use it (jemalloc itself is never instrumented).
+set(FS_JEMALLOC_DIR "" CACHE PATH "reuse an already built jemalloc tree")
+if(FS_JEMALLOC_DIR AND EXISTS "${FS_JEMALLOC_DIR}/lib/libjemalloc_pic.a")
+  add_library(fs_jemalloc STATIC IMPORTED GLOBAL)
+  set_target_properties(fs_jemalloc PROPERTIES
+    IMPORTED_LOCATION "${FS_JEMALLOC_DIR}/lib/libjemalloc_pic.a"
+    INTERFACE_INCLUDE_DIRECTORIES "${FS_JEMALLOC_DIR}/include")
+  message(STATUS "jemalloc: reusing ${FS_JEMALLOC_DIR}")
+  return()
+endif()
+
 set(FS_JEMALLOC_SHA256 2db82d1e7119df3e71b7640219b6dfe84789bc0537983c3b7ac4f7189aecfeaa)
 set(FS_JEMALLOC_TARBALL "" CACHE FILEPATH "jemalloc-5.3.0.tar.bz2 to build from")
 set(_je_cache "${PROJECT_SOURCE_DIR}/.deps/jemalloc-5.3.0.tar.bz2")

@@ -16,7 +16,8 @@
 #   bash scripts/bench.sh --no-setup      # skip step 1 (already built)
 #   bash scripts/bench.sh --update-docs   # also rewrite the numbers in docs/benchmarks.md
 #
-# Environment: FS_PYPATH=dir   where `import frozenshare` is found (default:
+# Environment: FS_BUILD_DIR      build directory (default build; also for setup.sh)
+#              FS_PYPATH=dir   where `import frozenshare` is found (default:
 #              discovered under build-bind/ and build/); FS_BENCH_ARGS extra
 #              arguments for every bench_*.py.
 set -euo pipefail
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
         --no-setup) setup= ;;
         --no-c) cbench= ;;
         --update-docs) update_docs=1 ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) say "unknown argument $1 (see --help)"; exit 2 ;;
     esac
     shift
@@ -105,7 +106,7 @@ failed=()
 
 # ---- 4a. C benchmarks -------------------------------------------------------------
 if [ -n "$cbench" ] && want c; then
-    for b in "$ROOT"/build/bench/bench_*; do
+    for b in "$ROOT"/"${FS_BUILD_DIR:-build}"/bench/bench_*; do
         [ -f "$b" ] && [ -x "$b" ] || continue
         name=$(basename "$b")
         args=()

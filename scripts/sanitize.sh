@@ -4,6 +4,9 @@
 #   tsan  : the thread stress program (stress_threads) with ThreadSanitizer (gcc);
 #           Criterion's workers do not start under TSan, hence a plain program
 #   fuzz  : libFuzzer over fs_image_check and the readers, ASan+UBSan (clang)
+#   pyasan: the pytest suite against the extension built with ASan+UBSan, the
+#           newest venv Python run with the ASan runtime preloaded
+#           (PYTHONMALLOC=malloc so ASan sees every object allocation)
 # Any sanitizer report fails the run (halt_on_error / abort_on_error).
 #   bash scripts/sanitize.sh [asan] [tsan] [fuzz]     (default: all three)
 # Expects scripts/setup.sh to have run (packages, .deps/ jemalloc source).
@@ -11,14 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 JE=$ROOT/.deps/jemalloc-5.3.0.tar.bz2
-steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(asan tsan fuzz)
+steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(asan tsan fuzz pyasan)
 say() { printf '[sanitize] %s\n' "$*"; }
 werror=OFF; [ "${CI:-}" = true ] && werror=ON
 
+# jemalloc is not instrumented: reuse the main build's copy when it exists.
+reuse=
+[ -f "$ROOT/${FS_BUILD_DIR:-build}/jemalloc/src/jemalloc_ext/lib/libjemalloc_pic.a" ] &&
+    reuse=-DFS_JEMALLOC_DIR=$ROOT/${FS_BUILD_DIR:-build}/jemalloc/src/jemalloc_ext
 configure() {  # dir, extra cmake args...
     local dir=$1; shift
     cmake -S "$ROOT" -B "$ROOT/$dir" -DFS_BUILD_BINDINGS=OFF -DFS_WERROR=$werror \
-          -DFS_JEMALLOC_TARBALL="$JE" "$@" >/dev/null
+          -DFS_JEMALLOC_TARBALL="$JE" $reuse "$@" >/dev/null
     cmake --build "$ROOT/$dir" -j "$(nproc)" >/dev/null
 }
 
@@ -48,6 +55,19 @@ for s in "${steps[@]}"; do
             -DFS_BUILD_TESTS=ON -DFS_FUZZ_SECONDS="${FS_FUZZ_SECONDS:-60}"
         ASAN_OPTIONS=handle_segv=1:detect_leaks=1 \
             ctest --test-dir build-fuzz --output-on-failure -R fuzz_image || rc=1
+        ;;
+    pyasan)
+        py=$(ls -d "$ROOT"/.venv/py3.* 2>/dev/null | sort -V | tail -n 1)/bin/python
+        [ -x "$py" ] || { say "no venv Python: run scripts/setup.sh"; exit 1; }
+        say "AddressSanitizer + UBSan: pytest with $py"
+        configure build-pyasan -DFS_SANITIZE=address,undefined -DFS_BUILD_BINDINGS=ON \
+            -DFS_BUILD_TESTS=OFF -DFS_PYTHONS="$py"
+        ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+        # Leaks are not checked here: CPython keeps objects alive at exit by design.
+        LD_PRELOAD=$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
+        ASAN_OPTIONS=detect_leaks=0:handle_segv=0:handle_sigbus=0:abort_on_error=1 \
+        PYTHONPATH="$ROOT/build-pyasan/py$ver" FS_SLOW_FACTOR=4 \
+            "$py" -m pytest -q -p no:cacheprovider "$ROOT/tests/python" || rc=1
         ;;
     *) say "unknown step $s"; exit 2 ;;
     esac

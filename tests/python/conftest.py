@@ -1,0 +1,96 @@
+"""pytest configuration for the frozenshare suites.
+
+* a hypothesis profile: bounded, derandomized, no example database (nothing
+  is written outside tests/python);
+* an autouse fixture: after each test (and gc.collect), fs.stats()['live_regions']
+  must be back to its value before the test -- every suite is also a leak test;
+* fixtures making subinterpreters and channels that are always destroyed.
+"""
+import gc
+import os
+import sys
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import frozenshare as fs  # noqa: E402  (fails loudly if the module did not build)
+from _fshelpers import Channel, Interp, live_regions, wait_live  # noqa: E402
+
+settings.register_profile(
+    "frozenshare",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("frozenshare")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(autouse=True)
+def no_region_leak(request):
+    """live_regions returns to its starting value after each test."""
+    gc.collect()
+    start = live_regions()
+    yield start
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        return  # the failure's traceback keeps proxies alive: don't double-report
+    wait_live(start, timeout=10.0)
+
+
+@pytest.fixture
+def interps():
+    """interps(n) -> list of n new own-GIL subinterpreters, destroyed at teardown."""
+    made = []
+
+    def make(n=1):
+        new = [Interp() for _ in range(n)]
+        made.extend(new)
+        return new
+
+    yield make
+    for it in made:
+        it.destroy()
+
+
+@pytest.fixture
+def channels():
+    """channels(n) -> list of n new queues/channels, destroyed at teardown."""
+    made = []
+
+    def make(n=1):
+        new = [Channel() for _ in range(n)]
+        made.extend(new)
+        return new
+
+    yield make
+    for ch in made:
+        ch.destroy()
+
+
+@pytest.fixture
+def names():
+    """Registry names unique to the test; unpublished at teardown."""
+    used = []
+
+    def make(base):
+        name = f"test:{os.getpid()}:{base}:{len(used)}"
+        used.append(name)
+        return name
+
+    yield make
+    for n in used:
+        try:
+            fs.unpublish(n)
+        except KeyError:
+            pass

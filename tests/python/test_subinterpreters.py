@@ -1,0 +1,342 @@
+"""Proxies across own-GIL subinterpreters (DESIGN.md, "Refcounting" /
+hand-off via XID; PLATFORM.md for the 3.12 and 3.13 APIs).
+
+Every test checks that fs.stats()['live_regions'] comes back to where it
+started whatever the drop order: XID data frees run late (a pending call in
+the sending interpreter), so counts are polled (wait_live)."""
+import gc
+
+import pytest
+
+import frozenshare as fs
+from _fshelpers import (PY313, checksum, live_regions, run_in_threads, wait_live,
+                        wait_refcount)
+
+
+def make_data(n=3000):
+    return {
+        "rows": [{"id": i, "name": f"name-{i}-\xe9\u20ac", "score": i * 0.5,
+                  "tags": ("a", "b", i % 7), "blob": bytes([i % 256]) * 16,
+                  "big": 2**70 + i, "set": frozenset({i, -i})}
+                 for i in range(n)],
+        "meta": {"version": 3, "neg0": -0.0, "none": None, "emoji": "\U0001f600"},
+        "index": {f"k{i}": i for i in range(n)},
+    }
+
+
+READ_ALL = """
+x = chan_get({cid})
+assert fs.is_frozen(x), type(x)
+sums = [checksum(x) for _ in range({passes})]
+assert len(set(sums)) == 1
+reply("%d|%d|%s" % (sums[0], fs.info(x)["region_id"], type(x).__name__))
+"""
+
+
+def test_send_to_two_interpreters_reading_concurrently(interps, channels):
+    start = live_regions()
+    src = make_data()
+    expected = checksum(src)
+    p = fs.freeze(src)
+    assert checksum(p) == expected
+    rid = fs.info(p)["region_id"]
+    a, b = interps(2)
+    ca, cb = channels(2)
+    ca.put(p)
+    cb.put(p)
+    run_in = [(a, READ_ALL.format(cid=ca.id, passes=3)), (b, READ_ALL.format(cid=cb.id, passes=3))]
+    run_in_threads(run_in)
+    for it in (a, b):
+        assert it.recv() == f"{expected}|{rid}|FrozenMap"
+    # both receivers still hold their proxies: the region is alive
+    del p
+    gc.collect()
+    assert live_regions() == start + 1
+    for it in (a, b):
+        it.run("del x; gc.collect()")
+    wait_live(start)
+
+
+def test_received_object_is_same_region_not_a_copy(interps, channels):
+    p = fs.freeze({"payload": b"z" * 2_000_000, "n": 5})
+    info = fs.info(p)
+    (a,) = interps(1)
+    (c,) = channels(1)
+    bytes_before = fs.stats()["image_bytes"]
+    c.put(p)
+    a.run(f"""
+        x = chan_get({c.id})
+        info = fs.info(x)
+        reply("%d|%d|%d" % (info["region_id"], info["image_bytes"], x["n"]))
+        reply(fs.stats()["image_bytes"])
+        v = x.view("payload")
+        reply(bytes(v[:4]))
+    """)
+    assert a.recv() == f"{info['region_id']}|{info['image_bytes']}|5"
+    assert a.recv() == bytes_before          # no new image anywhere in the process
+    assert a.recv() == b"zzzz"
+    a.run("del x, v, info; gc.collect()")
+
+
+def test_shared_argument_run_string(interps):
+    start = live_regions()
+    p = fs.freeze({"k": [1, 2, 3], "s": "shared"})
+    rid = fs.info(p)["region_id"]
+    (a,) = interps(1)
+    a.run("""
+        assert fs.is_frozen(obj) and type(obj).__name__ == "FrozenMap"
+        assert obj["k"] == [1, 2, 3] and obj["s"] == "shared"
+        reply(fs.info(obj)["region_id"])
+        kept = obj["k"]
+        del obj
+    """, shared={"obj": p})
+    assert a.recv() == rid
+    del p
+    gc.collect()
+    assert live_regions() == start + 1         # `kept` in the subinterpreter
+    a.run("assert list(kept) == [1, 2, 3]; del kept; gc.collect()")
+    wait_live(start)
+
+
+@pytest.mark.parametrize("kind", ["list", "tuple", "set", "bytes", "value", "nested"])
+def test_every_proxy_type_crosses(interps, channels, kind):
+    start = live_regions()
+    srcs = {"list": [1, [2]], "tuple": (1, ("x",)), "set": frozenset({1, 2}),
+            "bytes": b"raw bytes", "value": "a frozen str value", "nested": None}
+    if kind == "nested":
+        root = fs.freeze({"inner": [1, {"deep": (2, 3)}]})
+        p = root["inner"][1]
+        expected_src = {"deep": (2, 3)}
+    else:
+        p = fs.freeze(srcs[kind])
+        expected_src = srcs[kind]
+    (a,) = interps(1)
+    (c,) = channels(1)
+    c.put(p)
+    a.run(f"""
+        x = chan_get({c.id})
+        reply(type(x).__name__)
+        reply(repr(fs.thaw(x)))
+        reply(fs.info(x)["region_id"])
+        del x; gc.collect()
+    """)
+    assert a.recv() == type(p).__name__
+    assert a.recv() == repr(expected_src)
+    assert a.recv() == fs.info(p)["region_id"]
+    del p
+    if kind == "nested":
+        del root
+    wait_live(start)
+
+
+def test_drop_sender_first(interps, channels):
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    p = fs.freeze(make_data(200))
+    expected = checksum(p)
+    c.put(p)
+    del p
+    gc.collect()
+    assert live_regions() == start + 1          # held by the queued item
+    a.run(f"""
+        x = chan_get({c.id})
+        reply(checksum(x))
+        del x; gc.collect()
+    """)
+    assert a.recv() == expected
+    wait_live(start)
+
+
+def test_drop_receiver_first(interps, channels):
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    p = fs.freeze(make_data(200))
+    c.put(p)
+    a.run(f"x = chan_get({c.id}); y = x['rows'][5]; it = iter(x['rows'])")
+    a.run("del x, y, it; gc.collect()")
+    wait_live(start + 1)                        # main's p still holds it
+    assert p["rows"][5]["id"] == 5
+    del p
+    wait_live(start)
+
+
+def test_interpreter_destroyed_while_holding_proxies(interps, channels):
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    p = fs.freeze({"rows": [{"b": b"bytes" * 10}] * 3, "n": 1})
+    c.put(p)
+    a.run(f"""
+        x = chan_get({c.id})
+        keep = [x, x["rows"], x["rows"][0], iter(x["rows"]), x.keys(), x.items()]
+        v = x["rows"][0].view("b")
+        cycle = [keep]
+        cycle.append(cycle)
+    """)
+    del p
+    gc.collect()
+    assert live_regions() == start + 1
+    a.destroy()
+    wait_live(start)
+
+
+def test_items_still_queued_when_sender_destroyed(interps, channels):
+    """A subinterpreter freezes, queues its proxies and is destroyed before
+    anyone reads them: the queued items go away (3.13 unboundop=remove;
+    3.12 channels drop a destroyed interpreter's items) and so do the regions."""
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    a.run(f"""
+        for i in range(5):
+            chan_put({c.id}, fs.freeze({{"i": i, "data": list(range(100))}}))
+        mine = fs.freeze([1, 2, 3])
+    """)
+    wait_live(start + 6)
+    a.destroy()
+    wait_live(start)
+    try:
+        ok, obj = c.try_get()
+    except Exception as e:                       # 3.12 closes a channel whose only
+        assert type(e).__name__ == "ChannelClosedError"   # user was destroyed
+        ok, obj = False, None
+    assert not ok or not fs.is_frozen(obj)       # nothing readable was left behind
+
+
+def test_items_still_queued_when_receiver_destroyed(interps, channels):
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    for i in range(5):
+        c.put(fs.freeze({"i": i}))
+    gc.collect()
+    assert live_regions() == start + 5           # the queue holds them
+    a.run(f"x = chan_get({c.id}); assert x['i'] == 0")
+    a.destroy()                                  # never read the other 4
+    wait_live(start + 4)
+    got = c.get()
+    assert fs.is_frozen(got) and got["i"] == 1   # still readable by main
+    del got
+    c.destroy()                                  # frees the last 3
+    wait_live(start)
+
+
+def test_queue_destroyed_with_items(channels):
+    start = live_regions()
+    (c,) = channels(1)
+    p = fs.freeze(["queued"])
+    for _ in range(10):
+        c.put(p)
+    del p
+    gc.collect()
+    assert live_regions() == start + 1
+    c.destroy()
+    wait_live(start)
+
+
+def test_freeze_in_subinterpreter_send_to_main(interps, channels):
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    a.run(f"""
+        src = {{"made": "in a subinterpreter", "nums": list(range(1000)), "t": (1.5, b"b")}}
+        made = fs.freeze(src)
+        chan_put({c.id}, made)
+        reply("%d|%d" % (fs.info(made)["region_id"], checksum(src)))
+    """)
+    rid, cs = a.recv().split("|")
+    got = c.get()
+    assert fs.is_frozen(got)
+    assert fs.info(got)["region_id"] == int(rid)
+    assert checksum(got) == int(cs)
+    assert fs.thaw(got) == {"made": "in a subinterpreter", "nums": list(range(1000)),
+                            "t": (1.5, b"b")}
+    # the creator goes away; main's proxy keeps the region
+    a.run("del made; gc.collect()")
+    a.destroy()
+    gc.collect()
+    assert live_regions() == start + 1
+    assert got["nums"][999] == 999
+    del got
+    wait_live(start)
+
+
+def test_handle_is_biased_per_interpreter(interps, channels):
+    """Many proxies of one region in one interpreter hold ONE count
+    (DESIGN "Biased per interpreter")."""
+    p = fs.freeze({"k": [1, 2, 3]})
+    base = fs.info(p)["refcount"]
+    (a,) = interps(1)
+    (c,) = channels(1)
+    for _ in range(20):
+        c.put(p)
+    a.run(f"got = [chan_get({c.id}) for _ in range(20)]; subs = [g['k'] for g in got]")
+    wait_refcount(p, base + 1)
+    a.run("del got, subs; gc.collect()")
+    wait_refcount(p, base)
+    # the same in main: more proxies, no more counts
+    extra = [p["k"] for _ in range(100)] + [fs.freeze(p) for _ in range(5)]
+    assert fs.info(p)["refcount"] == base
+    del extra
+
+
+def test_round_trip_back_to_main_is_same_region(interps, channels):
+    start = live_regions()
+    (a,) = interps(1)
+    cin, cout = channels(2)
+    p = fs.freeze({"ping": [1, 2]})
+    cin.put(p)
+    a.run(f"x = chan_get({cin.id}); chan_put({cout.id}, x['ping']); del x; gc.collect()")
+    back = cout.get()
+    assert fs.is_frozen(back) and back == [1, 2]
+    assert fs.info(back)["region_id"] == fs.info(p)["region_id"]
+    del p, back
+    wait_live(start)
+
+
+def test_concurrent_handoff_stress(interps, channels):
+    """Two interpreters exchange proxies of several regions in a loop while
+    main also creates and drops proxies; counts balance at the end."""
+    start = live_regions()
+    a, b = interps(2)
+    ab, ba, ca, cb = channels(4)
+    regions = [fs.freeze({"i": i, "l": list(range(i * 10))}) for i in range(4)]
+    for i in range(4):
+        ca.put(regions[i])
+        cb.put(regions[i])
+    code = """
+        mine = [chan_get({inbox}) for _ in range(4)]
+        total = 0
+        for step in range(300):
+            r = mine[step % 4]
+            chan_put({out}, r["l"] if step % 2 else r)
+            other = chan_get({other_in})
+            total += len(other)
+        del mine, r, other
+        gc.collect()
+        reply(total)
+    """
+    run_in_threads([
+        (a, code.format(inbox=ca.id, out=ab.id, other_in=ba.id)),
+        (b, code.format(inbox=cb.id, out=ba.id, other_in=ab.id)),
+    ])
+    ta, tb = a.recv(), b.recv()
+    assert ta == tb and ta > 0
+    del regions
+    wait_live(start)
+
+
+@pytest.mark.skipif(not PY313, reason="set___main___attrs is the 3.13 API")
+def test_set_main_attrs_313(interps):
+    import _interpreters
+    start = live_regions()
+    (a,) = interps(1)
+    p = fs.freeze(("attr", 1))
+    _interpreters.set___main___attrs(a.id, {"attr": p})
+    a.run("assert attr == ('attr', 1) and fs.is_frozen(attr); reply(fs.info(attr)['region_id'])")
+    assert a.recv() == fs.info(p)["region_id"]
+    del p
+    a.run("del attr; gc.collect()")
+    wait_live(start)

@@ -1,0 +1,203 @@
+"""The violation reporter (DESIGN.md, "Violation reporter"): a write into
+frozen memory kills the process by SIGSEGV, after one line on stderr naming
+the address and the region; FROZENSHARE_NO_SIGNAL_HANDLER=1 opts out.
+
+The writes run in child processes. The address comes from the read-only
+buffer of a FrozenBytes (or a .view()), through PyObject_GetBuffer called
+with ctypes (ctypes.c_char.from_buffer refuses read-only buffers)."""
+import re
+import signal
+
+import pytest
+
+import frozenshare as fs
+from _fshelpers import run_python
+
+PRELUDE = r'''
+import ctypes, sys
+import frozenshare as fs
+
+class Py_buffer(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
+                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                ("internal", ctypes.c_void_p)]
+
+def address_of(obj):
+    b = Py_buffer()
+    get = ctypes.pythonapi.PyObject_GetBuffer
+    get.argtypes = [ctypes.py_object, ctypes.POINTER(Py_buffer), ctypes.c_int]
+    if get(obj, ctypes.byref(b), 0) != 0:
+        raise SystemExit("GetBuffer failed")
+    rel = ctypes.pythonapi.PyBuffer_Release
+    rel.argtypes = [ctypes.POINTER(Py_buffer)]
+    rel(ctypes.byref(b))
+    return b.buf, b.len
+'''
+
+WRITE_FB = PRELUDE + r'''
+fb = fs.freeze(b"A" * 3 * 65536)
+addr, n = address_of(memoryview(fb))
+assert n == 3 * 65536
+rid = fs.info(fb)["region_id"]
+assert ctypes.string_at(addr, 4) == b"AAAA"        # reading frozen memory is fine
+target = addr + OFFSET
+print("REGION", rid, "ADDR", hex(target), flush=True)
+ctypes.memset(target, 0x42, 1)
+print("SURVIVED", flush=True)
+'''
+
+LINE_RE = re.compile(r"frozenshare: write to frozen memory at (0x[0-9a-f]+) "
+                     r"\(region #(\d+), offset (0x[0-9a-f]+)\)")
+
+
+def _parse(stdout):
+    m = re.search(r"REGION (\d+) ADDR (0x[0-9a-f]+)", stdout)
+    assert m, stdout
+    return int(m.group(1)), int(m.group(2), 16)
+
+
+def _write(offset=0, env=None, args=(), code=WRITE_FB):
+    return run_python(code.replace("OFFSET", str(offset)), env=env, args=args, timeout=60)
+
+
+def test_write_to_frozen_memory_dies_with_report():
+    r = _write()
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    assert "SURVIVED" not in r.stdout
+    rid, addr = _parse(r.stdout)
+    assert "frozenshare: write to frozen memory at 0x" in r.stderr
+    m = LINE_RE.search(r.stderr)
+    assert m, r.stderr
+    assert int(m.group(1), 16) == addr
+    assert int(m.group(2)) == rid
+    assert r.stderr.count("frozenshare: write to frozen memory") == 1
+
+
+def test_reported_offset_follows_the_address():
+    r0 = _write(0)
+    r1 = _write(2 * 4096 + 5)
+    for r in (r0, r1):
+        assert r.returncode == -signal.SIGSEGV, r.stderr[-2000:]
+    m0, m1 = LINE_RE.search(r0.stderr), LINE_RE.search(r1.stderr)
+    assert m0 and m1
+    assert int(m1.group(3), 16) - int(m0.group(3), 16) == 2 * 4096 + 5
+
+
+def test_no_signal_handler_opt_out():
+    r = _write(env={"FROZENSHARE_NO_SIGNAL_HANDLER": "1"})
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    assert "SURVIVED" not in r.stdout
+    assert "frozenshare:" not in r.stderr
+
+
+def test_report_with_faulthandler_enabled_first():
+    """faulthandler installed at startup (-X faulthandler); the reporter goes
+    on top at freeze, reports, then chains to faulthandler."""
+    r = _write(args=("-X", "faulthandler"))
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    assert LINE_RE.search(r.stderr), r.stderr
+    assert "Fatal Python error" in r.stderr          # faulthandler still ran
+    assert r.stderr.index("frozenshare: write") < r.stderr.index("Fatal Python error")
+
+
+def test_report_when_faulthandler_enabled_between_freezes():
+    code = PRELUDE + r'''
+import faulthandler
+first = fs.freeze([1])
+faulthandler.enable()                 # now faulthandler is on top ...
+fb = fs.freeze(b"B" * 8192)           # ... and freeze re-checks the reporter
+addr, n = address_of(memoryview(fb))
+print("REGION", fs.info(fb)["region_id"], "ADDR", hex(addr), flush=True)
+ctypes.memset(addr, 0, 1)
+print("SURVIVED", flush=True)
+'''
+    r = run_python(code, timeout=60)
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    rid, addr = _parse(r.stdout)
+    m = LINE_RE.search(r.stderr)
+    assert m and int(m.group(1), 16) == addr and int(m.group(2)) == rid, r.stderr
+
+
+def test_write_through_view_address_inside_container():
+    code = PRELUDE + r'''
+m = fs.freeze({"k": b"C" * 10000, "other": [1, 2]})
+addr, n = address_of(m.view("k"))
+assert n == 10000
+print("REGION", fs.info(m)["region_id"], "ADDR", hex(addr + 100), flush=True)
+ctypes.memmove(addr + 100, b"hello", 5)
+print("SURVIVED", flush=True)
+'''
+    r = run_python(code, timeout=60)
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    rid, addr = _parse(r.stdout)
+    m = LINE_RE.search(r.stderr)
+    assert m and int(m.group(2)) == rid, r.stderr
+    assert addr <= int(m.group(1), 16) < addr + 5
+
+
+def test_unrelated_segfault_is_not_reported():
+    """A fault outside the arena (a NULL-page read) is not misreported, and
+    the process still dies by SIGSEGV."""
+    code = PRELUDE + r'''
+keep = fs.freeze({"x": 1})
+print("READY", flush=True)
+ctypes.string_at(16, 1)
+print("SURVIVED", flush=True)
+'''
+    r = run_python(code, timeout=60)
+    assert "READY" in r.stdout
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    assert "frozenshare:" not in r.stderr
+
+
+def test_reporter_names_region_frozen_in_a_subinterpreter():
+    """A region frozen by an own-GIL subinterpreter (still alive and holding
+    it); the main thread writes into it (ctypes cannot load in isolated
+    subinterpreters on 3.12)."""
+    code = PRELUDE + r'''
+import os, sys
+if sys.version_info >= (3, 13):
+    import _interpreters as I
+    iid = I.create("isolated")
+    run = lambda c: I.exec(iid, c)
+else:
+    import _xxsubinterpreters as I
+    iid = I.create(isolated=True)
+    run = lambda c: I.run_string(iid, c)
+rfd, wfd = os.pipe()
+sub = (f"import sys, os; sys.path[:] = {sys.path!r}\n"
+       "import frozenshare as fs\n"
+       "fb = fs.freeze(b'D' * 8192)\n"
+       "mv = memoryview(fb)\n"
+       f"os.write({wfd}, b'%d' % fs.info(fb)['region_id'])\n")
+r = run(sub)
+assert r is None, r
+rid = int(os.read(rfd, 100))
+# main reaches the sub's region through the registry
+run("fs.publish('viol', fb)")
+got = fs.lookup('viol')
+assert fs.info(got)["region_id"] == rid
+addr, n = address_of(memoryview(got))
+print("REGION", rid, "ADDR", hex(addr), flush=True)
+ctypes.memset(addr, 1, 1)
+print("SURVIVED", flush=True)
+'''
+    r = run_python(code, timeout=60)
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stdout, r.stderr[-2000:])
+    rid, addr = _parse(r.stdout)
+    m = LINE_RE.search(r.stderr)
+    assert m and int(m.group(1), 16) == addr and int(m.group(2)) == rid, r.stderr
+
+
+def test_writing_to_a_view_raises_typeerror_in_process():
+    m = fs.freeze({"k": b"abc"})
+    v = m.view("k")
+    with pytest.raises(TypeError):
+        v[0] = 0
+    mv = memoryview(fs.freeze(b"xyz"))
+    with pytest.raises(TypeError):
+        mv[0] = 0
+    assert v.tobytes() == b"abc" and mv.tobytes() == b"xyz"
