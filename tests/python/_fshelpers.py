@@ -72,6 +72,21 @@ def wait_live(expected, timeout=10.0):
         time.sleep(0.01)
 
 
+def wait_stable(reads=3, timeout=5.0):
+    """live_regions once it reads the same `reads` times in a row (late XID
+    frees of an earlier test settle first)."""
+    deadline = time.monotonic() + timeout
+    last, same = None, 0
+    while True:
+        gc.collect()
+        n = live_regions()
+        same = same + 1 if n == last else 1
+        last = n
+        if same >= reads or time.monotonic() > deadline:
+            return n
+        time.sleep(0.002)
+
+
 def wait_refcount(proxy, expected, timeout=10.0):
     deadline = time.monotonic() + timeout
     while True:

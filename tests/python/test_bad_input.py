@@ -87,6 +87,49 @@ def test_foreign_probe_equal_to_a_stored_key_is_found(stored):
     assert probe in fs.freeze(frozenset(SRC))
 
 
+class NeverEqStr(str):
+    __hash__ = str.__hash__
+
+    def __eq__(self, other):
+        return False
+
+
+class AlwaysEqStr(str):
+    __hash__ = str.__hash__
+
+    def __eq__(self, other):
+        return True
+
+
+class NeverEqInt(int):
+    __hash__ = int.__hash__
+
+    def __eq__(self, other):
+        return False
+
+
+class FloatSub(float):
+    pass
+
+
+@pytest.mark.parametrize("probe", [NeverEqStr("abc"), AlwaysEqStr("abc"), AlwaysEqStr("zzz"),
+                                   NeverEqInt(12345), FloatSub(2.5), (NeverEqStr("t"),),
+                                   (1, NeverEqStr("t")), (1, AlwaysEqStr("x"))],
+                         ids=repr)
+def test_probe_subclasses_follow_dict_semantics(probe):
+    """A subclass probe's own __eq__ decides (no str/int fast path may
+    bypass it): same answers as dict, frozenset and tuple."""
+    m = fs.freeze(SRC)
+    s = fs.freeze(frozenset(SRC))
+    t = fs.freeze(tuple(SRC))
+    assert (probe in m) == (probe in SRC)
+    assert outcome(lambda: m[probe]) == outcome(lambda: SRC[probe])
+    assert (probe in s) == (probe in frozenset(SRC))
+    assert (probe in t) == (probe in tuple(SRC))
+    assert t.count(probe) == tuple(SRC).count(probe)
+    assert outcome(t.index, probe) == outcome(tuple(SRC).index, probe)
+
+
 def test_probe_with_matching_hash_but_not_equal():
     m = fs.freeze(SRC)
 

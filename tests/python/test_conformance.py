@@ -21,10 +21,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 import frozenshare as fs
-from _fshelpers import (Unhashable, assert_mirror, assert_same_plain, contains_nan,
-                        data, dicts, fresh_copy, frozen_sets, hashable_form,
-                        hashables_nonan, lists, mirrors, outcome, same_plain, tname,
-                        tuples, KIND_STRINGS)
+from _fshelpers import (KIND_STRINGS, Unhashable, assert_mirror, assert_same_plain,
+                        contains_nan, data, dicts, fresh_copy, frozen_sets, hashable_form,
+                        lists, mirrors, outcome, tname, tuples)
 
 PROBES = [None, 0, -1, 1.5, "zz-not-there", b"\x00nope", (), ("nope", 1), frozenset({"nope"})]
 
@@ -112,6 +111,15 @@ def test_map_conformance(x):
     assert p != 1
     _check_hash(p, x)
     assert isinstance(repr(p), str)
+    # keys views are set-like (KeysView): operators as for dict_keys
+    if not contains_nan(x):
+        some = set(list(x)[::2]) | {"zz-not-there"}
+        assert p.keys() & some == x.keys() & some
+        assert p.keys() | some == x.keys() | some
+        assert p.keys() - some == x.keys() - some
+        assert p.keys() ^ some == x.keys() ^ some
+        assert p.keys().isdisjoint(some) == x.keys().isdisjoint(some)
+        assert (p.keys() <= x.keys() | some) and (p.keys() >= set(x) - some)
     # | returns a FrozenMap; the right operand wins
     other = {"__merged__": 1, **({} if not x else {next(iter(x)): "right"})}
     merged = p | other
@@ -173,6 +181,24 @@ def _sequence_checks(p, x, kind):
     assert (x == p) == eq
     assert (p != x) == (not eq)
     assert (p == fs.freeze(x)) == (fresh_copy(x) == fresh_copy(x))
+    # concatenation and repetition: plain sequences; frozen items read as proxies
+    def same_items(r, frozen_part, plain_part=()):
+        r = list(r)
+        assert len(r) == len(frozen_part) + len(plain_part)
+        assert all(mirrors(a, b) for a, b in zip(r, frozen_part))
+        assert all(a is b for a, b in zip(r[len(frozen_part):], plain_part))
+    assert tname(p + x) in (kind, type(x).__name__) and tname(p * 2) in (kind, type(x).__name__)
+    same_items(p + x, x, x)
+    same_items(p * 2, x * 2)
+    same_items(2 * p, x * 2)
+    same_items(p * 0, ())
+    same_items(p * -1, ())
+    same_items(p + fs.freeze(x), x + x)
+    r = x + p
+    assert tname(r) in (kind, type(x).__name__) and all(a is b for a, b in zip(r, x))
+    assert all(mirrors(a, b) for a, b in zip(list(r)[n:], x)) and len(r) == 2 * n
+    with pytest.raises(TypeError):
+        p + (list(x) if type(x) is tuple else tuple(x))
     other = tuple(x) if type(x) is list else list(x)
     assert p != other and other != p
     assert p != fs.freeze(other)
@@ -198,8 +224,10 @@ cmp_tuples = st.recursive(st.lists(_cmp_atoms, max_size=4).map(tuple),
                           max_leaves=8)
 
 
-@given(cmp_tuples, cmp_tuples)
-def test_tuple_ordering(a, b):
+@given(cmp_tuples, cmp_tuples, st.booleans())
+def test_tuple_ordering(a, b, as_lists):
+    if as_lists:                        # the same at the top level for FrozenList
+        a, b = list(a), list(b)
     fa, fb = fs.freeze(a), fs.freeze(b)
     ops = [lambda u, v: u < v, lambda u, v: u <= v, lambda u, v: u > v, lambda u, v: u >= v,
            lambda u, v: u == v, lambda u, v: u != v]

@@ -72,6 +72,16 @@ def test_dict_cycles():
     assert t["self"] is t and t["b"]["a"] is t and t["b"]["name"] == "b"
 
 
+def test_pickle_keeps_cycles_and_sharing():
+    import pickle
+    l = []
+    shared = {"s": 1}
+    l.extend([l, shared, shared])
+    q = pickle.loads(pickle.dumps(fs.freeze(l)))
+    t = fs.thaw(q) if fs.is_frozen(q) else q
+    assert t[0] is t and t[1] is t[2] and t[1] == {"s": 1}
+
+
 def test_cycle_through_a_tuple():
     l = []
     tup = (l, "t")
@@ -317,7 +327,11 @@ if p is not None:
     step("repr", lambda: repr(p))
     step("eq", lambda: p == x)
     step("eq-self", lambda: p == p)
-    if kind == "tuple":
+    q = step("freeze-again", lambda: fs.freeze(x))
+    if q is not None:
+        step("eq-other-region", lambda: p == q)     # proxy vs proxy, two images
+        del q
+    if kind != "list":
         step("hash", lambda: hash(p))
 del p
 print("small", fs.thaw(fs.freeze({"still": ["works"]})), flush=True)
@@ -353,7 +367,7 @@ def test_deep_nesting_no_crash(kind, deep_children):
     for line in lines:
         parts = line.split()
         if parts and parts[0] in ("freeze", "walk", "read", "thaw", "repr", "eq", "eq-self",
-                                  "hash", "pickle"):
+                                  "freeze-again", "eq-other-region", "hash"):
             assert parts[1] in ("ok", "RecursionError", "MemoryError"), line
     # when freeze and thaw succeed, the thawed structure was verified level by level
     if "freeze ok" in lines and "thaw ok" in lines:

@@ -106,6 +106,40 @@ def test_publish_names_any_str(names):
         assert n in fs.published()
 
 
+def test_publish_name_with_nul_and_lone_surrogate(names):
+    p = fs.freeze([1])
+    n = names("nul\x00inside")
+    fs.publish(n, p)
+    assert fs.lookup(n) == [1] and n in fs.published()
+    assert n.split("\x00")[0] not in fs.published()      # no truncation at NUL
+    sur = names("lone\ud800")
+    before = sorted(fs.published())
+    try:
+        fs.publish(sur, p)
+    except ValueError:                                    # e.g. UnicodeEncodeError: clean
+        assert sorted(fs.published()) == before
+    else:
+        assert fs.lookup(sur) == [1] and sur in fs.published()
+
+
+def test_publish_bytes_and_value(names):
+    for v in (fs.freeze(b"raw"), fs.freeze("value" * 10), fs.freeze(7)):
+        n = names("scalar")
+        fs.publish(n, v)
+        got = fs.lookup(n)
+        assert type(got) is type(v) and got == v
+        assert fs.info(got)["region_id"] == fs.info(v)["region_id"]
+
+
+def test_publish_requires_a_frozen_object_and_str_name(names):
+    with pytest.raises(TypeError):
+        fs.publish(names("plain"), {"a": 1})
+    with pytest.raises(TypeError):
+        fs.publish(1, fs.freeze([1]))
+    with pytest.raises(TypeError):
+        fs.lookup(1)
+
+
 def test_publish_in_main_lookup_in_subinterpreter(interps, names):
     start = live_regions()
     name = names("shared-cfg")

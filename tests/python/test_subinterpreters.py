@@ -263,6 +263,61 @@ def test_freeze_in_subinterpreter_send_to_main(interps, channels):
     wait_live(start)
 
 
+def test_proxy_from_subinterpreter_embedded_in_main_freeze(interps, channels):
+    """A region made by a subinterpreter becomes an import of a region made in
+    main; it outlives its creator and both go when main drops the outer one."""
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    a.run(f"m = fs.freeze({{'from_sub': list(range(10))}}); chan_put({c.id}, m)")
+    got = c.get()
+    outer = fs.freeze({"emb": got, "x": 1})
+    info = fs.info(outer)
+    assert info["imports"] == 1
+    assert list(info["import_ids"]) == [fs.info(got)["region_id"]]
+    a.run("del m; gc.collect()")
+    a.destroy()
+    del got
+    gc.collect()
+    assert live_regions() == start + 2
+    assert outer["emb"]["from_sub"][9] == 9
+    del outer
+    wait_live(start)
+
+
+def test_allocation_failure_while_receiving(interps, channels):
+    """_fail_alloc_after(n) while a subinterpreter receives a proxy: either
+    it arrives intact or the receive raises MemoryError; counts balance."""
+    import frozenshare._frozenshare as ext
+    start = live_regions()
+    (a,) = interps(1)
+    (c,) = channels(1)
+    p = fs.freeze({"k": [1, 2]})
+    seen = set()
+    for n in range(6):
+        c.put(p)
+        ext._fail_alloc_after(n)
+        try:
+            a.run(f"""
+                try:
+                    x = chan_get({c.id}, timeout=10)
+                    r = "ok %r" % (x["k"][1],)
+                    del x
+                except MemoryError:
+                    r = "MemoryError"
+            """)
+        finally:
+            ext._fail_alloc_after(-1)
+        a.run("reply(r)")
+        r = a.recv()
+        assert r in ("ok 2", "MemoryError"), r
+        seen.add(r)
+    assert "ok 2" in seen
+    a.run("gc.collect()")
+    del p
+    wait_live(start)
+
+
 def test_handle_is_biased_per_interpreter(interps, channels):
     """Many proxies of one region in one interpreter hold ONE count
     (DESIGN "Biased per interpreter")."""

@@ -7,6 +7,7 @@ buffer of a FrozenBytes (or a .view()), through PyObject_GetBuffer called
 with ctypes (ctypes.c_char.from_buffer refuses read-only buffers)."""
 import re
 import signal
+import sys
 
 import pytest
 
@@ -153,6 +154,7 @@ print("SURVIVED", flush=True)
     assert "frozenshare:" not in r.stderr
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 14), reason="3.12/3.13 subinterpreter modules")
 def test_reporter_names_region_frozen_in_a_subinterpreter():
     """A region frozen by an own-GIL subinterpreter (still alive and holding
     it); the main thread writes into it (ctypes cannot load in isolated
