@@ -25,16 +25,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "fs_image.h"
 
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
 
-static void clobber(void *p) { __asm__ volatile("" : : "r"(p) : "memory"); }
 
 static void fail(const char *what, int err)
 {
@@ -170,17 +164,10 @@ static void run(const char *name, fs_builder_t *(*build)(void), long iters)
 
 int main(int argc, char **argv)
 {
-    int smoke = 0, quick = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--smoke") == 0)
-            smoke = 1;
-        else if (strcmp(argv[i], "--quick") == 0)
-            quick = 1;
-        else {
-            fprintf(stderr, "usage: %s [--smoke | --quick]\n", argv[0]);
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
-        }
-    }
+    int rc, mode = bench_mode(argc, argv, &rc);
+    if (mode < 0)
+        return rc;
+    int smoke = mode == BENCH_SMOKE, quick = mode == BENCH_QUICK;
     nkeys = smoke ? 1000 : 100000;
     nfloats = smoke ? 10000 : 1000000;
     long iters = smoke ? 2 : quick ? 10 : 50;

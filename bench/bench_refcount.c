@@ -25,14 +25,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "fs_region.h"
 
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
 
 static long n_ops;
 static fs_region_t *region;
@@ -109,17 +104,10 @@ static void line(const char *name, long n, double ns, double base)
 
 int main(int argc, char **argv)
 {
-    int smoke = 0, quick = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--smoke") == 0)
-            smoke = 1;
-        else if (strcmp(argv[i], "--quick") == 0)
-            quick = 1;
-        else {
-            fprintf(stderr, "usage: %s [--smoke | --quick]\n", argv[0]);
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
-        }
-    }
+    int rc, mode = bench_mode(argc, argv, &rc);
+    if (mode < 0)
+        return rc;
+    int smoke = mode == BENCH_SMOKE, quick = mode == BENCH_QUICK;
     n_ops = smoke ? 10000 : quick ? 2000000 : 20000000;
 
     fs_builder_t *b = NULL;

@@ -23,17 +23,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
 #include "fs_arena.h"
 
-static double now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
 
-/* Keep the compiler from dropping or hoisting the copies. */
-static void clobber(void *p) { __asm__ volatile("" : : "r"(p) : "memory"); }
 
 static void size_name(char *buf, size_t n, size_t bytes)
 {
@@ -45,17 +38,10 @@ static void size_name(char *buf, size_t n, size_t bytes)
 
 int main(int argc, char **argv)
 {
-    int smoke = 0, quick = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--smoke") == 0)
-            smoke = 1;
-        else if (strcmp(argv[i], "--quick") == 0)
-            quick = 1;
-        else {
-            fprintf(stderr, "usage: %s [--smoke | --quick]\n", argv[0]);
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
-        }
-    }
+    int rc, mode = bench_mode(argc, argv, &rc);
+    if (mode < 0)
+        return rc;
+    int smoke = mode == BENCH_SMOKE, quick = mode == BENCH_QUICK;
     static const size_t sizes[] = {
         (size_t)4 << 10, (size_t)64 << 10, (size_t)1 << 20, (size_t)2 << 20,
         (size_t)16 << 20, (size_t)64 << 20,
