@@ -11,7 +11,9 @@ hammer the SAME published region at the same time:
   get   `d.get(name)` on a plain dict: the floor of the loop itself
 Reported: ns per acquire/drop per worker, aggregate operations per second,
 and the aggregate relative to K=1 (ideal K; < 1 means contention costs more
-than the second core brings).
+than the second core brings); CPU ns per operation (thread_time) relative to
+K=1 separates real contention (cache-line bouncing, lock waits spin on CPU)
+from a busy machine (wall time grows, CPU time per operation does not).
 Why: hand-offs and lookups from many interpreters must not serialize on the
 region's reference count or the registry lock.
 """
@@ -22,7 +24,7 @@ import fsbench as F
 
 WORKER = r'''
 import json
-from time import perf_counter_ns as _now
+from time import perf_counter_ns as _now, thread_time_ns as _cpu
 import fsbench
 try:
     import frozenshare
@@ -50,10 +52,12 @@ def loop_get(n):
 def run(mode, n, rq):
     f = globals()["loop_" + mode]
     f(min(n, 1000))
+    c0 = _cpu()
     t0 = _now()
     f(n)
     t1 = _now()
-    fsbench.qput(rq, json.dumps({"t0": t0, "t1": t1, "ops": n}))
+    c1 = _cpu()
+    fsbench.qput(rq, json.dumps({"t0": t0, "t1": t1, "cpu": c1 - c0, "ops": n}))
 '''
 
 
@@ -73,6 +77,7 @@ def run_k(mode, k, n, rq):
     ops = sum(r["ops"] for r in rs)
     per_ns = [1e9 * (r["t1"] - r["t0"]) / 1e9 / r["ops"] for r in rs]
     return {"mode": mode, "k": k, "ops": ops, "wall_s": wall, "ops_per_s": ops / wall,
+            "cpu_ns_per_op": sum(r["cpu"] for r in rs) / ops,
             "ns_per_op_worker": sum(per_ns) / len(per_ns)}
 
 
@@ -102,15 +107,17 @@ def main():
             base = base or r
             r["aggregate_vs_k1"] = r["ops_per_s"] / base["ops_per_s"]
             r["per_worker_slowdown_vs_k1"] = r["ns_per_op_worker"] / base["ns_per_op_worker"]
+            r["cpu_cost_vs_k1"] = r["cpu_ns_per_op"] / base["cpu_ns_per_op"]
             rows.append(res.row(**r))
     if fs is not None:
         fs.unpublish("fsbench-contention")
         st = fs.stats()
         res.note("fs.stats() after: %s" % json.dumps(st, default=str))
     F.qdestroy(rq)
-    F.table(["mode", "K", "ns/op/worker", "Mops/s", "aggregate_vs_K1", "per_worker_slowdown"],
+    F.table(["mode", "K", "ns/op/worker", "Mops/s", "aggregate_vs_K1", "per_worker_slowdown", "cpu_ns/op",
+             "cpu_cost_vs_K1"],
             [[r["mode"], r["k"], r["ns_per_op_worker"], r["ops_per_s"] / 1e6, r["aggregate_vs_k1"],
-              r["per_worker_slowdown_vs_k1"]] for r in rows])
+              r["per_worker_slowdown_vs_k1"], r["cpu_ns_per_op"], r["cpu_cost_vs_k1"]] for r in rows])
     res.write()
 
 

@@ -11,7 +11,11 @@ time (first start to last end, one monotonic clock).
                parallel subinterpreters on this machine at this moment (other
                load on a 2-core machine shows up here first)
 Reported: throughput relative to K=1 of the same implementation (ideal: K),
-and frozenshare's throughput relative to a private dict at the same K.
+and frozenshare's throughput relative to a private dict at the same K. Also
+the CPU time per lookup (thread_time of each worker): if it stays at K=1's
+while the wall-clock speedup falls short, the shortfall is the machine (other
+load, fewer free cores), not contention inside the process; cores_busy =
+CPU seconds of the workers / wall seconds.
 Why: reading shared data must not serialize the interpreters (no shared
 counters on the read path: biased per-interpreter handles).
 """
@@ -23,7 +27,7 @@ import fsbench as F
 
 WORKER = r'''
 import json, random, pickle
-from time import perf_counter_ns as _now
+from time import perf_counter_ns as _now, thread_time_ns as _cpu
 import fsbench
 try:
     import frozenshare
@@ -56,10 +60,12 @@ def work_cpu(m, keys, rounds):                         # touches no data: the ma
 def run(rounds, rq):
     w = work_cpu if not m else work
     w(m, keys, 1)                                      # warm-up
+    c0 = _cpu()
     t0 = _now()
     w(m, keys, rounds)
     t1 = _now()
-    fsbench.qput(rq, json.dumps({"t0": t0, "t1": t1, "ops": rounds * len(keys)}))
+    c1 = _cpu()
+    fsbench.qput(rq, json.dumps({"t0": t0, "t1": t1, "cpu": c1 - c0, "ops": rounds * len(keys)}))
 '''
 
 
@@ -83,7 +89,9 @@ def run_k(impl, k, payload, nprobe, rounds, rq):
     wall = (max(r["t1"] for r in rs) - min(r["t0"] for r in rs)) / 1e9
     ops = sum(r["ops"] for r in rs)
     per = [r["ops"] / ((r["t1"] - r["t0"]) / 1e9) for r in rs]
+    cpu_ns_per_op = sum(r["cpu"] for r in rs) / ops
     return {"impl": impl, "k": k, "ops": ops, "wall_s": wall, "ops_per_s": ops / wall,
+            "cpu_ns_per_op": cpu_ns_per_op, "cpu_busy": sum(r["cpu"] for r in rs) / 1e9 / wall,
             "per_worker_ops_per_s": per, "ns_per_op_per_worker": 1e9 * k / (ops / wall)}
 
 
@@ -124,6 +132,7 @@ def main():
                 r = run_k(impl, k, payload, nprobe, rounds, rq)
                 base = base or r
                 r["speedup_vs_k1"] = r["ops_per_s"] / base["ops_per_s"]
+                r["cpu_cost_vs_k1"] = r["cpu_ns_per_op"] / base["cpu_ns_per_op"]
                 r["rounds"] = rounds
                 rows.append(res.row(entries=n, probes=plabel, **r))
     if fs is not None:
@@ -133,9 +142,11 @@ def main():
         d = next((x for x in rows if x["impl"] == "dict copy" and x["k"] == r["k"]
                   and x["probes"] == r["probes"]), None)
         r["vs_dict_same_k"] = F.ratio(r["ops_per_s"], d["ops_per_s"]) if d else None
-    F.table(["probes", "impl", "K", "Mops/s", "ns/op/worker", "speedup_vs_K1", "throughput_vs_dict"],
+    F.table(["probes", "impl", "K", "Mops/s", "ns/op/worker", "speedup_vs_K1", "throughput_vs_dict",
+             "cpu_ns/op", "cpu_cost_vs_K1", "cores_busy"],
             [[r["probes"] if r["impl"] != "pure-Python loop" else "-", r["impl"], r["k"], r["ops_per_s"] / 1e6,
-              r["ns_per_op_per_worker"], r["speedup_vs_k1"], r["vs_dict_same_k"]] for r in rows])
+              r["ns_per_op_per_worker"], r["speedup_vs_k1"], r["vs_dict_same_k"], r["cpu_ns_per_op"],
+              r["cpu_cost_vs_k1"], r["cpu_busy"]] for r in rows])
 
     def pick(impl, pl):
         return next((r for r in rows if r["impl"] == impl and r["k"] == 2 and r["probes"] == pl), None)
@@ -144,6 +155,9 @@ def main():
         f2, d2 = pick("frozenshare", pl), pick("dict copy", pl)
         ctx = ("dict copies %.2fx, pure-Python loop %.2fx on this machine now"
                % (d2["speedup_vs_k1"], c2["speedup_vs_k1"])) if d2 and c2 else ""
+        if f2 and c2:
+            ctx += "; frozenshare / ceiling = %.2f; CPU time per lookup at K=2 = %.2fx K=1's" % (
+                f2["speedup_vs_k1"] / c2["speedup_vs_k1"], f2["cpu_cost_vs_k1"])
         if f2:
             res.target("2 interpreters >= 1.8x throughput of 1 (frozenshare, %s)" % pl, f2["speedup_vs_k1"],
                        ">=1.8", f2["speedup_vs_k1"] >= 1.8, ctx)

@@ -102,16 +102,19 @@ def sec_memory(d):
         return "No rows.\n"
     r0 = rows[0]
     out = ["Data set: %s, pickle %s%s. One process; N own-GIL interpreters each hold the data set. "
-           "`per worker` = (RSS after hand-off - RSS of main + N empty interpreters) / N.\n\n" % (
+           "`per worker` = (RSS after hand-off - RSS of main + N empty interpreters) / N; the empty "
+           "interpreters have already run once in their worker threads (a control hand-off of an int), "
+           "whose one-time cost, the same for every method, is the `thread warm-up` column.\n\n" % (
                r0.get("kind"), F.fmt_bytes(r0.get("pickle_bytes")),
                ", frozen image %s" % F.fmt_bytes(next((r.get("image_bytes") for r in rows if r.get("image_bytes")), None))
                if any(r.get("image_bytes") for r in rows) else "")]
     out.append(md_table(["method", "N", "RSS held (MiB)", "RSS base (MiB)", "per worker (MiB)",
-                         "per worker % of a copy", "per worker % of image", "time to ready (s)",
-                         "RSS / pickle RSS"],
+                         "per worker % of a copy", "per worker % of image", "thread warm-up per worker (MiB)",
+                         "time to ready (s)", "RSS / pickle RSS"],
                         [[r["method"], r["n"], r["rss_held"] / F.MB, r["rss_base"] / F.MB,
                           r["per_worker_bytes"] / F.MB, r.get("per_worker_pct_of_copy"),
                           r.get("per_worker_pct_of_image") if r["method"] == "frozenshare" else None,
+                          (r.get("thread_warmup_per_worker_bytes") or 0) / F.MB,
                           r.get("ready_s"), r.get("rss_vs_pickle")] for r in rows]))
     return "".join(out)
 
@@ -150,10 +153,11 @@ def sec_scaling(d):
     out = ["K interpreters in K threads doing str-key lookups at once (%s entries). Speedup = aggregate "
            "throughput / K=1 of the same implementation (ideal K).\n\n" % c(rows[0]["entries"] if rows else None)]
     out.append(md_table(["probes", "implementation", "K", "Mlookups/s", "ns/op per worker", "speedup vs K=1",
-                         "throughput vs dict copy"],
+                         "throughput vs dict copy", "CPU ns/op", "CPU cost vs K=1", "cores busy"],
                         [[r.get("probes") if r["impl"] != "pure-Python loop" else "-", r["impl"], r["k"],
                           r["ops_per_s"] / 1e6, r["ns_per_op_per_worker"], r["speedup_vs_k1"],
-                          r.get("vs_dict_same_k")] for r in rows]))
+                          r.get("vs_dict_same_k"), r.get("cpu_ns_per_op"), r.get("cpu_cost_vs_k1"),
+                          r.get("cpu_busy")] for r in rows]))
     return "".join(out)
 
 
@@ -163,9 +167,10 @@ def sec_contention(d):
            "(`cold`: lookup+drop creates and releases the interpreter's handle each time; "
            "`warm`: a proxy is kept alive; `get`: dict.get, the loop's floor).\n\n"]
     out.append(md_table(["mode", "K", "ns/op per worker", "Mops/s total", "aggregate vs K=1",
-                         "per-worker slowdown"],
+                         "per-worker slowdown", "CPU ns/op", "CPU cost vs K=1"],
                         [[r["mode"], r["k"], r["ns_per_op_worker"], r["ops_per_s"] / 1e6, r["aggregate_vs_k1"],
-                          r["per_worker_slowdown_vs_k1"]] for r in rows]))
+                          r["per_worker_slowdown_vs_k1"], r.get("cpu_ns_per_op"), r.get("cpu_cost_vs_k1")]
+                         for r in rows]))
     return "".join(out)
 
 
