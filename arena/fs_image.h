@@ -58,8 +58,12 @@
 ** Dict and set index: open addressing over index[], probing the sequence
 **   i = hash & mask; perturb = (uint64)hash;
 **   repeat: perturb >>= 5; i = (i * 5 + perturb + 1) & mask
-** which visits every slot; lookups stop at an empty slot or after
-** index_size probes, so a corrupt index cannot loop forever.
+** Lookups stop at an empty slot or after index_size probes, so a corrupt
+** index cannot loop forever. The first probes may revisit a slot (while
+** perturb is nonzero); once perturb is 0 (after at most 12 shifts) the
+** sequence i -> 5i+1 has full period. Hence the builder sizes an index of
+** count >= 2 entries at >= count + 12 slots (as well as the 2/3 load bound),
+** so every entry lies within the lookup's probe budget (image.c).
 **
 ** Readers below are inline and trust the image: use them on images built in
 ** this process or accepted by fs_image_check().

@@ -21,8 +21,10 @@
 ** A handle holds a strong reference to its module, so the module state (and
 ** its table) outlives every handle of the interpreter.
 **
-** Proxies never hold pointers into an image across calls, only the handle and
-** an fs_ref_t (offset): the image is read through handle->base (I3, I1).
+** Proxies hold the handle and an fs_ref_t (offset) and read the image
+** through handle->base (I3, I1). Only exported buffers (FrozenBytes, the
+** owner behind .view()) hand out raw pointers into an image: a sealed image
+** never moves and lives as long as the handle they hold (I1, I2).
 ** No PyObject is ever stored in an image (I4); between interpreters only the
 ** region count is shared (I5, see xid.c).
 */

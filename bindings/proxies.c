@@ -14,8 +14,8 @@
 ** buffer owner behind .view() memoryviews.
 **
 ** Every object here holds a strong reference to its interpreter's handle
-** (fs_py.h), never a pointer into an image across calls: it reads the sealed
-** image through handle->base + offset (I1, I3). Nothing here writes the
+** (fs_py.h) and reads the sealed image through handle->base + offset (I1,
+** I3); only exported buffers point into the image, and they hold the handle. Nothing here writes the
 ** image or stores a PyObject in it (I4). Reads are proportional to the value
 ** read: a lookup probes the image's own index with the probe's hash.
 **
