@@ -270,7 +270,11 @@ int fs_build_int64(fs_builder_t *b, int64_t v, fs_ref_t *out);
 /* Two's complement little-endian bytes of any length (>= 1); stored
 ** minimal, as an immediate when it fits. */
 int fs_build_bigint(fs_builder_t *b, const uint8_t *le, size_t nbytes, fs_ref_t *out);
-/* Canonical str: charsize 1/2/4 must be the smallest that holds maxchar. */
+/* The largest code point of length characters of charsize (1/2/4) bytes:
+** the maxchar fs_build_str expects. */
+uint32_t fs_str_maxchar(unsigned charsize, uint64_t length, const void *data);
+/* Canonical str: charsize 1/2/4 must be the smallest that holds maxchar,
+** and maxchar the true maximum of the data (checked: FS_EINVAL). */
 int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
                  uint32_t maxchar, int64_t hash, const void *data, fs_ref_t *out);
 int fs_build_bytes(fs_builder_t *b, int kind /* BYTES|BYTEARRAY */,

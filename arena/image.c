@@ -198,8 +198,7 @@ int fs_build_bigint(fs_builder_t *b, const uint8_t *le, size_t nbytes, fs_ref_t 
     return err;
 }
 
-/* The true maximum code point of a canonical buffer (must equal maxchar). */
-static uint32_t str_max(unsigned charsize, uint64_t length, const void *data)
+uint32_t fs_str_maxchar(unsigned charsize, uint64_t length, const void *data)
 {
     uint32_t max = 0;
     if (charsize == 1) {
@@ -235,7 +234,7 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
         return FS_ETOOBIG;
     /* Canonical form is what fs_image_check demands and what readers compare
     ** with memcmp: refuse a maxchar that is not the true maximum. */
-    if (str_max(charsize, length, data) != maxchar)
+    if (fs_str_maxchar(charsize, length, data) != maxchar)
         return FS_EINVAL;
     int err = new_object(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, size, out);
     if (!err) {

@@ -65,10 +65,7 @@ static void make_inputs(void)
     for (long i = 0; i < nkeys; i++) {
         keylen[i] = (size_t)snprintf(keys[i], sizeof keys[i], "key-%ld", i);
         keyhash[i] = fnv1a(keys[i], keylen[i]);
-        keymax[i] = 0;
-        for (size_t c = 0; c < keylen[i]; c++)
-            if ((unsigned char)keys[i][c] > keymax[i])
-                keymax[i] = (unsigned char)keys[i][c];
+        keymax[i] = fs_str_maxchar(1, keylen[i], keys[i]);
     }
     for (long i = 0; i < nfloats; i++)
         floats[i] = (double)i * 0.5 + 0.25;

@@ -257,26 +257,11 @@ static int build_str(fctx *c, PyObject *o, fs_ref_t *out)
     Py_ssize_t len = PyUnicode_GET_LENGTH(o);
     int kind = PyUnicode_KIND(o);
     const void *data = PyUnicode_DATA(o);
-    Py_UCS4 maxchar = 0;               /* the true maximum (image format) */
-    if (kind == PyUnicode_1BYTE_KIND) {
-        const Py_UCS1 *d = data;
-        for (Py_ssize_t i = 0; i < len; i++)
-            maxchar = d[i] > maxchar ? d[i] : maxchar;
-    }
-    else if (kind == PyUnicode_2BYTE_KIND) {
-        const Py_UCS2 *d = data;
-        for (Py_ssize_t i = 0; i < len; i++)
-            maxchar = d[i] > maxchar ? d[i] : maxchar;
-    }
-    else {
-        const Py_UCS4 *d = data;
-        for (Py_ssize_t i = 0; i < len; i++)
-            maxchar = d[i] > maxchar ? d[i] : maxchar;
-    }
+    uint32_t maxchar = fs_str_maxchar((unsigned)kind, (uint64_t)len, data);
     Py_hash_t hash = PyObject_Hash(o);             /* cached by str */
     if (hash == -1)
         return -1;
-    int err = fs_build_str(c->b, (unsigned)kind, (uint64_t)len, (uint32_t)maxchar,
+    int err = fs_build_str(c->b, (unsigned)kind, (uint64_t)len, maxchar,
                            (int64_t)hash, data, out);
     if (err != FS_OK) {
         fs__raise(err, NULL);
