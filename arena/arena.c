@@ -41,7 +41,7 @@
 
 #define FS_ARENA_MAX_RES   48                    /* 1 GiB * 2^47: never the limit */
 #define FIRST_RES_BYTES    ((size_t)1 << 30)     /* first reservation, if possible */
-#define PURGE_NOW_BYTES    ((size_t)8 << 20)     /* free this much: purge at once  */
+#define RETAIN_BYTES       ((size_t)32 << 20)    /* freed beyond this: purge now   */
 
 typedef struct fs_pageinfo_s {
     uint64_t region_id;      /* 0: page not sealed                              */
@@ -72,6 +72,7 @@ static uintptr_t      bump;                  /* next free byte of res[nres-1]   
 static size_t         next_size = FIRST_RES_BYTES;
 
 static atomic_uint_fast64_t st_live, st_bytes, st_seals, st_unseals, st_reserved;
+static atomic_size_t  unpurged;              /* bytes freed since the last purge   */
 
 /* ---- reservations --------------------------------------------------------- */
 
@@ -206,14 +207,19 @@ static void arena_init_once(void)
         init_err = FS_ENOMEM;
         return;
     }
-    /* Dirty pages of freed images go back to the OS within a second; big
-    ** frees purge at once (fs_arena_free). */
+    /* Dirty pages of freed images go back to the OS within a second while
+    ** the arena is in use; fs_arena_free bounds what waits (RETAIN_BYTES). */
     char name[64];
     ssize_t decay = 1000, muzzy = 0;
     snprintf(name, sizeof name, "arena.%u.dirty_decay_ms", arena_ind);
     fsje_mallctl(name, NULL, NULL, &decay, sizeof decay);
     snprintf(name, sizeof name, "arena.%u.muzzy_decay_ms", arena_ind);
     fsje_mallctl(name, NULL, NULL, &muzzy, sizeof muzzy);
+    /* jemalloc purges a freed extent of >= 8 MiB (its oversize threshold) at
+    ** once; fs_arena_free's RETAIN_BYTES budget decides that instead. */
+    size_t never = SIZE_MAX;
+    snprintf(name, sizeof name, "arena.%u.oversize_threshold", arena_ind);
+    fsje_mallctl(name, NULL, NULL, &never, sizeof never);
     init_err = FS_OK;
 }
 
@@ -275,8 +281,15 @@ void fs_arena_free(void *p)
         return;
     size_t size = fsje_sallocx(p, flags());
     fsje_dallocx(p, flags());
-    if (size >= PURGE_NOW_BYTES)
+    /* Freed pages stay mapped for the next image, up to RETAIN_BYTES since
+    ** the last purge (a freeze after a drop then writes warm pages instead
+    ** of faulting in zeroed ones); beyond that they go back to the OS now,
+    ** since decay only runs when the arena is used again. */
+    size_t before = atomic_fetch_add_explicit(&unpurged, size, memory_order_relaxed);
+    if (before + size > RETAIN_BYTES) {
+        atomic_store_explicit(&unpurged, 0, memory_order_relaxed);
         fs_arena_purge();
+    }
 }
 
 void fs_arena_purge(void)

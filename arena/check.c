@@ -19,6 +19,8 @@
 **      immediate, a constant 0..2, an xref < nxrefs (slot < nimports), or
 **      the start of an object; set values are None; every map index slot is
 **      -1 or an entry number < count, and every entry appears exactly once.
+**      A second bitmap counts object references (the root's included): an
+**      object referenced twice must carry FS_FLAG_SHARED.
 **
 ** The object count must equal header.object_count. Accepted images are safe
 ** for the inline readers of fs_image.h: every offset they follow, every
@@ -37,6 +39,7 @@ typedef struct ck_s {
     uint64_t       end;      /* objects_end                                  */
     uint32_t       nxrefs;   /* from the header                              */
     uint8_t       *starts;   /* bit per 8-byte word: an object starts there  */
+    uint8_t       *refd;     /* same layout: referenced once already (pass 3) */
 } ck_t;
 
 #define BAD FS_ECORRUPT
@@ -46,10 +49,21 @@ static int is_start(const ck_t *c, uint64_t off)
     return (c->starts[off / 64] >> ((off / 8) % 8)) & 1;
 }
 
-static int ref_ok(const ck_t *c, fs_ref_t r)
+/* A well-formed reference. Object references are also counted: a second one
+** to an object without FS_FLAG_SHARED is corrupt (readers rely on the flag
+** to find every object they must memoize, cycles included). */
+static int ref_ok(ck_t *c, fs_ref_t r)
 {
     switch (fs_ref_tag(r)) {
-    case FS_TAG_OBJ:   return r >= FS_IMAGE_HEADER_SIZE && r < c->end && is_start(c, r);
+    case FS_TAG_OBJ: {
+        if (r < FS_IMAGE_HEADER_SIZE || r >= c->end || !is_start(c, r))
+            return 0;
+        uint8_t bit = (uint8_t)(1u << ((r / 8) % 8));
+        if ((c->refd[r / 64] & bit) && !fs_obj_shared(c->base, r))
+            return 0;
+        c->refd[r / 64] |= bit;
+        return 1;
+    }
     case FS_TAG_INT:   return 1;
     case FS_TAG_CONST: return (r >> 3) <= 2;
     case FS_TAG_XREF:  return (r >> 3) < c->nxrefs;
@@ -71,7 +85,8 @@ static int check_str(const fs_str_t *s)
     if ((cs != 1 && cs != 2 && cs != 4) || s->maxchar > 0x10ffff)
         return BAD;
     unsigned want = s->maxchar < 256 ? 1 : s->maxchar < 65536 ? 2 : 4;
-    if (cs != want || s->h.flags != (s->maxchar < 128 ? FS_FLAG_ASCII : 0))
+    if (cs != want ||
+        (s->h.flags & ~FS_FLAG_SHARED) != (s->maxchar < 128 ? FS_FLAG_ASCII : 0))
         return BAD;
     uint64_t n = s->length;
     uint32_t max = 0, nul;
@@ -99,7 +114,7 @@ static int check_str(const fs_str_t *s)
 static int check_bigint(const fs_bigint_t *o)
 {
     uint64_t n = o->nbytes;
-    if (n == 0 || o->h.flags)
+    if (n == 0 || (o->h.flags & ~FS_FLAG_SHARED))
         return BAD;
     int neg = (o->data[n - 1] & 0x80) != 0;
     if (n > 1 && o->data[n - 1] == (neg ? 0xff : 0) && ((o->data[n - 2] & 0x80) != 0) == neg)
@@ -124,11 +139,12 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
     const fs_obj_hdr_t *h = (const fs_obj_hdr_t *)(const void *)(c->base + off);
     if (room < sizeof *h || h->zero16 || h->zero32)
         return BAD;
+    unsigned flags = h->flags & ~FS_FLAG_SHARED;      /* allowed on any kind */
     switch (h->kind) {
     case FS_KIND_FLOAT:
     case FS_KIND_COMPLEX:
         *size = h->kind == FS_KIND_FLOAT ? sizeof(fs_float_t) : sizeof(fs_complex_t);
-        return h->flags == 0 && *size <= room ? FS_OK : BAD;
+        return flags == 0 && *size <= room ? FS_OK : BAD;
     case FS_KIND_INT: {
         const fs_bigint_t *o = (const void *)h;
         if (room < sizeof *o || !fits(o->nbytes, 1, sizeof *o, room))
@@ -148,7 +164,7 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
     case FS_KIND_BYTES:
     case FS_KIND_BYTEARRAY: {
         const fs_bytes_t *o = (const void *)h;
-        if (h->flags || room < sizeof *o || o->length == UINT64_MAX ||
+        if (flags || room < sizeof *o || o->length == UINT64_MAX ||
             !fits(o->length + 1, 1, sizeof *o, room))
             return BAD;
         *size = sizeof *o + o->length + 1;
@@ -157,7 +173,7 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
     case FS_KIND_TUPLE:
     case FS_KIND_LIST: {
         const fs_seq_t *o = (const void *)h;
-        if (h->flags || room < sizeof *o ||
+        if (flags || room < sizeof *o ||
             !fits(o->count, sizeof(fs_ref_t), sizeof *o, room))
             return BAD;
         *size = sizeof *o + o->count * sizeof(fs_ref_t);
@@ -168,7 +184,7 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
     case FS_KIND_FROZENSET: {
         const fs_map_t *m = (const void *)h;
         unsigned allowed = h->kind == FS_KIND_DICT ? FS_FLAG_FROZENDICT : 0;
-        if ((h->flags & ~allowed) || room < sizeof *m || m->count > INT32_MAX)
+        if ((flags & ~allowed) || room < sizeof *m || m->count > INT32_MAX)
             return BAD;
         uint64_t cnt = m->count, is = m->index_size;
         if (!fits(cnt, sizeof(fs_map_entry_t), sizeof *m, room))
@@ -189,7 +205,7 @@ static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
 
 /* Pass 3 for one object: its references and, for maps, the index. *seen is
 ** a scratch bitmap of *seen_cap bytes, grown here to one bit per entry. */
-static int check_refs(const ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
+static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
 {
     const fs_obj_hdr_t *h = (const fs_obj_hdr_t *)(const void *)(c->base + off);
     if (h->kind == FS_KIND_TUPLE || h->kind == FS_KIND_LIST) {
@@ -255,9 +271,13 @@ int fs_image_check(const void *image, size_t size)
         return BAD;
 
     /* Pass 2: walk the objects, mark their starts. */
-    ck_t c = { image, end, h->nxrefs, fs__calloc((size_t)(end / 64 + 1), 1) };
-    if (c.starts == NULL)
+    ck_t c = { image, end, h->nxrefs, fs__calloc((size_t)(end / 64 + 1), 1),
+               fs__calloc((size_t)(end / 64 + 1), 1) };
+    if (c.starts == NULL || c.refd == NULL) {
+        fs__free(c.starts);
+        fs__free(c.refd);
         return FS_ENOMEM;
+    }
     int err = BAD;
     uint8_t *seen = NULL;
     uint64_t seen_cap = 0, count = 0, off = FS_IMAGE_HEADER_SIZE, osize;
@@ -293,5 +313,6 @@ int fs_image_check(const void *image, size_t size)
 done:
     fs__free(seen);
     fs__free(c.starts);
+    fs__free(c.refd);
     return err;
 }

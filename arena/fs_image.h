@@ -50,6 +50,13 @@
 **              count <= index_size * 2 / 3. Sets leave value = None.
 **              DICT flags FS_FLAG_FROZENDICT: the source was a frozendict.
 **
+** Any object: flags FS_FLAG_SHARED when more than one reference of this
+** image points at it (the header's root counts as one). The builder sets it
+** (image.c) and fs_image_check proves it, so a reader that memoizes objects to
+** keep sharing and cycles (thaw) needs to memoize only those: every object of
+** a cycle is referenced twice (a cycle through the root too, the root's own
+** reference being counted).
+**
 ** Hashes are those of the building process (CPython's hash(), whose secret
 ** all interpreters of a process share); header.hash_check is the builder's
 ** hash of the ASCII string "frozenshare", or -1: a reader whose own value
@@ -123,6 +130,7 @@ enum {
 
 #define FS_FLAG_ASCII       0x01u   /* STR: maxchar < 128                */
 #define FS_FLAG_FROZENDICT  0x02u   /* DICT: the source was a frozendict */
+#define FS_FLAG_SHARED      0x80u   /* any kind: referenced more than once */
 
 typedef struct fs_image_header_s {
     char     magic[8];       /* FS_IMAGE_MAGIC, not NUL-terminated        */
@@ -196,6 +204,10 @@ static inline int fs_ref_kind(const void *base, fs_ref_t r)
     default:           return FS_KIND_INVALID;
     }
 }
+
+/* 1 if the object at r (tag FS_TAG_OBJ) is referenced more than once. */
+static inline int fs_obj_shared(const void *base, fs_ref_t r)
+{ return (((const fs_obj_hdr_t *)fs_obj(base, r))->flags & FS_FLAG_SHARED) != 0; }
 
 static inline const fs_xref_t *fs_xref(const void *base, fs_ref_t r)
 {
@@ -274,7 +286,9 @@ int fs_build_bigint(fs_builder_t *b, const uint8_t *le, size_t nbytes, fs_ref_t 
 ** the maxchar fs_build_str expects. */
 uint32_t fs_str_maxchar(unsigned charsize, uint64_t length, const void *data);
 /* Canonical str: charsize 1/2/4 must be the smallest that holds maxchar,
-** and maxchar the true maximum of the data (checked: FS_EINVAL). */
+** and maxchar the true maximum of the data (checked: FS_EINVAL). Pass
+** FS_MAXCHAR_SCAN to have it computed instead (one scan of the data, not two). */
+#define FS_MAXCHAR_SCAN UINT32_MAX
 int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
                  uint32_t maxchar, int64_t hash, const void *data, fs_ref_t *out);
 int fs_build_bytes(fs_builder_t *b, int kind /* BYTES|BYTEARRAY */,

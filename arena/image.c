@@ -15,6 +15,13 @@
 ** can allocate. fs_builder_finish appends the import and xref tables, writes
 ** the header and shrinks the allocation to whole pages.
 **
+** Shared objects. Every reference stored into the image (items, entries, the
+** root) is counted in a bitmap with one bit per 8-byte word of the image: the
+** second reference to an object sets its FS_FLAG_SHARED. The bitmap is sized
+** with the image's capacity (in grow), so the void setters never allocate.
+** Storing into a slot twice may over-count; a spurious flag is harmless (a
+** reader memoizes one object too many), a missing one is impossible.
+**
 ** Map index sizing. fs_map_find (fs_image.h) gives up after index_size
 ** probes, so every entry must sit within its first index_size probes. The
 ** first 13 probes of a hash depend on its perturbation bits and may revisit
@@ -47,11 +54,41 @@ struct fs_builder_s {
     uint32_t   xcap;         /* capacity of xrefs                             */
     uint32_t  *xmap;         /* open addressing: (slot,target) -> xref + 1    */
     uint32_t   xmap_size;    /* power of two, or 0; load <= 1/2               */
+    uint8_t   *refd;         /* bit per 8-byte word: referenced once already  */
+    size_t     refd_size;    /* bytes in refd: covers cap                     */
     int        finished;     /* fs_builder_finish succeeded: no more appends  */
 };
 
 #define ALIGN8(n)     (((n) + 7u) & ~(size_t)7u)
 #define MAX_PROBE_LAG 12u    /* probes before i -> 5i+1 is pure (see above)   */
+
+/* Grow the reference bitmap (zeroed) to cover an image of cap bytes: offsets
+** below refd_size * 64 are covered. */
+static int refd_reserve(fs_builder_t *b, size_t cap)
+{
+    size_t need = cap / 64 + 1;
+    if (need <= b->refd_size)
+        return FS_OK;
+    uint8_t *p = fs__realloc(b->refd, need);
+    if (p == NULL)
+        return FS_ENOMEM;
+    memset(p + b->refd_size, 0, need - b->refd_size);
+    b->refd = p;
+    b->refd_size = need;
+    return FS_OK;
+}
+
+/* Count one reference stored into the image (see the header comment). */
+static inline void note_ref(fs_builder_t *b, fs_ref_t r)
+{
+    if (fs_ref_tag(r) != FS_TAG_OBJ || r >= b->used)
+        return;
+    uint8_t bit = (uint8_t)(1u << ((r / 8) % 8));
+    if (b->refd[r / 64] & bit)
+        ((fs_obj_hdr_t *)(void *)(b->base + r))->flags |= FS_FLAG_SHARED;
+    else
+        b->refd[r / 64] |= bit;
+}
 
 int fs_builder_create(fs_builder_t **out, size_t size_hint)
 {
@@ -60,6 +97,8 @@ int fs_builder_create(fs_builder_t **out, size_t size_hint)
         return FS_ENOMEM;
     size_t want = size_hint > FS_IMAGE_HEADER_SIZE ? size_hint : 4096;
     int err = fs_arena_alloc(want, (void **)&b->base, &b->cap);
+    if (!err && (err = refd_reserve(b, b->cap)) != FS_OK)
+        fs_arena_free(b->base);
     if (err) {
         fs__free(b);
         return err;
@@ -77,15 +116,18 @@ void fs_builder_destroy(fs_builder_t *b)
     fs_arena_free(b->base);               /* NULL-safe (detached) */
     fs__free(b->xrefs);
     fs__free(b->xmap);
+    fs__free(b->refd);
     fs__free(b);
 }
 
 size_t fs_builder_size(const fs_builder_t *b) { return b->used; }
 uint8_t *fs_builder_base(fs_builder_t *b) { return b->base; }
 
-/* Reserve n more bytes (rounded up to 8, zeroed) at the end; *off gets their
-** offset. Capacity at least doubles on growth: amortized O(1) appends. */
-static int grow(fs_builder_t *b, size_t n, uint64_t *off)
+/* Reserve n more bytes (rounded up to 8) at the end; *off gets their offset.
+** All of them are zeroed except [skip_from, skip_to), which the caller fills
+** (a payload copied in: zeroing it first would touch every page twice).
+** Capacity at least doubles on growth: amortized O(1) appends. */
+static int grow_fill(fs_builder_t *b, size_t n, size_t skip_from, size_t skip_to, uint64_t *off)
 {
     size_t need = ALIGN8(n);
     if (need < n || b->used + need < b->used)
@@ -101,20 +143,37 @@ static int grow(fs_builder_t *b, size_t n, uint64_t *off)
             return err;                   /* b->base still valid, unchanged */
         b->base = p;
         b->cap = usable;
+        if (refd_reserve(b, usable) != FS_OK) {
+            /* Keep the larger block, usable as far as the bitmap covers it. */
+            if (b->cap > b->refd_size * 64)
+                b->cap = b->refd_size * 64;
+            if (b->used + need > b->cap)
+                return FS_ENOMEM;
+        }
     }
-    memset(b->base + b->used, 0, need);
+    memset(b->base + b->used, 0, skip_from);
+    memset(b->base + b->used + skip_to, 0, need - skip_to);
     *off = b->used;
     b->used += need;
     return FS_OK;
 }
 
-/* Append an object of `size` bytes (zeroed) with header kind/flags. */
-static int new_object(fs_builder_t *b, int kind, unsigned flags, size_t size, fs_ref_t *out)
+/* grow_fill with every byte zeroed. */
+static int grow(fs_builder_t *b, size_t n, uint64_t *off)
+{
+    return grow_fill(b, n, 0, 0, off);
+}
+
+/* Append an object of `size` bytes with header kind/flags, zeroed except
+** for a payload of `payload` bytes the caller copies in right after its
+** `head` bytes (header included). */
+static int new_object_with(fs_builder_t *b, int kind, unsigned flags, size_t size, size_t head,
+                           size_t payload, fs_ref_t *out)
 {
     if (b->base == NULL || b->finished)
         return FS_EINVAL;
     uint64_t off;
-    int err = grow(b, size, &off);
+    int err = grow_fill(b, size, head, head + payload, &off);
     if (err)
         return err;
     fs_obj_hdr_t *h = (fs_obj_hdr_t *)(void *)(b->base + off);
@@ -123,6 +182,12 @@ static int new_object(fs_builder_t *b, int kind, unsigned flags, size_t size, fs
     b->objects++;
     *out = off;
     return FS_OK;
+}
+
+/* Append an object of `size` bytes (zeroed) with header kind/flags. */
+static int new_object(fs_builder_t *b, int kind, unsigned flags, size_t size, fs_ref_t *out)
+{
+    return new_object_with(b, kind, flags, size, 0, 0, out);
 }
 
 /* n * size + extra, or SIZE_MAX on overflow. */
@@ -224,6 +289,9 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
 {
     if (charsize != 1 && charsize != 2 && charsize != 4)
         return FS_EINVAL;
+    int scanned = maxchar == FS_MAXCHAR_SCAN;
+    if (scanned)
+        maxchar = fs_str_maxchar(charsize, length, data);
     unsigned want = maxchar < 256 ? 1 : maxchar < 65536 ? 2 : 4;
     if (want != charsize || maxchar > 0x10ffff || (length && data == NULL))
         return FS_EINVAL;
@@ -234,9 +302,10 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
         return FS_ETOOBIG;
     /* Canonical form is what fs_image_check demands and what readers compare
     ** with memcmp: refuse a maxchar that is not the true maximum. */
-    if (fs_str_maxchar(charsize, length, data) != maxchar)
+    if (!scanned && fs_str_maxchar(charsize, length, data) != maxchar)
         return FS_EINVAL;
-    int err = new_object(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, size, out);
+    int err = new_object_with(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, size,
+                              sizeof(fs_str_t), (size_t)length * charsize, out);
     if (!err) {
         fs_str_t *s = (fs_str_t *)(void *)(b->base + *out);
         s->length = length;
@@ -244,7 +313,7 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
         s->maxchar = maxchar;
         s->charsize = (uint8_t)charsize;
         if (length)
-            memcpy(s->data, data, (size_t)length * charsize);   /* NUL: zeroed by grow */
+            memcpy(s->data, data, (size_t)length * charsize);   /* NUL: zeroed by grow_fill */
     }
     return err;
 }
@@ -256,12 +325,12 @@ int fs_build_bytes(fs_builder_t *b, int kind, const void *data, uint64_t length,
     size_t size = sized(length, 1, sizeof(fs_bytes_t) + 1);
     if (size == SIZE_MAX)
         return FS_ETOOBIG;
-    int err = new_object(b, kind, 0, size, out);
+    int err = new_object_with(b, kind, 0, size, sizeof(fs_bytes_t), (size_t)length, out);
     if (!err) {
         fs_bytes_t *o = (fs_bytes_t *)(void *)(b->base + *out);
         o->length = length;
         if (length)
-            memcpy(o->data, data, (size_t)length);          /* NUL: zeroed by grow */
+            memcpy(o->data, data, (size_t)length);          /* NUL: zeroed by grow_fill */
     }
     return err;
 }
@@ -286,6 +355,7 @@ int fs_build_seq(fs_builder_t *b, int kind, uint64_t count, fs_ref_t *out)
 void fs_build_seq_set(fs_builder_t *b, fs_ref_t seq, uint64_t i, fs_ref_t item)
 {
     ((fs_seq_t *)(void *)(b->base + seq))->items[i] = item;
+    note_ref(b, item);
 }
 
 /* The index size for count entries: 0 when empty, else the smallest power of
@@ -338,6 +408,8 @@ void fs_build_map_set(fs_builder_t *b, fs_ref_t map, uint64_t i, int64_t hash,
     e->hash = hash;
     e->key = key;
     e->value = value;
+    note_ref(b, key);
+    note_ref(b, value);
 }
 
 void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
@@ -466,6 +538,7 @@ int fs_builder_finish(fs_builder_t *b, fs_ref_t root, const uint64_t *import_ids
     h->version = FS_IMAGE_VERSION;
     h->flags = 0;
     h->image_size = b->used;
+    note_ref(b, root);
     h->root = root;
     h->import_off = imp;
     h->nimports = nimports;

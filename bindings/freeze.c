@@ -18,6 +18,10 @@
 ** Containers are allocated before their items are converted, so a child can
 ** refer to an ancestor (cycles) and every child ref is known at once. The
 ** memo keeps a strong reference to every object it maps (ids stay unique).
+** It maps only objects the graph may reach twice: an item whose refcount is
+** 1 is referenced by its container alone, so its memo lookup and entry are
+** skipped (most strings, floats and records of real data). The builder
+** flags objects referenced twice (FS_FLAG_SHARED, fs_image.h).
 ** Python code can run during a freeze (the __hash__ of an object inside a
 ** dict key or set member), so each step re-checks the container's size
 ** against the count allocated, right after hashing and when resuming: a
@@ -32,7 +36,9 @@
 ** root['users'][3]<key (1, 2)> (<key ...> a dict key, <member ...> a set
 ** member).
 **
-** thaw: the same loop in the other direction. Lists, tuples, dicts and sets
+** thaw: the same loop in the other direction. Its memo ((region, ref) ->
+** object) holds only the objects that can be reached twice: those flagged
+** FS_FLAG_SHARED, the thaw's root, and anything in an imported region. Lists, tuples, dicts and sets
 ** are created empty before their items (cycles through them are restored);
 ** frozensets and frozendicts are created from their finished items. Items
 ** are inserted only once complete, so a dict key or set member is always
@@ -48,7 +54,7 @@
 enum { SEG_ROOT, SEG_INDEX, SEG_VALUE, SEG_KEY, SEG_MEMBER };
 
 typedef struct fframe_s {
-    PyObject  *obj;          /* the container (borrowed: the memo holds it) */
+    PyObject  *obj;          /* strong: the container                      */
     PyObject  *iter;         /* strong: set iterator, or NULL             */
     PyObject  *seg_key;      /* strong: dict key / set member leading here */
     Py_ssize_t seg_index;    /* list/tuple index leading here             */
@@ -158,7 +164,7 @@ static void unsupported(fctx *c, PyObject *o, size_t parent, int seg, PyObject *
     Py_DECREF(path);
 }
 
-/* o, key borrowed (the frame takes a reference to key). 0, or -1 with an exception. */
+/* o, key borrowed (the frame takes references to both). 0, or -1 with an exception. */
 static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n,
                       size_t parent, int seg, PyObject *key, Py_ssize_t index)
 {
@@ -179,7 +185,7 @@ static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n
             return -1;
     }
     fframe *f = &c->stack[c->depth++];
-    f->obj = o;
+    f->obj = Py_NewRef(o);
     f->iter = iter;
     f->seg_key = Py_XNewRef(key);
     f->seg_index = index;
@@ -196,6 +202,7 @@ static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n
 static void pop_frame(fctx *c)
 {
     fframe *f = &c->stack[--c->depth];
+    Py_CLEAR(f->obj);
     Py_CLEAR(f->iter);
     Py_CLEAR(f->seg_key);
 }
@@ -257,11 +264,11 @@ static int build_str(fctx *c, PyObject *o, fs_ref_t *out)
     Py_ssize_t len = PyUnicode_GET_LENGTH(o);
     int kind = PyUnicode_KIND(o);
     const void *data = PyUnicode_DATA(o);
-    uint32_t maxchar = fs_str_maxchar((unsigned)kind, (uint64_t)len, data);
     Py_hash_t hash = PyObject_Hash(o);             /* cached by str */
     if (hash == -1)
         return -1;
-    int err = fs_build_str(c->b, (unsigned)kind, (uint64_t)len, maxchar,
+    /* CPython's kind is canonical: the builder finds maxchar in one scan. */
+    int err = fs_build_str(c->b, (unsigned)kind, (uint64_t)len, FS_MAXCHAR_SCAN,
                            (int64_t)hash, data, out);
     if (err != FS_OK) {
         fs__raise(err, NULL);
@@ -318,8 +325,11 @@ static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
 
 /* The reference for o, an item of frame `parent` reached by (seg, key,
 ** index). Containers are allocated now and a frame is pushed to fill them.
-** o, key borrowed. 0, or -1 with an exception. */
-static int convert(fctx *c, PyObject *o, size_t parent, int seg, PyObject *key,
+** uniq: the container item is o's only reference (its refcount was 1), so
+** the graph cannot reach o again and the identity memo is skipped; most
+** leaves of real data (and most records) are such. o, key borrowed. 0, or
+** -1 with an exception. */
+static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObject *key,
                    Py_ssize_t index, fs_ref_t *out)
 {
     PyTypeObject *tp = Py_TYPE(o);
@@ -337,7 +347,7 @@ static int convert(fctx *c, PyObject *o, size_t parent, int seg, PyObject *key,
             return 0;
         }
     }
-    uint64_t *hit = fs__tab_get(&c->memo, (uintptr_t)o, 0);
+    uint64_t *hit = uniq ? NULL : fs__tab_get(&c->memo, (uintptr_t)o, 0);
     if (hit != NULL) {
         *out = *hit;
         return 0;
@@ -404,7 +414,7 @@ static int convert(fctx *c, PyObject *o, size_t parent, int seg, PyObject *key,
         fs__raise(err, NULL);
         return -1;
     }
-    if (memo_put(c, o, ref) < 0)
+    if (!uniq && memo_put(c, o, ref) < 0)
         return -1;
     if (kind != 0) {
         if (n > 0) {
@@ -440,11 +450,13 @@ static int step(fctx *c)
         while (f->i < f->n) {
             if (Py_SIZE(o) != f->n)
                 return changed_size("list");
-            PyObject *item = Py_NewRef(f->kind == FS_KIND_LIST ? PyList_GET_ITEM(o, f->i)
-                                                               : PyTuple_GET_ITEM(o, f->i));
+            PyObject *item = f->kind == FS_KIND_LIST ? PyList_GET_ITEM(o, f->i)
+                                                     : PyTuple_GET_ITEM(o, f->i);
+            int uniq = Py_REFCNT(item) == 1;
+            Py_INCREF(item);
             size_t depth = c->depth;
             fs_ref_t ref;
-            rc = convert(c, item, fi, SEG_INDEX, NULL, f->i, &ref);
+            rc = convert(c, item, uniq, fi, SEG_INDEX, NULL, f->i, &ref);
             Py_DECREF(item);
             if (rc < 0)
                 return -1;
@@ -463,6 +475,7 @@ static int step(fctx *c)
             PyObject *k, *v;
             if (PyDict_GET_SIZE(o) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
                 return changed_size("dictionary");
+            int uniq_k = Py_REFCNT(k) == 1, uniq_v = Py_REFCNT(v) == 1;
             Py_INCREF(k);
             Py_INCREF(v);
             size_t depth = c->depth;
@@ -475,9 +488,9 @@ static int step(fctx *c)
             else if (PyDict_GET_SIZE(o) != f->n)
                 rc = changed_size("dictionary");
             if (rc == 0)
-                rc = convert(c, k, fi, SEG_KEY, k, 0, &kref);
+                rc = convert(c, k, uniq_k, fi, SEG_KEY, k, 0, &kref);
             if (rc == 0)
-                rc = convert(c, v, fi, SEG_VALUE, k, 0, &vref);
+                rc = convert(c, v, uniq_v, fi, SEG_VALUE, k, 0, &vref);
             Py_DECREF(k);
             Py_DECREF(v);
             if (rc < 0)
@@ -498,6 +511,7 @@ static int step(fctx *c)
             PyObject *item = PyIter_Next(f->iter);   /* raises if the set changed */
             if (item == NULL)
                 return PyErr_Occurred() ? -1 : changed_size("set");
+            int uniq = Py_REFCNT(item) == 2;        /* the set's and ours */
             size_t depth = c->depth;
             fs_ref_t ref = 0;
             Py_hash_t hash = -1;
@@ -507,7 +521,7 @@ static int step(fctx *c)
             else if (PySet_GET_SIZE(o) != f->n)
                 rc = changed_size("set");
             if (rc == 0)
-                rc = convert(c, item, fi, SEG_MEMBER, item, 0, &ref);
+                rc = convert(c, item, uniq, fi, SEG_MEMBER, item, 0, &ref);
             Py_DECREF(item);
             if (rc < 0)
                 return -1;
@@ -564,7 +578,7 @@ PyObject *fs__freeze(fs_state *st, PyObject *obj)
         fs__raise(err, NULL);
         goto error;
     }
-    if (convert(&c, obj, SIZE_MAX, SEG_ROOT, NULL, 0, &root) < 0)
+    if (convert(&c, obj, 0, SIZE_MAX, SEG_ROOT, NULL, 0, &root) < 0)
         goto error;
     while (c.depth > 0)
         if (step(&c) < 0)
@@ -601,8 +615,9 @@ typedef struct tframe_s {
     fs_ref_t       ref;
     int            kind;     /* FS_KIND_* (frozendict: DICT + frozen)     */
     int            frozen;   /* frozenset/frozendict: obj is a temporary   */
+    int            memo;     /* in the memo (which owns obj unless frozen) */
     int            phase;    /* dict: 0 = key next, 1 = value next        */
-    PyObject      *obj;      /* memo's object, or (frozen) a strong temp  */
+    PyObject      *obj;      /* memo's object, or strong (frozen, !memo)  */
     PyObject      *key;      /* strong: dict key waiting for its value    */
     Py_ssize_t     n, i;
 } tframe;
@@ -610,6 +625,8 @@ typedef struct tframe_s {
 typedef struct tctx_s {
     fs__tab_t memo;          /* (region, ref) -> PyObject* | INCOMPLETE;
                                 holds a reference to each object          */
+    fs_region_t *reg0;       /* the thaw's root: its region ...           */
+    fs_ref_t     ref0;       /* ... and reference (resolved)              */
     tframe   *stack;
     size_t    depth, cap;
     PyObject *result;        /* strong: the root, once complete           */
@@ -646,7 +663,13 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
         *out = fs__scalar(base, ref, kind, 1);
         return *out != NULL ? 0 : -1;
     }
-    uint64_t *hit = fs__tab_get(&c->memo, (uintptr_t)reg, ref);
+    if (c->reg0 == NULL) {                          /* the root */
+        c->reg0 = reg;
+        c->ref0 = ref;
+    }
+    /* Reached at most once (see the header comment): no memo. */
+    int memo = reg != c->reg0 || ref == c->ref0 || fs_obj_shared(base, ref);
+    uint64_t *hit = memo ? fs__tab_get(&c->memo, (uintptr_t)reg, ref) : NULL;
     if (hit != NULL) {
         PyObject *o = (PyObject *)(uintptr_t)(*hit & ~INCOMPLETE);
         if ((*hit & INCOMPLETE) && (hashable || o == NULL))
@@ -682,7 +705,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
         break;
     default:                                       /* scalars: share them too */
         o = fs__scalar(base, ref, kind, 1);
-        if (o == NULL || tmemo_put(c, reg, ref, o, 0) < 0) {
+        if (o == NULL || (memo && tmemo_put(c, reg, ref, o, 0) < 0)) {
             Py_XDECREF(o);
             return -1;
         }
@@ -700,7 +723,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
 #endif
             fz = PyFrozenSet_New(NULL);
         Py_DECREF(o);
-        if (fz == NULL || tmemo_put(c, reg, ref, fz, 0) < 0) {
+        if (fz == NULL || (memo && tmemo_put(c, reg, ref, fz, 0) < 0)) {
             Py_XDECREF(fz);
             return -1;
         }
@@ -708,7 +731,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
         return 0;
     }
     if (n == 0) {
-        if (tmemo_put(c, reg, ref, o, 0) < 0) {
+        if (memo && tmemo_put(c, reg, ref, o, 0) < 0) {
             Py_DECREF(o);
             return -1;
         }
@@ -728,7 +751,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
     }
     /* Mutable containers and tuples are visible (incomplete) to their
     ** descendants; frozen ones only as a marker that detects cycles. */
-    if (tmemo_put(c, reg, ref, frozen ? NULL : o, INCOMPLETE) < 0) {
+    if (memo && tmemo_put(c, reg, ref, frozen ? NULL : o, INCOMPLETE) < 0) {
         Py_DECREF(o);
         return -1;
     }
@@ -738,9 +761,10 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
     f->ref = ref;
     f->kind = kind;
     f->frozen = frozen;
+    f->memo = memo;
     f->phase = 0;
     f->obj = o;
-    if (!frozen)
+    if (memo && !frozen)
         Py_DECREF(o);                 /* the memo's reference keeps it */
     f->key = NULL;
     f->n = n;
@@ -788,7 +812,7 @@ static void tpop(tctx *c)
 {
     tframe *f = &c->stack[--c->depth];
     Py_CLEAR(f->key);
-    if (f->frozen)
+    if (f->frozen || !f->memo)
         Py_CLEAR(f->obj);
 }
 
@@ -806,14 +830,16 @@ static int tfinish(tctx *c)
             res = PyFrozenSet_New(f->obj);
         if (res == NULL)
             return -1;
-        if (tmemo_put(c, f->reg, f->ref, res, 0) < 0) {
+        if (f->memo && tmemo_put(c, f->reg, f->ref, res, 0) < 0) {
             Py_DECREF(res);
             return -1;
         }
     }
     else {
-        uint64_t *v = fs__tab_get(&c->memo, (uintptr_t)f->reg, f->ref);
-        *v &= ~INCOMPLETE;
+        if (f->memo) {
+            uint64_t *v = fs__tab_get(&c->memo, (uintptr_t)f->reg, f->ref);
+            *v &= ~INCOMPLETE;
+        }
         res = Py_NewRef(f->obj);
     }
     tpop(c);

@@ -154,7 +154,7 @@ Test(arena_stats, freeing_a_large_image_returns_its_pages)
     fs_arena_stats_t full, after;
     fs_arena_get_stats(&full);
     cr_assert_geq(full.resident_bytes, size);
-    fs_arena_free(p);                            /* >= 8 MiB: purged at once */
+    fs_arena_free(p);                            /* > RETAIN_BYTES: purged at once */
     fs_arena_get_stats(&after);
     cr_assert_lt(after.resident_bytes + size / 2, full.resident_bytes,
                  "resident %llu -> %llu", (unsigned long long)full.resident_bytes,

@@ -630,6 +630,8 @@ Test(image_build, self_referencing_list_keeps_the_cycle)
     cr_assert_eq(s->items[0], l);
     cr_assert_eq(fs_seq(base, s->items[0])->items[0], l);
     cr_assert_eq(fs_map(base, s->items[1])->entries[0].value, l);
+    cr_assert(fs_obj_shared(base, l), "the root, referenced again, is shared");
+    cr_assert_not(fs_obj_shared(base, d), "referenced once");
     walk_image(base, fs_image_header(base)->image_size);     /* terminates */
     fs_builder_destroy(b);
 }
@@ -645,6 +647,39 @@ Test(image_build, shared_reference_is_one_object)
     const uint8_t *base = finish(b, l);
     cr_assert_eq(fs_seq(base, l)->items[0], fs_seq(base, l)->items[2]);
     cr_assert_eq(fs_image_header(base)->object_count, 2);
+    cr_assert(fs_obj_shared(base, s));
+    cr_assert_not(fs_obj_shared(base, l));
+    cr_assert_eq(((const fs_str_t *)fs_obj(base, s))->h.flags, FS_FLAG_SHARED | FS_FLAG_ASCII);
+
+    /* The check proves the flag: missing on a shared object is corrupt (a
+    ** reader would lose the sharing, or loop on a cycle); extra is allowed. */
+    size_t n = fs_image_header(base)->image_size;
+    uint8_t *p = copy_exact(base, n);
+    ((fs_obj_hdr_t *)(void *)(p + s))->flags &= (uint8_t)~FS_FLAG_SHARED;
+    cr_assert_eq(fs_image_check(p, n), FS_ECORRUPT);
+    memcpy(p, base, n);
+    ((fs_obj_hdr_t *)(void *)(p + l))->flags |= FS_FLAG_SHARED;
+    cr_assert_eq(fs_image_check(p, n), FS_OK);
+    free(p);
+    fs_builder_destroy(b);
+}
+
+Test(image_check, cycle_without_shared_flag_is_rejected)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t l, m;
+    OK(fs_build_seq(b, FS_KIND_LIST, 1, &l));          /* l = [m], m = [l] */
+    OK(fs_build_seq(b, FS_KIND_LIST, 1, &m));
+    fs_build_seq_set(b, l, 0, m);
+    fs_build_seq_set(b, m, 0, l);
+    const uint8_t *base = finish(b, l);
+    cr_assert(fs_obj_shared(base, l));                 /* root + m's item */
+    cr_assert_not(fs_obj_shared(base, m));
+    size_t n = fs_image_header(base)->image_size;
+    uint8_t *p = copy_exact(base, n);
+    ((fs_obj_hdr_t *)(void *)(p + l))->flags = 0;
+    cr_assert_eq(fs_image_check(p, n), FS_ECORRUPT);
+    free(p);
     fs_builder_destroy(b);
 }
 
@@ -1104,7 +1139,7 @@ Test(image_check, bad_kinds_and_flags_are_rejected)
     ((fs_obj_hdr_t *)(void *)(p + root))->zero32 = 1;
     cr_assert_eq(fs_image_check(p, n), FS_ECORRUPT);
     memcpy(p, img, n);
-    ((fs_obj_hdr_t *)(void *)(p + root))->flags = 0x80;
+    ((fs_obj_hdr_t *)(void *)(p + root))->flags = 0x40;
     cr_assert_eq(fs_image_check(p, n), FS_ECORRUPT);
     memcpy(p, img, n);
     ((fs_obj_hdr_t *)(void *)(p + root_entry(img, 1)->value))->flags = 1;   /* float */
