@@ -770,9 +770,11 @@ static PyObject *seqiter_next(PyObject *self)
         return NULL;
     const fs_seq_t *s = P_SEQ(p);
     if (it->i >= 0 && (uint64_t)it->i < s->count) {
-        Py_ssize_t i = it->i;
+        fs_ref_t r = s->items[it->i];
         it->i += it->reverse ? -1 : 1;
-        return fs__read(p->h, s->items[i]);
+        if (fs_ref_tag(r) == FS_TAG_INT)                /* the common leaf, inline */
+            return PyLong_FromLongLong(fs_ref_int_value(r));
+        return fs__read(p->h, r);
     }
     it->p = NULL;
     Py_DECREF(p);
