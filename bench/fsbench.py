@@ -123,15 +123,17 @@ def machine_info():
             mem = int(f.readline().split()[1]) * 1024
     except OSError:
         pass
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        if commit and dirty:
-            commit += "+dirty"
-    except Exception:                              # noqa: BLE001
-        commit = None
+    commit = os.environ.get("FS_BENCH_COMMIT")   # bench.sh --in-root: no .git in the root
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip()
+            dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            if commit and dirty:
+                commit += "+dirty"
+        except Exception:                          # noqa: BLE001
+            commit = None
     libs = {}
     for name in ("orjson", "msgspec", "msgpack", "frozendict", "immutables"):
         try:
