@@ -12,7 +12,8 @@ What is here:
   * hypothesis strategies for generated nested data
   * run_python(): a child process with the same frozenshare on its path
   * subinterpreters: Interp, Channel, run_in_threads(), abstracting
-    3.13 (_interpreters/_interpqueues) vs 3.12 (_xxsubinterpreters/_xxinterpchannels)
+    3.13 (_interpreters/_interpqueues) vs 3.12 (_xxsubinterpreters/_xxinterpchannels);
+    track_interpreter() for 3.14's concurrent.interpreters
 """
 import gc
 import math
@@ -35,6 +36,7 @@ PY313 = sys.version_info >= (3, 13)
 
 
 _ALIVE = weakref.WeakSet()   # Interp objects not yet destroyed
+_ALIVE_CI = weakref.WeakSet()   # concurrent.interpreters.Interpreter objects (3.14+)
 
 
 def live_regions():
@@ -46,7 +48,8 @@ def image_bytes_total():
 
 
 def poke_interpreters():
-    """Run a little bytecode in every live subinterpreter made by Interp.
+    """Run a little bytecode in every live subinterpreter made by Interp
+    or passed to track_interpreter().
 
     An XID free callback runs late, as a pending call of the *sending*
     interpreter (PLATFORM.md): pending calls only run while that interpreter
@@ -54,6 +57,20 @@ def poke_interpreters():
     for it in list(_ALIVE):
         if it.alive:
             it.run("for _ in range(100): pass")
+    if _ALIVE_CI:
+        from concurrent.interpreters import InterpreterError
+        for it in list(_ALIVE_CI):
+            try:
+                it.exec("for _ in range(100): pass")
+            except InterpreterError:   # closed, or busy in another thread
+                pass
+
+
+def track_interpreter(interp):
+    """Make poke_interpreters() also poke a concurrent.interpreters
+    Interpreter (3.14+). Returns interp."""
+    _ALIVE_CI.add(interp)
+    return interp
 
 
 def wait_live(expected, timeout=10.0):
