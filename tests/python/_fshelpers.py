@@ -11,9 +11,11 @@ What is here:
     must have)
   * hypothesis strategies for generated nested data
   * run_python(): a child process with the same frozenshare on its path
-  * subinterpreters: Interp, Channel, run_in_threads(), abstracting
-    3.13 (_interpreters/_interpqueues) vs 3.12 (_xxsubinterpreters/_xxinterpchannels);
-    track_interpreter() for 3.14's concurrent.interpreters
+  * subinterpreters: Interp, Channel, run_in_threads(), poke_interpreters(),
+    one abstraction over 3.12 (_xxsubinterpreters/_xxinterpchannels), 3.13
+    (_interpreters/_interpqueues) and 3.14+ (concurrent.interpreters);
+    track_interpreter() for interpreters a test makes with
+    concurrent.interpreters directly
 """
 import gc
 import math
@@ -31,6 +33,7 @@ import frozenshare as fs
 from hypothesis import strategies as st
 
 PY313 = sys.version_info >= (3, 13)
+PY314 = sys.version_info >= (3, 14)
 
 # ---------------------------------------------------------------- regions ---
 
@@ -387,19 +390,131 @@ def run_python(code, *, args=(), env=None, timeout=180):
 
 
 # ------------------------------------------------------- subinterpreters ---
+#
+# One abstraction, Interp and Channel (below), over three generations of
+# CPython's subinterpreter modules (PLATFORM.md). What differs per version is
+# one _ops_3xx() function and one branch of CHANNEL_CODE (which also runs in
+# every subinterpreter); the rest is version-free. On every version:
+#   * interpreters are isolated: own GIL, own obmalloc, the multi-phase-init
+#     check on extension modules;
+#   * channels carry items as cross-interpreter data only (XID, never pickle)
+#     and drop the items of an interpreter destroyed before they were read;
+#   * ids of both are plain ints, which is how code run in a subinterpreter
+#     names them; the handle is what keeps the object alive in main.
 
-if PY313:
-    import _interpqueues as _Q
-    import _interpreters as _I
-else:
-    import _xxinterpchannels as _C
-    import _xxsubinterpreters as _I
+class SubinterpError(AssertionError):
+    pass
+
+
+def _ops_312():
+    # 3.12: _xxsubinterpreters (run_string raises RunFailedError) and
+    # _xxinterpchannels, whose ChannelID object keeps the channel alive.
+    import _xxinterpchannels as C
+    import _xxsubinterpreters as I
+
+    def interp_create():
+        iid = I.create(isolated=True)
+        return iid, iid
+
+    def interp_run(iid, code, shared):
+        try:
+            I.run_string(iid, code, shared=shared)
+        except I.RunFailedError as e:
+            raise SubinterpError(f"in subinterpreter {iid}: {e}") from None
+
+    def queue_create():
+        cid = C.create()
+        return int(cid), cid
+
+    return interp_create, interp_run, I.destroy, queue_create, C.destroy
+
+
+def _ops_313():
+    # 3.13: _interpreters (exec returns an excinfo rather than raising) and
+    # _interpqueues.create(maxsize, fmt, unboundop): fmt 0 = XID only,
+    # unboundop 1 = remove.
+    import _interpqueues as Q
+    import _interpreters as I
+
+    def interp_create():
+        iid = I.create("isolated")
+        return iid, iid
+
+    def interp_run(iid, code, shared):
+        exc = I.exec(iid, code, shared=shared)
+        if exc is not None:
+            raise SubinterpError(f"in subinterpreter {iid}:\n{exc.errdisplay}")
+
+    def queue_create():
+        qid = Q.create(0, 0, 1)
+        return qid, qid
+
+    return interp_create, interp_run, I.destroy, queue_create, Q.destroy
+
+
+def _ops_314():
+    # 3.14+ (3.14.10 and 3.15.2 behave alike here): interpreters through the
+    # public concurrent.interpreters: create() is isolated by default,
+    # prepare_main() binds values into __main__ by XID, exec() raises
+    # ExecutionFailed; the handle is the Interpreter object (it holds a
+    # reference to the interpreter; close() destroys it).
+    # Queues are created and destroyed with the private _interpqueues, for
+    # two things the public API cannot say (put and get use the public Queue,
+    # in CHANNEL_CODE):
+    #   * XID only. Public create_queue() makes queues that fall back to
+    #     pickle, and proxies pickle (by value): a proxy whose XID
+    #     registration broke would arrive as a copy instead of failing.
+    #   * destroy with items queued. A public Queue goes away only when every
+    #     Queue object of its id, in every interpreter, has been released.
+    # create(maxsize, unboundop, fallback): unboundop 1 = remove (the number
+    # is 3.13's, its position is not: 3.13's create(0, 0, 1) would ask 3.14
+    # for unboundop 0, which it refuses), fallback 0 = XID only. The new
+    # queue has no binding yet (whatever create's docstring says), and the
+    # first release of one destroys it: the handle is a public Queue, bound
+    # for as long as the Channel lives.
+    import _interpqueues as Q
+    import concurrent.interpreters as ci
+
+    def interp_create():
+        it = ci.create()
+        return it.id, it
+
+    def interp_run(it, code, shared):
+        if shared:
+            it.prepare_main(shared)
+        try:
+            it.exec(code)
+        except ci.ExecutionFailed as e:
+            raise SubinterpError(
+                f"in subinterpreter {it.id}:\n{e.excinfo.errdisplay}") from None
+
+    def queue_create():
+        qid = Q.create(0, 1, 0)
+        return qid, ci.Queue(qid)
+
+    return interp_create, interp_run, lambda it: it.close(), queue_create, Q.destroy
+
+
+_OPS = _ops_314() if PY314 else _ops_313() if PY313 else _ops_312()
+_interp_create, _interp_run, _interp_destroy, _queue_create, _queue_destroy = _OPS
 
 # Executed in the main interpreter (below) and at the start of every
-# subinterpreter, so both sides speak the same chan_put/chan_get.
+# subinterpreter, so both sides speak the same chan_put/chan_get. Channel ids
+# are plain ints everywhere.
 CHANNEL_CODE = r'''
 import sys as _sys, time as _time
-if _sys.version_info >= (3, 13):
+if _sys.version_info >= (3, 14):
+    # 3.14+: the public Queue, looked up by id for each call; put and get
+    # use the defaults the queue was created with (_ops_314)
+    from concurrent.interpreters import Queue as _Queue, QueueEmpty as _QueueEmpty
+    def chan_put(cid, obj):
+        _Queue(cid).put_nowait(obj)
+    def chan_try_get(cid):
+        try:
+            return True, _Queue(cid).get_nowait()
+        except _QueueEmpty:
+            return False, None
+elif _sys.version_info >= (3, 13):
     import _interpqueues as _Q
     def chan_put(cid, obj):
         _Q.put(cid, obj, 0, 1)          # fmt 0: shared (XID); unboundop 1: remove
@@ -460,20 +575,12 @@ def checksum(obj):
 exec(CHECKSUM_CODE)  # defines checksum here too
 
 
-class SubinterpError(AssertionError):
-    pass
-
-
 class Channel:
-    """A one-way mailbox: a 3.13 queue (fmt 0, unbound items removed) or a
-    3.12 channel. Ids are plain ints on both sides."""
+    """A one-way mailbox between interpreters (3.12 channel, 3.13+ queue):
+    XID only, items of a destroyed sender removed (see _ops_3xx)."""
 
     def __init__(self):
-        if PY313:
-            self.id = _Q.create(0, 0, 1)
-        else:
-            self._cid = _C.create()   # the ChannelID object: the channel lives while it does
-            self.id = int(self._cid)
+        self.id, self._handle = _queue_create()
         self.alive = True
 
     def put(self, obj):
@@ -486,12 +593,11 @@ class Channel:
         return chan_try_get(self.id)
 
     def destroy(self):
+        """Destroy the channel; the items still in it are freed."""
         if self.alive:
             self.alive = False
-            if PY313:
-                _Q.destroy(self.id)
-            else:
-                _C.destroy(self.id)
+            _queue_destroy(self.id)
+            self._handle = None
 
 
 class Interp:
@@ -499,10 +605,7 @@ class Interp:
     chan_put/chan_get/checksum defined, and reply(obj) sending to self.replies."""
 
     def __init__(self):
-        if PY313:
-            self.id = _I.create("isolated")
-        else:
-            self.id = _I.create(isolated=True)
+        self.id, self._handle = _interp_create()
         self.alive = True
         _ALIVE.add(self)
         self.replies = Channel()
@@ -515,16 +618,9 @@ class Interp:
             f"def reply(obj):\n    chan_put({self.replies.id!r}, obj)\n")
 
     def run(self, code, shared=None):
-        code = textwrap.dedent(code)
-        if PY313:
-            exc = _I.exec(self.id, code, shared=shared)
-            if exc is not None:
-                raise SubinterpError(f"in subinterpreter {self.id}:\n{exc.errdisplay}")
-        else:
-            try:
-                _I.run_string(self.id, code, shared=shared)
-            except _I.RunFailedError as e:
-                raise SubinterpError(f"in subinterpreter {self.id}: {e}") from None
+        """Run code in the interpreter's __main__, after binding `shared`
+        (a dict of shareable values) there; raises SubinterpError."""
+        _interp_run(self._handle, textwrap.dedent(code), shared)
 
     def recv(self, timeout=60.0):
         return self.replies.get(timeout)
@@ -533,7 +629,8 @@ class Interp:
         if self.alive:
             self.alive = False
             _ALIVE.discard(self)
-            _I.destroy(self.id)
+            _interp_destroy(self._handle)
+            self._handle = None
         self.replies.destroy()
 
 

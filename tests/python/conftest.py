@@ -57,15 +57,9 @@ def no_region_leak(request):
     wait_live(start, timeout=10.0)
 
 
-SUBINTERP_SKIP = ("the subinterpreter helpers drive the 3.12/3.13 private modules "
-                  "(PLATFORM.md); 3.14 renamed them (concurrent.interpreters)")
-
-
 @pytest.fixture
 def interps():
     """interps(n) -> list of n new own-GIL subinterpreters, destroyed at teardown."""
-    if sys.version_info >= (3, 14):
-        pytest.skip(SUBINTERP_SKIP)
     made = []
 
     def make(n=1):
@@ -81,8 +75,6 @@ def interps():
 @pytest.fixture
 def channels():
     """channels(n) -> list of n new queues/channels, destroyed at teardown."""
-    if sys.version_info >= (3, 14):
-        pytest.skip(SUBINTERP_SKIP)
     made = []
 
     def make(n=1):

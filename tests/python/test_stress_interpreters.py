@@ -10,14 +10,9 @@ allocated bytes of the arena back to the starting value.
 import gc
 import os
 import random
-import sys
 import time
 
-import pytest
-
 import frozenshare as fs
-from conftest import SUBINTERP_SKIP
-
 from _fshelpers import Channel, Interp, checksum, run_in_threads, wait_live
 
 SEED = int(os.environ.get("FS_STRESS_SEED", "20261128"))
@@ -73,7 +68,6 @@ gc.collect()
 """
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 14), reason=SUBINTERP_SKIP)
 def test_random_interleavings_balance():
     print(f"stress seed {SEED}, {K} interpreters, {SECONDS:.0f} s")
     rng = random.Random(SEED)

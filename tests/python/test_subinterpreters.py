@@ -1,5 +1,6 @@
 """Proxies across own-GIL subinterpreters (DESIGN.md, "Refcounting" /
-hand-off via XID; PLATFORM.md for the 3.12 and 3.13 APIs).
+hand-off via XID; PLATFORM.md for the 3.12, 3.13 and 3.14+ APIs, which
+_fshelpers hides behind Interp and Channel).
 
 Every test checks that fs.stats()['live_regions'] comes back to where it
 started whatever the drop order: XID data frees run late (a pending call in
@@ -31,6 +32,22 @@ sums = [checksum(x) for _ in range({passes})]
 assert len(set(sums)) == 1
 reply("%d|%d|%s" % (sums[0], fs.info(x)["region_id"], type(x).__name__))
 """
+
+
+def test_channel_carries_xid_only(channels):
+    """What every test here relies on: a Channel never falls back to pickle
+    (3.14's queues would by default, and proxies pickle by value), so a
+    proxy that arrives came by reference. A list is picklable but not
+    shareable: refused."""
+    (c,) = channels(1)
+    # NotShareableError: a ValueError up to 3.13, a TypeError from 3.14
+    with pytest.raises((ValueError, TypeError), match="cross-interpreter data"):
+        c.put([1, 2])
+    p = fs.freeze([1, 2])
+    c.put(p)
+    got = c.get()
+    assert fs.is_frozen(got) and fs.info(got)["region_id"] == fs.info(p)["region_id"]
+    assert c.try_get() == (False, None)
 
 
 def test_send_to_two_interpreters_reading_concurrently(interps, channels):
@@ -184,8 +201,9 @@ def test_interpreter_destroyed_while_holding_proxies(interps, channels):
 
 def test_items_still_queued_when_sender_destroyed(interps, channels):
     """A subinterpreter freezes, queues its proxies and is destroyed before
-    anyone reads them: the queued items go away (3.13 unboundop=remove;
-    3.12 channels drop a destroyed interpreter's items) and so do the regions."""
+    anyone reads them: the queued items go away (3.13+ queues are made with
+    unboundop=remove; 3.12 channels drop a destroyed interpreter's items) and
+    so do the regions."""
     start = live_regions()
     (a,) = interps(1)
     (c,) = channels(1)
@@ -383,7 +401,7 @@ def test_concurrent_handoff_stress(interps, channels):
     wait_live(start)
 
 
-@pytest.mark.skipif(not PY313, reason="set___main___attrs is the 3.13 API")
+@pytest.mark.skipif(not PY313, reason="set___main___attrs is 3.13+")
 def test_set_main_attrs_313(interps):
     import _interpreters
     start = live_regions()

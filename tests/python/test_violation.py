@@ -5,14 +5,16 @@ the address and the region; FROZENSHARE_NO_SIGNAL_HANDLER=1 opts out.
 The writes run in child processes. The address comes from the read-only
 buffer of a FrozenBytes (or a .view()), through PyObject_GetBuffer called
 with ctypes (ctypes.c_char.from_buffer refuses read-only buffers)."""
+import os
 import re
 import signal
-import sys
 
 import pytest
 
 import frozenshare as fs
 from _fshelpers import run_python
+
+HERE = os.path.dirname(os.path.abspath(__file__))   # _fshelpers, for the children
 
 PRELUDE = r'''
 import ctypes, sys
@@ -154,32 +156,22 @@ print("SURVIVED", flush=True)
     assert "frozenshare:" not in r.stderr
 
 
-@pytest.mark.skipif(sys.version_info >= (3, 14), reason="3.12/3.13 subinterpreter modules")
 def test_reporter_names_region_frozen_in_a_subinterpreter():
     """A region frozen by an own-GIL subinterpreter (still alive and holding
     it); the main thread writes into it (ctypes cannot load in isolated
-    subinterpreters on 3.12)."""
-    code = PRELUDE + r'''
-import os, sys
-if sys.version_info >= (3, 13):
-    import _interpreters as I
-    iid = I.create("isolated")
-    run = lambda c: I.exec(iid, c)
-else:
-    import _xxsubinterpreters as I
-    iid = I.create(isolated=True)
-    run = lambda c: I.run_string(iid, c)
-rfd, wfd = os.pipe()
-sub = (f"import sys, os; sys.path[:] = {sys.path!r}\n"
-       "import frozenshare as fs\n"
-       "fb = fs.freeze(b'D' * 8192)\n"
-       "mv = memoryview(fb)\n"
-       f"os.write({wfd}, b'%d' % fs.info(fb)['region_id'])\n")
-r = run(sub)
-assert r is None, r
-rid = int(os.read(rfd, 100))
+    subinterpreters on 3.12). The child makes the subinterpreter with the
+    suites' Interp, whatever the Python version."""
+    code = PRELUDE + f"sys.path.insert(0, {HERE!r})\n" + r'''
+from _fshelpers import Interp
+sub = Interp()
+sub.run("""
+    fb = fs.freeze(b'D' * 8192)
+    mv = memoryview(fb)
+    reply(fs.info(fb)['region_id'])
+    fs.publish('viol', fb)
+""")
+rid = sub.recv()
 # main reaches the sub's region through the registry
-run("fs.publish('viol', fb)")
 got = fs.lookup('viol')
 assert fs.info(got)["region_id"] == rid
 addr, n = address_of(memoryview(got))
