@@ -74,6 +74,20 @@ static size_t         next_size = FIRST_RES_BYTES;
 static atomic_uint_fast64_t st_live, st_bytes, st_seals, st_unseals, st_reserved;
 static atomic_size_t  unpurged;              /* bytes freed since the last purge   */
 
+/* Mapping budget. Sealing a run of pages inside a read-write reservation
+** splits its mapping in up to three; vm.max_map_count (65530 by default)
+** bounds the mappings of the whole process, and CPython aborts when it
+** cannot munmap one of its arenas for lack of a mapping. So the arena keeps
+** count of its sealed runs (maximal runs of sealed pages; each costs at most
+** two extra mappings) and stays well below the limit: an unseal that would
+** split a run is refused past a quarter of it (the region layer keeps the
+** image sealed and retries later), a seal that would start a new run is
+** refused past a half (freeze raises MemoryError). Guarded by prot_lock,
+** which also orders seal/unseal with the neighbour checks. */
+static pthread_mutex_t prot_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t sealed_runs;                  /* guarded by prot_lock            */
+static size_t max_maps = 65530;             /* vm.max_map_count, read at init  */
+
 /* ---- reservations --------------------------------------------------------- */
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
@@ -197,8 +211,20 @@ static extent_hooks_t hooks = {
 
 /* ---- init ------------------------------------------------------------------ */
 
+static void read_max_map_count(void)
+{
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    unsigned long v = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%lu", &v) == 1 && v >= 1024)
+            max_maps = (size_t)v;
+        fclose(f);
+    }
+}
+
 static void arena_init_once(void)
 {
+    read_max_map_count();
     long ps = sysconf(_SC_PAGESIZE);
     page = ps > 0 ? (size_t)ps : 4096;
     je_arena_config_t cfg = { &hooks, false };
@@ -315,14 +341,46 @@ static void mark_pages(void *p, size_t size, uint64_t region_id)
     }
 }
 
+/* 1 if the page just before p (before = 1) or at p + size (before = 0) is
+** sealed; pages outside the reservation count as not sealed. */
+static int neighbour_sealed(const void *p, size_t size, int before)
+{
+    const fs_res_t *r = find_res((uintptr_t)p);
+    size_t first = ((uintptr_t)p - r->start) / page, n = size / page;
+    if (before)
+        return first > 0 && r->pages[first - 1].region_id != 0;
+    return first + n < (r->end - r->start) / page && r->pages[first + n].region_id != 0;
+}
+
+/* Sealed runs after sealing (+1) or unsealing (-1) [p, p + size): sealing
+** joins the neighbouring runs, unsealing may split one. */
+static size_t runs_after(const void *p, size_t size, int sealing)
+{
+    int sides = neighbour_sealed(p, size, 1) + neighbour_sealed(p, size, 0);
+    if (sealing)
+        return sealed_runs + 1 - (size_t)sides;   /* 0 sides: new run; 2: joins two */
+    return sealed_runs - 1 + (size_t)sides;       /* 2 sides: splits one run in two */
+}
+
 int fs_arena_seal(void *p, size_t size, uint64_t region_id)
 {
     if (p == NULL || (uintptr_t)p % page || size % page || region_id == 0 ||
         !fs_arena_contains(p))
         return FS_EINVAL;
-    if (mprotect(p, size, PROT_READ) != 0)
-        return errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
-    mark_pages(p, size, region_id);
+    pthread_mutex_lock(&prot_lock);
+    size_t runs = runs_after(p, size, 1);
+    int err = FS_OK;
+    if (runs > sealed_runs && 2 * runs > max_maps / 2)
+        err = FS_ENOMEM;                          /* see "Mapping budget" */
+    else if (mprotect(p, size, PROT_READ) != 0)
+        err = errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
+    else {
+        sealed_runs = runs;
+        mark_pages(p, size, region_id);
+    }
+    pthread_mutex_unlock(&prot_lock);
+    if (err)
+        return err;
     atomic_fetch_add(&st_live, 1);
     atomic_fetch_add(&st_bytes, size);
     atomic_fetch_add(&st_seals, 1);
@@ -333,16 +391,42 @@ int fs_arena_unseal(void *p, size_t size)
 {
     if (p == NULL || (uintptr_t)p % page || size % page || !fs_arena_contains(p))
         return FS_EINVAL;
-    /* Making pages writable again can split a mapping; past
-    ** vm.max_map_count that fails with ENOMEM and the image stays sealed
-    ** (the region layer keeps it and retries later). */
-    if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0)
-        return errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
-    mark_pages(p, size, 0);
+    /* Making pages writable again can split a mapping: refused with ENOMEM
+    ** past the budget (see "Mapping budget") or when the kernel refuses; the
+    ** image stays sealed and the region layer retries later. */
+    pthread_mutex_lock(&prot_lock);
+    size_t runs = runs_after(p, size, 0);
+    int err = FS_OK;
+    if (runs > sealed_runs && 2 * runs > max_maps / 4)
+        err = FS_ENOMEM;
+    else if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0)
+        err = errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
+    else {
+        sealed_runs = runs;
+        mark_pages(p, size, 0);
+    }
+    pthread_mutex_unlock(&prot_lock);
+    if (err)
+        return err;
     atomic_fetch_sub(&st_live, 1);
     atomic_fetch_sub(&st_bytes, size);
     atomic_fetch_add(&st_unseals, 1);
     return FS_OK;
+}
+
+void fs_arena_sealed_neighbours(const void *p, size_t size, uint64_t *before, uint64_t *after)
+{
+    *before = *after = 0;
+    const fs_res_t *r = find_res((uintptr_t)p);
+    if (r == NULL || size % page)
+        return;
+    size_t first = ((uintptr_t)p - r->start) / page, n = size / page;
+    pthread_mutex_lock(&prot_lock);
+    if (first > 0)
+        *before = r->pages[first - 1].region_id;
+    if (first + n < (r->end - r->start) / page)
+        *after = r->pages[first + n].region_id;
+    pthread_mutex_unlock(&prot_lock);
 }
 
 int fs_arena_contains(const void *addr)
@@ -500,6 +584,10 @@ void fs_arena_get_stats(fs_arena_stats_t *out)
     out->unseals = atomic_load(&st_unseals);
     out->reserved_bytes = atomic_load(&st_reserved);
     out->reservations = atomic_load(&nres);
+    pthread_mutex_lock(&prot_lock);
+    out->sealed_runs = sealed_runs;
+    pthread_mutex_unlock(&prot_lock);
+    out->max_map_count = max_maps;
     if (fs_arena_init())
         return;
     uint64_t epoch = 1;

@@ -87,6 +87,11 @@ int  fs_arena_seal(void *p, size_t size, uint64_t region_id);
 /* Unseal: back to read-write, page map entries cleared. */
 int  fs_arena_unseal(void *p, size_t size);
 
+/* Region ids of the sealed pages right before p and right after p + size
+** (0: not sealed, or outside the reservation). The region layer uses them to
+** retry deferred unseals next to one that succeeded. */
+void fs_arena_sealed_neighbours(const void *p, size_t size, uint64_t *before, uint64_t *after);
+
 /* Return unused dirty pages of the arena to the OS now (instead of waiting
 ** for jemalloc's decay). */
 void fs_arena_purge(void);
@@ -117,6 +122,9 @@ typedef struct fs_arena_stats_s {
     uint64_t mapped_bytes;     /* jemalloc stats.arenas.<i>.mapped         */
     uint64_t allocated_bytes;  /* bytes currently allocated from the arena */
     uint64_t resident_bytes;   /* jemalloc stats.arenas.<i>.resident       */
+    uint64_t sealed_runs;      /* maximal runs of sealed pages: each costs
+                                  the process up to 2 mappings (arena.c)   */
+    uint64_t max_map_count;    /* vm.max_map_count as read at init         */
 } fs_arena_stats_t;
 
 void fs_arena_get_stats(fs_arena_stats_t *out);

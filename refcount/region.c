@@ -23,8 +23,8 @@
 ** worklist threaded through the dead blocks' next_dead field, so releasing
 ** the head of a 10^6-long import chain uses O(1) stack (DESIGN.md, "decref
 ** imports iteratively, not recursively"). An image the kernel will not
-** unseal yet (mapping limit) stays sealed on a deferred list and is retried
-** by later reclaims and creates.
+** unseal yet (mapping budget or limit) stays sealed in a deferred table and
+** is retried when a neighbouring image is unsealed (see "Deferred images").
 **
 ** INVARIANTS (DESIGN.md): I1 the image is sealed before the region exists
 ** for anyone but its creator, and is written again only after unseal, by
@@ -81,45 +81,168 @@ static atomic_uint_fast64_t st_bytes;
 static atomic_uint_fast64_t st_created;
 static atomic_uint_fast64_t st_reclaims;
 
-/* Dead regions whose image could not be unsealed yet. Unsealing a page run
-** inside a larger sealed run splits a kernel mapping, and past
-** vm.max_map_count mprotect fails (ENOMEM): e.g. releasing every other one
-** of 10^5 adjacent regions. Such an image must stay sealed (I1: never freed
-** while sealed), so its block waits here, linked through next_dead, and
-** later reclaims and creates retry it once neighbours have merged back. */
-static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
-static fs_region_t    *deferred;                /* guarded by deferred_lock   */
-static atomic_size_t   ndeferred;               /* length of deferred, hint   */
+/* Deferred images. A dead region's image is unsealed before the arena gets
+** it back (I1), but the arena refuses an unseal that would split a run of
+** sealed pages past its mapping budget, and the kernel refuses one past
+** vm.max_map_count (ENOMEM; e.g. releasing every other one of 10^5 adjacent
+** regions). Such an image stays sealed and its block waits in `deferred`, an
+** open-addressing table keyed by region id (linear probing, backward-shift
+** deletion). An unseal that succeeds asks the arena for the ids of its sealed
+** neighbours and retries those that are deferred: the freed pages made them
+** the edge of their run, and unsealing an edge never splits a mapping, so
+** a run of dead images unseals as a cascade once one end of it can. A run's
+** ends are live regions or already unsealed, so no dead image waits forever
+** once its live neighbours die; creates and reclaims also retry one deferred
+** image each (for refusals by the kernel alone).
+** The table always has room for every block in existence (reserved at
+** create, which can fail), so a reclaim never allocates. One lock guards it
+** and orders unseal attempts with the neighbour lookups. */
+typedef struct dslot_s {
+    uint64_t     id;            /* 0: empty                                      */
+    fs_region_t *r;
+} dslot_t;
 
-static void defer_unseal(fs_region_t *d)
+static pthread_mutex_t deferred_lock = PTHREAD_MUTEX_INITIALIZER;
+static dslot_t *deferred;                       /* guarded by deferred_lock     */
+static size_t   dcap;                           /* 0 or a power of two          */
+static size_t   nblocks;                        /* blocks alive: dcap >= 2 * it  */
+static size_t   dcursor;                        /* where retry_one looks next   */
+static atomic_size_t ndeferred;                 /* entries; read without lock   */
+
+static size_t dslot_of(uint64_t id, size_t mask)
+{
+    return (size_t)((id * UINT64_C(0x9E3779B97F4A7C15)) >> 17) & mask;
+}
+
+/* Room for one more block (create). FS_OK or FS_ENOMEM. */
+static int blocks_reserve(void)
 {
     pthread_mutex_lock(&deferred_lock);
-    d->next_dead = deferred;
-    deferred = d;
-    atomic_fetch_add_explicit(&ndeferred, 1, memory_order_relaxed);
+    int err = FS_OK;
+    if (2 * (nblocks + 1) > dcap) {
+        size_t cap = dcap ? dcap * 2 : 64;
+        dslot_t *t = fs__calloc(cap, sizeof *t);
+        if (t == NULL) {
+            err = FS_ENOMEM;
+        }
+        else {
+            for (size_t i = 0; i < dcap; i++) {
+                if (deferred[i].id == 0)
+                    continue;
+                size_t j = dslot_of(deferred[i].id, cap - 1);
+                while (t[j].id != 0)
+                    j = (j + 1) & (cap - 1);
+                t[j] = deferred[i];
+            }
+            fs__free(deferred);
+            deferred = t;
+            dcap = cap;
+        }
+    }
+    if (err == FS_OK)
+        nblocks++;
+    pthread_mutex_unlock(&deferred_lock);
+    return err;
+}
+
+/* A block reserved by blocks_reserve was freed. Caller holds deferred_lock. */
+static void block_gone_locked(void) { nblocks--; }
+
+static void block_gone(void)
+{
+    pthread_mutex_lock(&deferred_lock);
+    block_gone_locked();
     pthread_mutex_unlock(&deferred_lock);
 }
 
-/* Unseal and free deferred images until one still fails. */
-static void retry_deferred(void)
+/* Caller holds deferred_lock; there is room (blocks_reserve). */
+static void defer_locked(fs_region_t *d)
 {
-    while (atomic_load_explicit(&ndeferred, memory_order_relaxed) > 0) {
-        pthread_mutex_lock(&deferred_lock);
-        fs_region_t *d = deferred;
-        if (d != NULL) {
-            deferred = d->next_dead;
-            atomic_fetch_sub_explicit(&ndeferred, 1, memory_order_relaxed);
+    size_t mask = dcap - 1, i = dslot_of(d->id, mask);
+    while (deferred[i].id != 0)
+        i = (i + 1) & mask;
+    deferred[i] = (dslot_t){ d->id, d };
+    atomic_fetch_add_explicit(&ndeferred, 1, memory_order_relaxed);
+}
+
+/* Remove and return the deferred block at slot i. Caller holds deferred_lock. */
+static fs_region_t *take_slot_locked(size_t i)
+{
+    size_t mask = dcap - 1;
+    fs_region_t *d = deferred[i].r;
+    deferred[i] = (dslot_t){ 0, NULL };
+    for (size_t j = (i + 1) & mask; deferred[j].id != 0; j = (j + 1) & mask) {
+        size_t home = dslot_of(deferred[j].id, mask);
+        /* move j back into the hole at i unless its home lies in (i, j] */
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            deferred[i] = deferred[j];
+            deferred[j] = (dslot_t){ 0, NULL };
+            i = j;
         }
-        pthread_mutex_unlock(&deferred_lock);
-        if (d == NULL)
-            return;
-        if (fs_arena_unseal(d->base, d->alloc_size) != FS_OK) {
-            defer_unseal(d);
-            return;
-        }
-        fs_arena_free(d->base);
-        fs__free(d);
     }
+    atomic_fetch_sub_explicit(&ndeferred, 1, memory_order_relaxed);
+    return d;
+}
+
+/* The deferred block of region id, removed; NULL if none. Caller holds the lock. */
+static fs_region_t *take_locked(uint64_t id)
+{
+    if (id == 0 || dcap == 0)
+        return NULL;
+    size_t mask = dcap - 1;
+    for (size_t i = dslot_of(id, mask); deferred[i].id != 0; i = (i + 1) & mask)
+        if (deferred[i].id == id)
+            return take_slot_locked(i);
+    return NULL;
+}
+
+/* Unseal and free dead block d's image, or defer it; on success retry its
+** deferred neighbours, and theirs, as a worklist through next_dead (d is off
+** the reclaim worklist by now). Caller holds deferred_lock. */
+static void unseal_or_defer_locked(fs_region_t *d)
+{
+    fs_region_t *work = d;
+    d->next_dead = NULL;
+    while (work != NULL) {
+        fs_region_t *x = work;
+        work = x->next_dead;
+        if (fs_arena_unseal(x->base, x->alloc_size) != FS_OK) {
+            defer_locked(x);
+            continue;
+        }
+        uint64_t before = 0, after = 0;
+        fs_arena_sealed_neighbours(x->base, x->alloc_size, &before, &after);
+        fs_arena_free(x->base);
+        fs__free(x);
+        block_gone_locked();
+        fs_region_t *n;
+        if ((n = take_locked(before)) != NULL) {
+            n->next_dead = work;
+            work = n;
+        }
+        if ((n = take_locked(after)) != NULL) {
+            n->next_dead = work;
+            work = n;
+        }
+    }
+}
+
+/* Retry one deferred image, if one is found within 64 slots of a rotating
+** cursor (bounded work per create and reclaim). */
+static void retry_one(void)
+{
+    if (atomic_load_explicit(&ndeferred, memory_order_relaxed) == 0)
+        return;
+    pthread_mutex_lock(&deferred_lock);
+    for (size_t k = 0; k < dcap && k < 64; k++) {
+        size_t i = (dcursor + k) & (dcap - 1);
+        if (deferred[i].id != 0) {
+            dcursor = i + 1;
+            unseal_or_defer_locked(take_slot_locked(i));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&deferred_lock);
 }
 
 int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
@@ -161,10 +284,15 @@ int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
         fs__free(ids);
     ids = ids_stack;
 
-    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
-    err = fs_arena_seal(base, alloc_size, r->id);
+    err = blocks_reserve();                /* room to defer it, one day */
     if (err != FS_OK)
         goto fail_seal;
+    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    err = fs_arena_seal(base, alloc_size, r->id);
+    if (err != FS_OK) {
+        block_gone();
+        goto fail_seal;
+    }
 
     /* Nothing below fails: from here the region exists. */
     const fs_image_header_t *h = fs_image_header(base);
@@ -186,8 +314,7 @@ int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
     /* The reporter only explains a fault that kills the process anyway; a
     ** region without it is still sealed (I1), so its failure is not ours. */
     (void)fs_arena_install_reporter();
-    if (atomic_load_explicit(&ndeferred, memory_order_relaxed) > 0)
-        retry_deferred();
+    retry_one();
     *out = r;
     return FS_OK;
 
@@ -224,14 +351,10 @@ static void region_destroy(fs_region_t *r)
     atomic_fetch_sub_explicit(&st_live, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&st_bytes, r->size, memory_order_relaxed);
     atomic_fetch_add_explicit(&st_reclaims, 1, memory_order_relaxed);
-    if (fs_arena_unseal(r->base, r->alloc_size) != FS_OK) {
-        defer_unseal(r);
-        return;
-    }
-    fs_arena_free(r->base);
-    fs__free(r);
-    if (atomic_load_explicit(&ndeferred, memory_order_relaxed) > 0)
-        retry_deferred();
+    pthread_mutex_lock(&deferred_lock);
+    unseal_or_defer_locked(r);
+    pthread_mutex_unlock(&deferred_lock);
+    retry_one();
 }
 
 /* r's count reached 0 (after the acquire fence). Every region on the

@@ -501,6 +501,37 @@ Test(region_reclaim, unseal_at_the_mapping_limit_is_deferred_then_completed, .ti
     cr_assert_eq(astats().allocated_bytes, 0, "every deferred image was freed");
 }
 
+/* The arena keeps its sealed runs within a quarter of vm.max_map_count on
+** unseal (arena.c, "Mapping budget"), so the rest of the process keeps
+** mappings to spare: a checkerboard of dead images past that budget stays
+** sealed (deferred), and the deferred images unseal as a cascade once their
+** live neighbours die. */
+Test(region_reclaim, checkerboard_stays_within_the_mapping_budget, .timeout = 120)
+{
+    fs_arena_stats_t a0 = astats();
+    size_t budget_runs = (size_t)(a0.max_map_count / 8);
+    int nr = (int)(2 * budget_runs + 4000);
+    fs_region_t **r = malloc((size_t)nr * sizeof *r);
+    cr_assert_not_null(r);
+    for (int i = 0; i < nr; i++)
+        r[i] = new_region(i, NULL, 0);
+    for (int i = 0; i < nr; i += 2)                  /* checkerboard */
+        fs_region_release(r[i]);
+    fs_arena_stats_t a = astats();
+    cr_assert_eq(rstats().live_regions, (uint64_t)(nr - nr / 2));
+    cr_assert_leq(a.sealed_runs, budget_runs + 1, "runs %" PRIu64 " > budget %zu",
+                  a.sealed_runs, budget_runs);
+    cr_assert_gt(a.live_images, (uint64_t)(nr - nr / 2), "nothing was deferred");
+    cr_assert_lt(count_mappings(), (long)(a0.max_map_count / 2));
+    for (int i = 1; i < nr; i += 2)
+        fs_region_release(r[i]);
+    free(r);
+    assert_all_reclaimed((uint64_t)nr);
+    a = astats();
+    cr_assert_eq(a.allocated_bytes, 0, "every deferred image was freed");
+    cr_assert_eq(a.sealed_runs, 0);
+}
+
 /* 10^6 links; under sanitizers (shadow memory for every touched image page,
 ** 5-15x slower) 10^5, which the small release stack below still makes a
 ** proof of iteration. */
