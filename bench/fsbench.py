@@ -5,7 +5,7 @@ process *and* every subinterpreter it starts imports it (an own-GIL
 subinterpreter cannot import orjson/msgspec, so nothing here may depend on a
 third-party package).
 
-  * locating the built `frozenshare` package (build-bind/pyX.Y, build/...),
+  * locating the built `frozenshare` package ($FS_PYPATH, else under build/),
   * deterministic data sets (JSON-like records, a non-ASCII str->int
     vocabulary, a nested config, a bytes blob), sized by their pickle size,
   * subinterpreters and queues for 3.12 (_xxsubinterpreters/_xxinterpchannels)
@@ -48,13 +48,14 @@ def _has_fs(d):
 def find_fs_dir():
     """Directory to put on sys.path for `import frozenshare`, or None.
 
-    Order: $FS_PYPATH, build-bind/pyX.Y, build/**/pyX.Y-ish dirs, build/**.
-    A package already importable (installed wheel, PYTHONPATH) wins if none
-    of these exists."""
+    Order: $FS_PYPATH, then $FS_BUILD_DIR (default build/): its pyX.Y, other
+    pyX.Y-ish dirs below it, bindings*. A package already importable
+    (installed wheel, PYTHONPATH) wins if none of these exists. (Only the
+    build scripts/bench.sh just made: a stale side build must not win.)"""
     env = os.environ.get("FS_PYPATH")
     cands = [env] if env else []
     ver = "%d.%d" % PY
-    for b in ("build-bind", "build"):
+    for b in (os.environ.get("FS_BUILD_DIR", "build"),):
         cands.append(os.path.join(ROOT, b, "py" + ver))
         cands += sorted(glob.glob(os.path.join(ROOT, b, "**", "*" + ver + "*"), recursive=True))
         cands += sorted(glob.glob(os.path.join(ROOT, b, "**", "python"), recursive=True))
@@ -590,7 +591,8 @@ class Results:
         print("# %s  python %s  %s  %d cores  load %.2f  commit %s  frozenshare %s" % (
             name, self.machine["python"], self.machine["cpu"], self.machine["cores"] or 0,
             self.machine["loadavg"][0], self.machine["commit"],
-            "yes" if self.machine["frozenshare"] else "NOT BUILT"), flush=True)
+            os.path.relpath(os.path.dirname(os.path.dirname(self.machine["frozenshare"])), ROOT)
+            if self.machine["frozenshare"] else "NOT BUILT"), flush=True)
         if self.machine["loadavg"][0] > 0.5 * (self.machine["cores"] or 1):
             self.note("load average %.2f on %d cores at start: other work competes for the CPUs"
                       % (self.machine["loadavg"][0], self.machine["cores"] or 1))

@@ -23,7 +23,7 @@
 #
 # Environment: FS_BUILD_DIR      build directory (default build; also for setup.sh)
 #              FS_PYPATH=dir   where `import frozenshare` is found (default:
-#              discovered under build-bind/ and build/); FS_BENCH_ARGS extra
+#              discovered under $FS_BUILD_DIR); FS_BENCH_ARGS extra
 #              arguments for every bench_*.py.
 #              --in-root: FS_SID_ROOT and the other FS_SID_* of sid-root.sh,
 #              FS_SID_PYTHONS and FS_SID_BUILD_DIR as in test-in-root.sh.
