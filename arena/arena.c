@@ -286,18 +286,38 @@ int fs_arena_alloc(size_t size, void **out, size_t *usable)
     return FS_OK;
 }
 
+/* Freed pages stay mapped for the next image, up to RETAIN_BYTES freed
+** since the last purge (a freeze after a drop then writes warm pages instead
+** of faulting in zeroed ones); beyond that they go back to the OS now, since
+** decay only runs when the arena is used again. Every way pages are freed
+** counts: fs_arena_free, and a realloc that moves or shrinks a block. */
+static void note_freed(size_t size)
+{
+    size_t before = atomic_fetch_add_explicit(&unpurged, size, memory_order_relaxed);
+    if (before + size > RETAIN_BYTES) {
+        atomic_store_explicit(&unpurged, 0, memory_order_relaxed);
+        fs_arena_purge();
+    }
+}
+
 int fs_arena_realloc(void **p, size_t new_size, size_t *usable)
 {
     if (new_size > ((size_t)1 << 46))
         return FS_ETOOBIG;
     if (fs__alloc_should_fail())
         return FS_ENOMEM;
+    size_t old = *p ? fsje_sallocx(*p, flags()) : 0;
     void *q = fsje_rallocx(*p, new_size ? round_up(new_size, page) : page, flags());
     if (q == NULL)
         return FS_ENOMEM;
+    size_t now = fsje_sallocx(q, flags());
+    if (q != *p)
+        note_freed(old);                  /* moved: the old block is free */
+    else if (now < old)
+        note_freed(old - now);            /* shrunk in place */
     *p = q;
     if (usable)
-        *usable = fsje_sallocx(q, flags());
+        *usable = now;
     return FS_OK;
 }
 
@@ -307,15 +327,7 @@ void fs_arena_free(void *p)
         return;
     size_t size = fsje_sallocx(p, flags());
     fsje_dallocx(p, flags());
-    /* Freed pages stay mapped for the next image, up to RETAIN_BYTES since
-    ** the last purge (a freeze after a drop then writes warm pages instead
-    ** of faulting in zeroed ones); beyond that they go back to the OS now,
-    ** since decay only runs when the arena is used again. */
-    size_t before = atomic_fetch_add_explicit(&unpurged, size, memory_order_relaxed);
-    if (before + size > RETAIN_BYTES) {
-        atomic_store_explicit(&unpurged, 0, memory_order_relaxed);
-        fs_arena_purge();
-    }
+    note_freed(size);
 }
 
 void fs_arena_purge(void)
