@@ -888,6 +888,13 @@ PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
     tctx c;
     memset(&c, 0, sizeof c);
     PyObject *o = NULL;
+    /* No collection while the containers are made: every one of them is
+    ** reachable from the frames or the memo until it is returned, so a
+    ** collection would traverse them in vain (~15% of a thaw of records in
+    ** the profile). No Python code runs in between (builtin types only), so
+    ** nothing else sees the switch; the allocations still count toward the
+    ** next collection. */
+    int gc_was_on = PyGC_Disable();
     int r = thaw_value(&c, h->region, h->base, ref, 0, &o);
     if (r == 1) {
         while (c.depth > 0) {
@@ -914,5 +921,7 @@ PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
     }
     fs__tab_fini(&c.memo);
     Py_XDECREF(c.result);
+    if (gc_was_on)
+        PyGC_Enable();
     return r < 0 ? NULL : o;
 }

@@ -46,6 +46,29 @@ def test_shared_tuple_and_set():
     assert t["a"] is t["b"] and t["c"] is t["d"][0]
 
 
+def test_thaw_leaves_the_collector_as_it_was():
+    """thaw switches the cyclic collector off while it builds containers and
+    restores the previous state, on success and on failure alike."""
+    import frozenshare._frozenshare as _ext
+    data = fs.freeze({"rows": [{"i": i, "t": (i, str(i))} for i in range(5000)]})
+    assert gc.isenabled()
+    assert fs.thaw(data)["rows"][4999] == {"i": 4999, "t": (4999, "4999")}
+    assert gc.isenabled()
+    _ext._fail_alloc_after(0)            # thaw's first table allocation fails
+    try:
+        with pytest.raises(MemoryError):
+            fs.thaw(data)
+    finally:
+        _ext._fail_alloc_after(-1)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert len(fs.thaw(data)["rows"]) == 5000
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_list_self_cycle():
     l = []
     l.append(l)
