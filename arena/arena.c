@@ -353,22 +353,23 @@ static void mark_pages(void *p, size_t size, uint64_t region_id)
     }
 }
 
-/* 1 if the page just before p (before = 1) or at p + size (before = 0) is
-** sealed; pages outside the reservation count as not sealed. */
-static int neighbour_sealed(const void *p, size_t size, int before)
+/* Region ids of the pages right before p and right after p + size (0: not
+** sealed, or outside the reservation). p lies in a reservation. */
+static void neighbour_ids(const void *p, size_t size, uint64_t *before, uint64_t *after)
 {
     const fs_res_t *r = find_res((uintptr_t)p);
     size_t first = ((uintptr_t)p - r->start) / page, n = size / page;
-    if (before)
-        return first > 0 && r->pages[first - 1].region_id != 0;
-    return first + n < (r->end - r->start) / page && r->pages[first + n].region_id != 0;
+    *before = first > 0 ? r->pages[first - 1].region_id : 0;
+    *after = first + n < (r->end - r->start) / page ? r->pages[first + n].region_id : 0;
 }
 
 /* Sealed runs after sealing (+1) or unsealing (-1) [p, p + size): sealing
 ** joins the neighbouring runs, unsealing may split one. */
 static size_t runs_after(const void *p, size_t size, int sealing)
 {
-    int sides = neighbour_sealed(p, size, 1) + neighbour_sealed(p, size, 0);
+    uint64_t before, after;
+    neighbour_ids(p, size, &before, &after);
+    int sides = (before != 0) + (after != 0);
     if (sealing)
         return sealed_runs + 1 - (size_t)sides;   /* 0 sides: new run; 2: joins two */
     return sealed_runs - 1 + (size_t)sides;       /* 2 sides: splits one run in two */
@@ -429,15 +430,10 @@ int fs_arena_unseal(void *p, size_t size)
 void fs_arena_sealed_neighbours(const void *p, size_t size, uint64_t *before, uint64_t *after)
 {
     *before = *after = 0;
-    const fs_res_t *r = find_res((uintptr_t)p);
-    if (r == NULL || size % page)
+    if (p == NULL || (uintptr_t)p % page || size % page || !fs_arena_contains(p))
         return;
-    size_t first = ((uintptr_t)p - r->start) / page, n = size / page;
     pthread_mutex_lock(&prot_lock);
-    if (first > 0)
-        *before = r->pages[first - 1].region_id;
-    if (first + n < (r->end - r->start) / page)
-        *after = r->pages[first + n].region_id;
+    neighbour_ids(p, size, before, after);
     pthread_mutex_unlock(&prot_lock);
 }
 
