@@ -1,6 +1,7 @@
 """Shared helpers for the frozenshare pytest suites (not a test module).
 
 What is here:
+  * buffer_address(): the raw pointer behind a read-only buffer (ctypes)
   * region accounting: live_regions(), wait_live()
   * value comparison: same_plain() (exact types, NaN-aware, sign of -0.0),
     assert_mirror() (a proxy against the plain value it was frozen from),
@@ -17,6 +18,7 @@ What is here:
     track_interpreter() for interpreters a test makes with
     concurrent.interpreters directly
 """
+import ctypes
 import gc
 import math
 import os
@@ -34,6 +36,38 @@ from hypothesis import strategies as st
 
 PY313 = sys.version_info >= (3, 13)
 PY314 = sys.version_info >= (3, 14)
+
+# ---------------------------------------------------------------- buffers ---
+
+
+class Py_buffer(ctypes.Structure):
+    """CPython's Py_buffer, for PyObject_GetBuffer through ctypes
+    (ctypes.c_char.from_buffer refuses read-only buffers)."""
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
+                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
+                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
+                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
+                ("internal", ctypes.c_void_p)]
+
+
+_GetBuffer = ctypes.pythonapi.PyObject_GetBuffer
+_GetBuffer.argtypes = [ctypes.py_object, ctypes.POINTER(Py_buffer), ctypes.c_int]
+_GetBuffer.restype = ctypes.c_int
+_ReleaseBuffer = ctypes.pythonapi.PyBuffer_Release
+_ReleaseBuffer.argtypes = [ctypes.POINTER(Py_buffer)]
+_ReleaseBuffer.restype = None
+
+
+def buffer_address(obj):
+    """(buf pointer, length) of obj's read-only PyBUF_SIMPLE buffer."""
+    b = Py_buffer()
+    assert _GetBuffer(obj, ctypes.byref(b), 0) == 0
+    try:
+        return b.buf, b.len
+    finally:
+        _ReleaseBuffer(ctypes.byref(b))
+
 
 # ---------------------------------------------------------------- regions ---
 

@@ -9,34 +9,7 @@ import tracemalloc
 import pytest
 
 import frozenshare as fs
-from _fshelpers import live_regions
-
-
-class Py_buffer(ctypes.Structure):
-    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
-                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
-                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
-                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
-                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
-                ("internal", ctypes.c_void_p)]
-
-
-_GetBuffer = ctypes.pythonapi.PyObject_GetBuffer
-_GetBuffer.argtypes = [ctypes.py_object, ctypes.POINTER(Py_buffer), ctypes.c_int]
-_GetBuffer.restype = ctypes.c_int
-_ReleaseBuffer = ctypes.pythonapi.PyBuffer_Release
-_ReleaseBuffer.argtypes = [ctypes.POINTER(Py_buffer)]
-_ReleaseBuffer.restype = None
-
-
-def buffer_address(obj):
-    """The buf pointer of obj's (read-only, PyBUF_SIMPLE) buffer."""
-    b = Py_buffer()
-    assert _GetBuffer(obj, ctypes.byref(b), 0) == 0
-    try:
-        return b.buf, b.len
-    finally:
-        _ReleaseBuffer(ctypes.byref(b))
+from _fshelpers import buffer_address, live_regions
 
 
 SRC = {"k": b"abc\x00\xff", "n": 1, "s": "str", "l": [b"in list"], "e": b"",

@@ -14,31 +14,14 @@ import pytest
 import frozenshare as fs
 from _fshelpers import run_python
 
+
 HERE = os.path.dirname(os.path.abspath(__file__))   # _fshelpers, for the children
-
-PRELUDE = r'''
+PRELUDE = f"""
 import ctypes, sys
+sys.path.insert(0, {HERE!r})
 import frozenshare as fs
-
-class Py_buffer(ctypes.Structure):
-    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p),
-                ("len", ctypes.c_ssize_t), ("itemsize", ctypes.c_ssize_t),
-                ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
-                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p),
-                ("strides", ctypes.c_void_p), ("suboffsets", ctypes.c_void_p),
-                ("internal", ctypes.c_void_p)]
-
-def address_of(obj):
-    b = Py_buffer()
-    get = ctypes.pythonapi.PyObject_GetBuffer
-    get.argtypes = [ctypes.py_object, ctypes.POINTER(Py_buffer), ctypes.c_int]
-    if get(obj, ctypes.byref(b), 0) != 0:
-        raise SystemExit("GetBuffer failed")
-    rel = ctypes.pythonapi.PyBuffer_Release
-    rel.argtypes = [ctypes.POINTER(Py_buffer)]
-    rel(ctypes.byref(b))
-    return b.buf, b.len
-'''
+from _fshelpers import buffer_address as address_of
+"""
 
 WRITE_FB = PRELUDE + r'''
 fb = fs.freeze(b"A" * 3 * 65536)
@@ -161,7 +144,7 @@ def test_reporter_names_region_frozen_in_a_subinterpreter():
     it); the main thread writes into it (ctypes cannot load in isolated
     subinterpreters on 3.12). The child makes the subinterpreter with the
     suites' Interp, whatever the Python version."""
-    code = PRELUDE + f"sys.path.insert(0, {HERE!r})\n" + r'''
+    code = PRELUDE + r'''
 from _fshelpers import Interp
 sub = Interp()
 sub.run("""
