@@ -62,23 +62,9 @@ def run(mode, n, rq):
 
 
 def run_k(mode, k, n, rq):
-    workers = [F.Interp(isolated=True) for _ in range(k)]
-    try:
-        for w in workers:
-            w.exec(WORKER)
-        errs = F.parallel_exec(workers, "run(%r, %d, %d)" % (mode, n, rq))
-        if errs:
-            raise errs[0]
-        rs = F.collect(rq, k)
-    finally:
-        for w in workers:
-            w.close()
-    wall = (max(r["t1"] for r in rs) - min(r["t0"] for r in rs)) / 1e9
-    ops = sum(r["ops"] for r in rs)
-    per_ns = [1e9 * (r["t1"] - r["t0"]) / 1e9 / r["ops"] for r in rs]
-    return {"mode": mode, "k": k, "ops": ops, "wall_s": wall, "ops_per_s": ops / wall,
-            "cpu_ns_per_op": sum(r["cpu"] for r in rs) / ops,
-            "ns_per_op_worker": sum(per_ns) / len(per_ns)}
+    rs, agg = F.run_workers(k, lambda w: w.exec(WORKER), "run(%r, %d, %d)" % (mode, n, rq), rq)
+    per_ns = [(r["t1"] - r["t0"]) / r["ops"] for r in rs]
+    return dict(agg, mode=mode, ns_per_op_worker=sum(per_ns) / len(per_ns))
 
 
 def main():

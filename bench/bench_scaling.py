@@ -72,29 +72,20 @@ def run(rounds, rq):
 
 
 def run_k(impl, k, payload, nprobe, rounds, rq):
-    workers = [F.Interp(isolated=True) for _ in range(k)]
     q = F.qcreate()
+
+    def setup(w):
+        w.exec(WORKER)
+        if impl == "dict copy":
+            F.qput(q, payload)
+        w.exec("setup(%r, %d, %d)" % (impl, q, nprobe))
     try:
-        for w in workers:
-            w.exec(WORKER)
-            if impl == "dict copy":
-                F.qput(q, payload)
-            w.exec("setup(%r, %d, %d)" % (impl, q, nprobe))
-        errs = F.parallel_exec(workers, "run(%d, %d)" % (rounds, rq))
-        if errs:
-            raise errs[0]
-        rs = F.collect(rq, k)
+        rs, agg = F.run_workers(k, setup, "run(%d, %d)" % (rounds, rq), rq)
     finally:
-        for w in workers:
-            w.close()
         F.qdestroy(q)
-    wall = (max(r["t1"] for r in rs) - min(r["t0"] for r in rs)) / 1e9
-    ops = sum(r["ops"] for r in rs)
     per = [r["ops"] / ((r["t1"] - r["t0"]) / 1e9) for r in rs]
-    cpu_ns_per_op = sum(r["cpu"] for r in rs) / ops
-    return {"impl": impl, "k": k, "ops": ops, "wall_s": wall, "ops_per_s": ops / wall,
-            "cpu_ns_per_op": cpu_ns_per_op, "cpu_busy": sum(r["cpu"] for r in rs) / 1e9 / wall,
-            "per_worker_ops_per_s": per, "ns_per_op_per_worker": 1e9 * k / (ops / wall)}
+    return dict(agg, impl=impl, per_worker_ops_per_s=per,
+                ns_per_op_per_worker=1e9 * k / agg["ops_per_s"])
 
 
 def main():

@@ -693,3 +693,27 @@ def parallel_exec(workers, code):
 def collect(qid, n):
     """n JSON results put by workers with qput(qid, json.dumps(...))."""
     return [json.loads(qget_wait(qid)) for _ in range(n)]
+
+
+def run_workers(k, setup, code, rq):
+    """k fresh isolated interpreters, one thread each: setup(worker) in turn,
+    then exec(code) in all at once; code makes each worker qput one JSON dict
+    {"t0", "t1" (perf_counter_ns), "cpu" (thread_time ns), "ops"} on rq.
+    Returns those dicts plus the aggregate: wall seconds (first start to last
+    end), ops, ops_per_s, cpu_ns_per_op and cpu_busy (CPU s / wall s)."""
+    workers = [Interp(isolated=True) for _ in range(k)]
+    try:
+        for w in workers:
+            setup(w)
+        errs = parallel_exec(workers, code)
+        if errs:
+            raise errs[0]
+        rs = collect(rq, k)
+    finally:
+        for w in workers:
+            w.close()
+    wall = (max(r["t1"] for r in rs) - min(r["t0"] for r in rs)) / 1e9
+    ops = sum(r["ops"] for r in rs)
+    cpu = sum(r["cpu"] for r in rs)
+    return rs, {"k": k, "ops": ops, "wall_s": wall, "ops_per_s": ops / wall,
+                "cpu_ns_per_op": cpu / ops, "cpu_busy": cpu / 1e9 / wall}
