@@ -65,7 +65,48 @@ typedef struct fframe_s {
     Py_ssize_t n;            /* count fixed at allocation                 */
     Py_ssize_t i;            /* next item                                 */
     Py_ssize_t pos;          /* PyDict_Next position                      */
+    uint64_t   acc;          /* dict/set: order-sensitive digest of the
+                                (key, value) identities stored so far     */
 } fframe;
+
+/* One step of the digest over the identities of what a dict or set frame
+** stored, in order. Python code (a key's __hash__, a __del__) can delete and
+** re-insert entries without changing the size, so PyDict_Next and the set
+** iterator may then yield an entry twice or skip one; at the end the digest
+** of the container as it is must equal the digest of what was stored. */
+static inline uint64_t digest(uint64_t acc, const void *k, const void *v)
+{
+    acc = (acc ^ (uint64_t)(uintptr_t)k) * UINT64_C(0x9E3779B97F4A7C15);
+    return (acc ^ (uint64_t)(uintptr_t)v) * UINT64_C(0xC2B2AE3D27D4EB4F);
+}
+
+/* 1 if container o (a dict or set, borrowed) still holds exactly what frame
+** f stored, in the same order; 0 if not; -1 with an exception. Runs no
+** Python code. */
+static int unchanged(fframe *f, PyObject *o)
+{
+    uint64_t acc = 0;
+    if (f->kind == FS_KIND_FROZENSET || (f->kind == FS_KIND_DICT && !PyDict_CheckExact(o)))
+        return 1;                       /* frozenset, frozendict: immutable */
+    if (f->kind == FS_KIND_DICT) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(o, &pos, &k, &v))
+            acc = digest(acc, k, v);
+        return acc == f->acc;
+    }
+    PyObject *it = PyObject_GetIter(o), *x;
+    if (it == NULL)
+        return -1;
+    while ((x = PyIter_Next(it)) != NULL) {
+        acc = digest(acc, x, NULL);
+        Py_DECREF(x);
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    return acc == f->acc;
+}
 
 typedef struct fctx_s {
     fs_state     *st;
@@ -196,6 +237,7 @@ static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n
     f->n = n;
     f->i = 0;
     f->pos = 0;
+    f->acc = 0;
     return 0;
 }
 
@@ -435,6 +477,21 @@ static int changed_size(const char *what)
     return -1;
 }
 
+/* The end of a dict or set frame: the same-size mutation check, then the
+** index. 0, or -1 with an exception. */
+static int finish_map(fctx *c, fframe *f, const char *what)
+{
+    int r = unchanged(f, f->obj);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        PyErr_Format(PyExc_RuntimeError, "%s changed during freeze", what);
+        return -1;
+    }
+    fs_build_map_finish(c->b, f->ref);
+    return 0;
+}
+
 /* Advance the top frame: fill items until one of them pushed a frame (the
 ** child runs next) or the container is complete (popped). */
 static int step(fctx *c)
@@ -497,13 +554,15 @@ static int step(fctx *c)
                 return -1;
             f = &c->stack[fi];
             fs_build_map_set(c->b, f->ref, (uint64_t)f->i, (int64_t)hash, kref, vref);
+            f->acc = digest(f->acc, k, v);   /* identities only: k, v may be gone */
             f->i++;
             if (c->depth != depth)
                 return 0;
         }
         if (PyDict_GET_SIZE(o) != f->n)
             return changed_size("dictionary");
-        fs_build_map_finish(c->b, f->ref);
+        if (finish_map(c, f, "dictionary") < 0)
+            return -1;
         break;
 
     default:                                    /* set, frozenset */
@@ -527,13 +586,15 @@ static int step(fctx *c)
                 return -1;
             f = &c->stack[fi];
             fs_build_map_set(c->b, f->ref, (uint64_t)f->i, (int64_t)hash, ref, FS_REF_NONE);
+            f->acc = digest(f->acc, item, NULL);
             f->i++;
             if (c->depth != depth)
                 return 0;
         }
         if (PySet_GET_SIZE(o) != f->n)
             return changed_size("set");
-        fs_build_map_finish(c->b, f->ref);
+        if (finish_map(c, f, "set") < 0)
+            return -1;
         break;
     }
     pop_frame(c);
@@ -608,34 +669,85 @@ error:
 /* ===================================================================== */
 
 #define INCOMPLETE UINT64_C(1)   /* memo value bit: object still being filled */
+#define HCTX       UINT64_C(1)   /* memo key bit (object refs are multiples of
+                                    8): the object as built in a key context */
 
 typedef struct tframe_s {
     fs_region_t   *reg;      /* borrowed (kept alive by the root's region) */
     const uint8_t *base;
     fs_ref_t       ref;
-    int            kind;     /* FS_KIND_* (frozendict: DICT + frozen)     */
+    int            kind;     /* FS_KIND_* as built (a SET in a key context
+                                builds as a FROZENSET)                    */
     int            frozen;   /* frozenset/frozendict: obj is a temporary   */
     int            memo;     /* in the memo (which owns obj unless frozen) */
+    int            hctx;     /* a dict key or set member, or below one     */
     int            phase;    /* dict: 0 = key next, 1 = value next        */
+    int32_t        pend;     /* frozendict holding placeholders: its index
+                                in tctx.pend, else -1                     */
     PyObject      *obj;      /* memo's object, or strong (frozen, !memo)  */
     PyObject      *key;      /* strong: dict key waiting for its value    */
     Py_ssize_t     n, i;
 } tframe;
 
+/* A frozendict whose items hold placeholders (see "Cycles through a
+** frozendict" above thaw_value). */
+typedef struct tpend_s {
+    fs_region_t *reg;        /* the frozendict in the image               */
+    fs_ref_t     ref;
+    PyObject    *temp;       /* strong: its items (a dict); NULL once built */
+    int          memo;       /* memoize the frozendict when built         */
+    int          finished;   /* its frame has ended                       */
+    Py_ssize_t   waits;      /* placeholders in temp not yet patched      */
+} tpend;
+
+/* A slot holding a placeholder until the object it waits for is built. */
+typedef struct tfix_s {
+    PyObject  *target;       /* strong: the list, tuple or dict holding it */
+    PyObject  *key;          /* strong: the dict key, or NULL             */
+    Py_ssize_t index;        /* list/tuple position                        */
+    int32_t    pend;         /* target is tctx.pend[pend].temp, or -1     */
+    int64_t    next;         /* next slot waiting for the same object, -1 */
+} tfix;
+
 typedef struct tctx_s {
-    fs__tab_t memo;          /* (region, ref) -> PyObject* | INCOMPLETE;
-                                holds a reference to each object          */
+    fs_handle *h;            /* borrowed: the thaw's handle               */
+    fs__tab_t memo;          /* (region, ref | HCTX?) -> PyObject* |
+                                INCOMPLETE; holds a reference to each object */
     fs_region_t *reg0;       /* the thaw's root: its region ...           */
     fs_ref_t     ref0;       /* ... and reference (resolved)              */
     tframe   *stack;
     size_t    depth, cap;
     PyObject *result;        /* strong: the root, once complete           */
+    fs__tab_t waiters;       /* (region, ref) -> first tfix waiting for it */
+    tfix     *fix;
+    size_t    nfix, cap_fix;
+    tpend    *pend;
+    size_t    npend, cap_pend, unbuilt;   /* unbuilt: pend not yet built  */
+    int32_t  *work;          /* pend indices ready to build (built())     */
+    size_t    cap_work;
 } tctx;
 
-/* o borrowed, may be NULL (a marker): the memo takes a reference. 0, or -1. */
-static int tmemo_put(tctx *c, fs_region_t *reg, fs_ref_t ref, PyObject *o, uint64_t flags)
+/* Grow *arr (of elem bytes each) to hold one more than n. 0, or -1 with
+** MemoryError. */
+static int grow(void **arr, size_t *cap, size_t n, size_t elem)
 {
-    int err = fs__tab_put(&c->memo, (uintptr_t)reg, ref, (uint64_t)(uintptr_t)o | flags);
+    if (n < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *a = fs__realloc(*arr, ncap * elem);
+    if (a == NULL) {
+        fs__raise(FS_ENOMEM, NULL);
+        return -1;
+    }
+    *arr = a;
+    *cap = ncap;
+    return 0;
+}
+
+/* o borrowed, may be NULL (a marker): the memo takes a reference. 0, or -1. */
+static int tmemo_put(tctx *c, fs_region_t *reg, uint64_t key, PyObject *o, uint64_t flags)
+{
+    int err = fs__tab_put(&c->memo, (uintptr_t)reg, key, (uint64_t)(uintptr_t)o | flags);
     if (err != FS_OK) {
         fs__raise(err, NULL);
         return -1;
@@ -648,128 +760,82 @@ static int cycle_error(int hashable)
 {
     PyErr_Format(PyExc_ValueError, "frozenshare: cannot thaw a cycle through a %s",
                  hashable ? "hashable object (dict key or set member)"
-                          : "frozenset or frozendict");
+                          : "frozenset or frozendict alone");
     return -1;
 }
 
-/* The plain object for ref: 0 with *out (new reference) when ready, 1 when a
-** frame was pushed (its result is delivered when it completes), -1 error. */
-static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t ref,
-                      int hashable, PyObject **out)
+/* New reference: the frozenset (kind FROZENSET) or frozendict (DICT) of a
+** frame's temporary items (a list or a dict; NULL: none). */
+static PyObject *make_frozen(int kind, PyObject *items)
 {
-    fs__resolve(&reg, &base, &ref);
-    int kind = fs_ref_kind(base, ref);
-    if (fs_ref_tag(ref) != FS_TAG_OBJ) {
-        *out = fs__scalar(base, ref, kind, 1);
-        return *out != NULL ? 0 : -1;
-    }
-    if (c->reg0 == NULL) {                          /* the root */
-        c->reg0 = reg;
-        c->ref0 = ref;
-    }
-    /* Reached at most once (see the header comment): no memo. */
-    int memo = reg != c->reg0 || ref == c->ref0 || fs_obj_shared(base, ref);
-    uint64_t *hit = memo ? fs__tab_get(&c->memo, (uintptr_t)reg, ref) : NULL;
-    if (hit != NULL) {
-        PyObject *o = (PyObject *)(uintptr_t)(*hit & ~INCOMPLETE);
-        if ((*hit & INCOMPLETE) && (hashable || o == NULL))
-            return cycle_error(hashable);
-        *out = Py_NewRef(o);
-        return 0;
-    }
+#ifdef PyFrozenDict_CheckExact
+    if (kind == FS_KIND_DICT)
+        return PyFrozenDict_New(items);
+#endif
+    (void)kind;
+    return PyFrozenSet_New(items);
+}
 
-    Py_ssize_t n = 0;
-    int frozen = 0;
-    PyObject *o = NULL;
-    switch (kind) {
-    case FS_KIND_LIST:
-    case FS_KIND_TUPLE:
-        n = (Py_ssize_t)fs_seq(base, ref)->count;
-        o = kind == FS_KIND_LIST ? PyList_New(n) : PyTuple_New(n);
-        break;
-    case FS_KIND_DICT:
-        n = (Py_ssize_t)fs_map(base, ref)->count;
-#ifdef PyFrozenDict_CheckExact
-        frozen = (((const fs_obj_hdr_t *)fs_obj(base, ref))->flags & FS_FLAG_FROZENDICT) != 0;
-#endif
-        o = PyDict_New();
-        break;
-    case FS_KIND_SET:
-        n = (Py_ssize_t)fs_map(base, ref)->count;
-        o = PySet_New(NULL);
-        break;
-    case FS_KIND_FROZENSET:
-        n = (Py_ssize_t)fs_map(base, ref)->count;
-        frozen = 1;
-        o = PyList_New(0);
-        break;
-    default:                                       /* scalars: share them too */
-        o = fs__scalar(base, ref, kind, 1);
-        if (o == NULL || (memo && tmemo_put(c, reg, ref, o, 0) < 0)) {
-            Py_XDECREF(o);
-            return -1;
+/* Put o (borrowed) in the slot x waited for, replacing its placeholder. 0, or -1. */
+static int patch(tfix *x, PyObject *o)
+{
+    if (x->key != NULL)
+        return PyDict_SetItem(x->target, x->key, o);
+    if (PyList_CheckExact(x->target))
+        return PyList_SetItem(x->target, x->index, Py_NewRef(o));
+    PyObject *old = PyTuple_GET_ITEM(x->target, x->index);   /* made by this thaw, */
+    PyTuple_SET_ITEM(x->target, x->index, Py_NewRef(o));     /* never hashed (not */
+    Py_DECREF(old);                                          /* in a key context) */
+    return 0;
+}
+
+/* The frozen object (reg, ref) is built as o (borrowed): patch every slot
+** waiting for it; a frozendict whose last placeholder that was, and whose
+** frame has ended, is built now and its own waiters patched in turn (a
+** worklist, no recursion). 0, or -1 with an exception. */
+static int built(tctx *c, fs_region_t *reg, fs_ref_t ref, PyObject *o)
+{
+    size_t nwork = 0;
+    PyObject *held = Py_NewRef(o);
+    for (;;) {
+        uint64_t *head = c->waiters.used ? fs__tab_get(&c->waiters, (uintptr_t)reg, ref) : NULL;
+        if (head != NULL) {
+            int64_t j = (int64_t)*head;
+            fs__tab_del(&c->waiters, (uintptr_t)reg, ref);
+            for (; j >= 0; j = c->fix[j].next) {
+                tfix *x = &c->fix[j];
+                int rc = patch(x, held);
+                Py_CLEAR(x->target);
+                Py_CLEAR(x->key);
+                if (rc < 0)
+                    goto error;
+                if (x->pend >= 0) {
+                    tpend *pd = &c->pend[x->pend];
+                    if (--pd->waits == 0 && pd->finished) {
+                        if (grow((void **)&c->work, &c->cap_work, nwork, sizeof *c->work) < 0)
+                            goto error;
+                        c->work[nwork++] = x->pend;
+                    }
+                }
+            }
         }
-        *out = o;
-        return 0;
-    }
-    if (o == NULL)
-        return -1;
-    if (frozen && n == 0) {                        /* complete at once */
-        PyObject *fz;
-#ifdef PyFrozenDict_CheckExact
-        if (kind == FS_KIND_DICT)
-            fz = PyFrozenDict_New(NULL);
-        else
-#endif
-            fz = PyFrozenSet_New(NULL);
-        Py_DECREF(o);
-        if (fz == NULL || (memo && tmemo_put(c, reg, ref, fz, 0) < 0)) {
-            Py_XDECREF(fz);
+        Py_DECREF(held);
+        if (nwork == 0)
+            return 0;
+        tpend *pd = &c->pend[c->work[--nwork]];
+        held = make_frozen(FS_KIND_DICT, pd->temp);
+        if (held == NULL)
             return -1;
-        }
-        *out = fz;
-        return 0;
+        Py_CLEAR(pd->temp);
+        c->unbuilt--;
+        if (pd->memo && tmemo_put(c, pd->reg, pd->ref, held, 0) < 0)
+            goto error;
+        reg = pd->reg;
+        ref = pd->ref;
     }
-    if (n == 0) {
-        if (memo && tmemo_put(c, reg, ref, o, 0) < 0) {
-            Py_DECREF(o);
-            return -1;
-        }
-        *out = o;
-        return 0;
-    }
-    if (c->depth == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        tframe *s = fs__realloc(c->stack, cap * sizeof(tframe));
-        if (s == NULL) {
-            Py_DECREF(o);
-            fs__raise(FS_ENOMEM, NULL);
-            return -1;
-        }
-        c->stack = s;
-        c->cap = cap;
-    }
-    /* Mutable containers and tuples are visible (incomplete) to their
-    ** descendants; frozen ones only as a marker that detects cycles. */
-    if (memo && tmemo_put(c, reg, ref, frozen ? NULL : o, INCOMPLETE) < 0) {
-        Py_DECREF(o);
-        return -1;
-    }
-    tframe *f = &c->stack[c->depth++];
-    f->reg = reg;
-    f->base = base;
-    f->ref = ref;
-    f->kind = kind;
-    f->frozen = frozen;
-    f->memo = memo;
-    f->phase = 0;
-    f->obj = o;
-    if (memo && !frozen)
-        Py_DECREF(o);                 /* the memo's reference keeps it */
-    f->key = NULL;
-    f->n = n;
-    f->i = 0;
-    return 1;
+error:
+    Py_DECREF(held);
+    return -1;
 }
 
 /* Put item o at the current position of frame fi; steals o. */
@@ -808,6 +874,190 @@ static int deliver(tctx *c, size_t fi, PyObject *o)
     return rc;
 }
 
+/* The current slot of frame fi is to hold the frozen object (wreg, wref),
+** which is not built yet: record the slot and deliver a placeholder. Only a
+** list item, tuple item or dict value can wait (a key or member would be
+** hashed now). 0, or -1 with an exception. */
+static int wait_for(tctx *c, size_t fi, fs_region_t *wreg, fs_ref_t wref)
+{
+    tframe *f = &c->stack[fi];
+    if (f->hctx || f->kind == FS_KIND_SET || f->kind == FS_KIND_FROZENSET ||
+        (f->kind == FS_KIND_DICT && f->phase == 0))
+        return cycle_error(1);
+    if (grow((void **)&c->fix, &c->cap_fix, c->nfix, sizeof *c->fix) < 0)
+        return -1;
+    if (f->frozen && f->pend < 0) {                /* a frozendict starts waiting */
+        if (grow((void **)&c->pend, &c->cap_pend, c->npend, sizeof *c->pend) < 0)
+            return -1;
+        c->pend[c->npend] = (tpend){.reg = f->reg, .ref = f->ref, .temp = Py_NewRef(f->obj),
+                                    .memo = f->memo};
+        f->pend = (int32_t)c->npend++;
+        c->unbuilt++;
+    }
+    uint64_t *head = fs__tab_get(&c->waiters, (uintptr_t)wreg, wref);
+    int64_t next = head != NULL ? (int64_t)*head : -1;
+    int err = fs__tab_put(&c->waiters, (uintptr_t)wreg, wref, c->nfix);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    c->fix[c->nfix++] = (tfix){
+        .target = Py_NewRef(f->obj), .key = Py_XNewRef(f->key), .index = f->i,
+        .pend = f->frozen ? f->pend : -1, .next = next,
+    };
+    if (f->frozen)
+        c->pend[f->pend].waits++;
+    return deliver(c, fi, Py_NewRef(Py_None));
+}
+
+/* The plain object for ref, reached in a key context (hctx) or not: 0 with
+** *out (new reference) when ready, 1 when a frame was pushed (its result is
+** delivered when it completes), 2 when ref is a frozendict still being
+** built (the caller's slot waits for it: wait_for), -1 error.
+**
+** Key contexts: a dict key, a set member, and everything below one, must be
+** hashable and complete when inserted. There a set builds as a frozenset,
+** a bytearray as bytes, a dict as a frozendict (3.15+) or, before 3.15, as
+** the FrozenMap proxy itself -- the source of such a key was a proxy, which
+** is hashable and equal to them. Objects reached in both contexts are built
+** once per context (the memo key carries HCTX). Nothing incomplete is ever
+** used in a key context: reaching one is a cycle through a hashable object,
+** which Python cannot build but a hand-made image can (DESIGN.md D7):
+** ValueError, never a half-built tuple hashed.
+**
+** Cycles through a frozendict (3.15+; lst = []; fd = frozendict(a=lst);
+** lst.append(fd)): a frozendict can only be made from its finished items,
+** so a slot below it that refers back to it gets a placeholder and is
+** patched when the frozendict is built (built()); a frozendict holding such
+** a placeholder is itself built only when it is patched. Every such cycle
+** Python can build runs through a list, dict or tuple, which can hold a
+** placeholder; one through frozen containers alone stays unbuilt and is a
+** ValueError. */
+static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t ref,
+                      int hctx, PyObject **out)
+{
+    fs__resolve(&reg, &base, &ref);
+    int kind = fs_ref_kind(base, ref);
+    if (fs_ref_tag(ref) != FS_TAG_OBJ) {
+        *out = fs__scalar(base, ref, kind, 1);
+        return *out != NULL ? 0 : -1;
+    }
+    if (c->reg0 == NULL) {                          /* the root */
+        c->reg0 = reg;
+        c->ref0 = ref;
+    }
+    /* Only containers and bytearrays differ in a key context. */
+    int ctx_bit = hctx && kind >= FS_KIND_BYTEARRAY;
+    uint64_t mkey = ref | (ctx_bit ? HCTX : 0);
+    /* Reached at most once (see the header comment): no memo. */
+    int memo = reg != c->reg0 || ref == c->ref0 || fs_obj_shared(base, ref);
+    uint64_t *hit = memo ? fs__tab_get(&c->memo, (uintptr_t)reg, mkey) : NULL;
+    if (hit != NULL) {
+        PyObject *o = (PyObject *)(uintptr_t)(*hit & ~INCOMPLETE);
+        if (*hit & INCOMPLETE) {
+            if (hctx)
+                return cycle_error(1);
+            if (o == NULL)                          /* a frozen one: wait */
+                return kind == FS_KIND_DICT ? 2 : cycle_error(0);
+        }
+        *out = Py_NewRef(o);
+        return 0;
+    }
+
+    Py_ssize_t n = 0;
+    int frozen = 0;
+    PyObject *o = NULL;
+    switch (kind) {
+    case FS_KIND_LIST:
+    case FS_KIND_TUPLE:
+        n = (Py_ssize_t)fs_seq(base, ref)->count;
+        o = kind == FS_KIND_LIST ? PyList_New(n) : PyTuple_New(n);
+        break;
+    case FS_KIND_DICT:
+        n = (Py_ssize_t)fs_map(base, ref)->count;
+#ifdef PyFrozenDict_CheckExact
+        frozen = hctx ||
+                 (((const fs_obj_hdr_t *)fs_obj(base, ref))->flags & FS_FLAG_FROZENDICT) != 0;
+#else
+        if (hctx) {                                 /* no frozendict: the proxy */
+            fs_handle *h2 = reg == c->h->region ? (fs_handle *)Py_NewRef(c->h)
+                                                : fs__handle_borrowed(c->h->st, reg);
+            if (h2 == NULL)
+                return -1;
+            o = fs__proxy_new(h2, FS_PT_MAP, ref);
+            Py_DECREF(h2);
+            if (o == NULL || (memo && tmemo_put(c, reg, mkey, o, 0) < 0)) {
+                Py_XDECREF(o);
+                return -1;
+            }
+            *out = o;
+            return 0;
+        }
+#endif
+        o = PyDict_New();
+        break;
+    case FS_KIND_SET:
+    case FS_KIND_FROZENSET:
+        n = (Py_ssize_t)fs_map(base, ref)->count;
+        frozen = hctx || kind == FS_KIND_FROZENSET;
+        if (frozen) {
+            kind = FS_KIND_FROZENSET;
+            o = PyList_New(0);
+        }
+        else {
+            o = PySet_New(NULL);
+        }
+        break;
+    default:                                       /* scalars: share them too */
+        o = fs__scalar(base, ref, kind, !hctx);
+        if (o == NULL || (memo && tmemo_put(c, reg, mkey, o, 0) < 0)) {
+            Py_XDECREF(o);
+            return -1;
+        }
+        *out = o;
+        return 0;
+    }
+    if (o == NULL)
+        return -1;
+    if (frozen && n == 0) {                        /* complete at once */
+        PyObject *fz = make_frozen(kind, NULL);
+        Py_DECREF(o);
+        if (fz == NULL || (memo && tmemo_put(c, reg, mkey, fz, 0) < 0)) {
+            Py_XDECREF(fz);
+            return -1;
+        }
+        *out = fz;
+        return 0;
+    }
+    if (n == 0) {
+        if (memo && tmemo_put(c, reg, mkey, o, 0) < 0) {
+            Py_DECREF(o);
+            return -1;
+        }
+        *out = o;
+        return 0;
+    }
+    if (grow((void **)&c->stack, &c->cap, c->depth, sizeof *c->stack) < 0) {
+        Py_DECREF(o);
+        return -1;
+    }
+    /* Mutable containers and tuples are visible (incomplete) to their
+    ** descendants; frozen ones only as a marker (cycles wait for them). */
+    if (memo && tmemo_put(c, reg, mkey, frozen ? NULL : o, INCOMPLETE) < 0) {
+        Py_DECREF(o);
+        return -1;
+    }
+    tframe *f = &c->stack[c->depth++];
+    *f = (tframe){
+        .reg = reg, .base = base, .ref = ref, .kind = kind, .frozen = frozen,
+        .memo = memo, .hctx = hctx, .phase = 0, .pend = -1, .obj = o, .key = NULL,
+        .n = n, .i = 0,
+    };
+    if (memo && !frozen)
+        Py_DECREF(o);                 /* the memo's reference keeps it */
+    return 1;
+}
+
 static void tpop(tctx *c)
 {
     tframe *f = &c->stack[--c->depth];
@@ -816,28 +1066,45 @@ static void tpop(tctx *c)
         Py_CLEAR(f->obj);
 }
 
+/* The memo key of frame f's object. */
+static uint64_t frame_mkey(const tframe *f)
+{
+    return f->ref | (f->hctx && f->kind >= FS_KIND_BYTEARRAY ? HCTX : 0);
+}
+
 /* The top frame is complete: make its object final and deliver it. */
 static int tfinish(tctx *c)
 {
     tframe *f = &c->stack[c->depth - 1];
+    fs_region_t *reg = f->reg;
+    fs_ref_t ref = f->ref;
     PyObject *res;
     if (f->frozen) {
-#ifdef PyFrozenDict_CheckExact
-        if (f->kind == FS_KIND_DICT)
-            res = PyFrozenDict_New(f->obj);
-        else
-#endif
-            res = PyFrozenSet_New(f->obj);
+        if (f->pend >= 0 && c->pend[f->pend].waits > 0) {
+            /* Holds placeholders: built by built() once they are patched;
+            ** until then its own parent's slot waits for it. */
+            c->pend[f->pend].finished = 1;
+            tpop(c);
+            if (c->depth == 0)
+                return cycle_error(0);
+            return wait_for(c, c->depth - 1, reg, ref);
+        }
+        res = make_frozen(f->kind, f->obj);
         if (res == NULL)
             return -1;
-        if (f->memo && tmemo_put(c, f->reg, f->ref, res, 0) < 0) {
+        if (f->pend >= 0) {                        /* waited, all patched now */
+            Py_CLEAR(c->pend[f->pend].temp);
+            c->unbuilt--;
+        }
+        if ((f->memo && tmemo_put(c, reg, frame_mkey(f), res, 0) < 0) ||
+            built(c, reg, ref, res) < 0) {
             Py_DECREF(res);
             return -1;
         }
     }
     else {
         if (f->memo) {
-            uint64_t *v = fs__tab_get(&c->memo, (uintptr_t)f->reg, f->ref);
+            uint64_t *v = fs__tab_get(&c->memo, (uintptr_t)reg, frame_mkey(f));
             *v &= ~INCOMPLETE;
         }
         res = Py_NewRef(f->obj);
@@ -857,26 +1124,31 @@ static int tstep(tctx *c)
     if (f->i >= f->n)
         return tfinish(c);
     fs_ref_t child;
-    int hashable;
+    int hctx = f->hctx;
     switch (f->kind) {
     case FS_KIND_LIST:
     case FS_KIND_TUPLE:
         child = fs_seq(f->base, f->ref)->items[f->i];
-        hashable = 0;
         break;
     case FS_KIND_DICT: {
         const fs_map_entry_t *e = &fs_map(f->base, f->ref)->entries[f->i];
         child = f->phase == 0 ? e->key : e->value;
-        hashable = f->phase == 0;
+        hctx |= f->phase == 0;
         break;
     }
     default:
         child = fs_map(f->base, f->ref)->entries[f->i].key;
-        hashable = 1;
+        hctx = 1;
         break;
     }
     PyObject *o;
-    int r = thaw_value(c, f->reg, f->base, child, hashable, &o);
+    fs_region_t *reg = f->reg;
+    const uint8_t *base = f->base;
+    int r = thaw_value(c, reg, base, child, hctx, &o);
+    if (r == 2) {                                  /* a frozendict being built */
+        fs__resolve(&reg, &base, &child);
+        return wait_for(c, fi, reg, child);
+    }
     if (r != 0)
         return r < 0 ? -1 : 0;                     /* 1: the child runs first */
     return deliver(c, fi, o);
@@ -887,6 +1159,7 @@ PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
 {
     tctx c;
     memset(&c, 0, sizeof c);
+    c.h = h;
     PyObject *o = NULL;
     /* No collection while the containers are made: every one of them is
     ** reachable from the frames or the memo until it is returned, so a
@@ -903,6 +1176,8 @@ PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
                 break;
             }
         }
+        if (r != -1 && c.unbuilt != 0)             /* frozen containers alone */
+            r = cycle_error(0);
         if (r != -1) {
             o = c.result;
             c.result = NULL;
@@ -920,6 +1195,16 @@ PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
         }
     }
     fs__tab_fini(&c.memo);
+    for (size_t i = 0; i < c.nfix; i++) {
+        Py_XDECREF(c.fix[i].target);
+        Py_XDECREF(c.fix[i].key);
+    }
+    for (size_t i = 0; i < c.npend; i++)
+        Py_XDECREF(c.pend[i].temp);
+    fs__free(c.fix);
+    fs__free(c.pend);
+    fs__free(c.work);
+    fs__tab_fini(&c.waiters);
     Py_XDECREF(c.result);
     if (gc_was_on)
         PyGC_Enable();

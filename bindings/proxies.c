@@ -69,6 +69,20 @@ static int tc_for_kind(int kind)
     }
 }
 
+/* The Python type a reader sees for a value of this kind (for messages). */
+static const char *kind_type_name(int kind)
+{
+    static const char *const names[FS_KIND__COUNT] = {
+        [FS_KIND_NONE] = "NoneType", [FS_KIND_BOOL] = "bool", [FS_KIND_INT] = "int",
+        [FS_KIND_FLOAT] = "float", [FS_KIND_COMPLEX] = "complex", [FS_KIND_STR] = "str",
+        [FS_KIND_BYTES] = "bytes", [FS_KIND_BYTEARRAY] = "bytes",
+        [FS_KIND_TUPLE] = "frozenshare.FrozenTuple", [FS_KIND_LIST] = "frozenshare.FrozenList",
+        [FS_KIND_DICT] = "frozenshare.FrozenMap", [FS_KIND_SET] = "frozenshare.FrozenSet",
+        [FS_KIND_FROZENSET] = "frozenshare.FrozenSet",
+    };
+    return kind > 0 && kind < FS_KIND__COUNT && names[kind] != NULL ? names[kind] : "?";
+}
+
 int fs__root_type_code(const uint8_t *base, fs_ref_t ref)
 {
     return tc_for_kind(fs_ref_kind(base, ref));
@@ -204,21 +218,97 @@ typedef struct eq_ctx_s {
     const void *data;
 } eq_ctx;
 
+/* The stored value at ref (in h's image) == probe, as
+** PyObject_RichCompareBool(stored, probe, Py_EQ) answers it: 1, 0 or -1.
+** probe borrowed. */
+static int eq_one(fs_handle *h, fs_ref_t ref, PyObject *probe)
+{
+    if (PyUnicode_CheckExact(probe) && fs_ref_tag(ref) != FS_TAG_XREF) {
+        /* An exact str equals only a str (stored keys are exact builtins). */
+        if (fs_ref_tag(ref) != FS_TAG_OBJ || fs_ref_kind(h->base, ref) != FS_KIND_STR)
+            return 0;
+        return fs_str_equals(fs_str(h->base, ref), (unsigned)PyUnicode_KIND(probe),
+                             (uint64_t)PyUnicode_GET_LENGTH(probe), PyUnicode_DATA(probe));
+    }
+    PyObject *k = fs__read(h, ref);
+    if (k == NULL)
+        return -1;
+    int r = PyObject_RichCompareBool(k, probe, Py_EQ);
+    Py_DECREF(k);
+    return r;
+}
+
+typedef struct cmp_item_s {
+    fs_ref_t  ref;           /* stored, in h's image                      */
+    PyObject *probe;         /* borrowed (held by the probe's tuples); NULL:
+                                a length mismatch, unequal once reached   */
+} cmp_item;
+
+/* A stored key == an exact-tuple probe, without C recursion: a stored tuple
+** of this image and a probe tuple are compared item by item in the order
+** tuple == tuple uses (first items first, depth first; lengths after the
+** common items), every other pair by eq_one. A tuple key nested 10^5 deep
+** thus needs no RecursionError, where the proxies' == would recurse.
+** 1, 0 or -1; probe borrowed. */
+static int eq_tuple_deep(fs_handle *h, fs_ref_t stored, PyObject *probe)
+{
+    cmp_item local[64], *stack = local;
+    size_t depth = 0, cap = sizeof local / sizeof local[0];
+    int r = 1;
+    stack[depth++] = (cmp_item){stored, probe};
+    while (r == 1 && depth > 0) {
+        cmp_item it = stack[--depth];
+        if (it.probe == NULL) {
+            r = 0;
+            break;
+        }
+        if (!PyTuple_CheckExact(it.probe) || fs_ref_tag(it.ref) != FS_TAG_OBJ ||
+            fs_ref_kind(h->base, it.ref) != FS_KIND_TUPLE) {
+            r = eq_one(h, it.ref, it.probe);
+            continue;
+        }
+        const fs_seq_t *sq = fs_seq(h->base, it.ref);
+        size_t n = (size_t)PyTuple_GET_SIZE(it.probe), common = n;
+        if (sq->count < common)
+            common = (size_t)sq->count;
+        size_t need = depth + common + 1;
+        if (need > cap) {
+            size_t ncap = cap * 2 > need ? cap * 2 : need;
+            cmp_item *ns = fs__malloc(ncap * sizeof *ns);
+            if (ns == NULL) {
+                fs__raise(FS_ENOMEM, NULL);
+                r = -1;
+                break;
+            }
+            memcpy(ns, stack, depth * sizeof *ns);
+            if (stack != local)
+                fs__free(stack);
+            stack = ns;
+            cap = ncap;
+        }
+        if (sq->count != n)                      /* checked after the items */
+            stack[depth++] = (cmp_item){0, NULL};
+        for (size_t i = common; i-- > 0;)
+            stack[depth++] = (cmp_item){sq->items[i], PyTuple_GET_ITEM(it.probe, i)};
+    }
+    if (stack != local)
+        fs__free(stack);
+    return r;
+}
+
 static int eq_stored(void *vctx, const void *base, fs_ref_t stored)
 {
     eq_ctx *c = vctx;
+    (void)base;                                  /* == c->h->base */
     if (c->str_fast && fs_ref_tag(stored) != FS_TAG_XREF) {
         /* An exact str equals only a str (stored keys are exact builtins). */
         if (fs_ref_tag(stored) != FS_TAG_OBJ || fs_ref_kind(base, stored) != FS_KIND_STR)
             return 0;
         return fs_str_equals(fs_str(base, stored), c->charsize, (uint64_t)c->length, c->data);
     }
-    PyObject *k = fs__read(c->h, stored);
-    if (k == NULL)
-        return -1;
-    int r = PyObject_RichCompareBool(k, c->key, Py_EQ);
-    Py_DECREF(k);
-    return r;
+    if (PyTuple_CheckExact(c->key))
+        return eq_tuple_deep(c->h, stored, c->key);
+    return eq_one(c->h, stored, c->key);
 }
 
 /* Entry of key in the map or set p: 1 found (*entry), 0 absent, -1 error.
@@ -387,12 +477,10 @@ static PyObject *view_of(fs_handle *h, fs_ref_t ref, PyObject *where)
     fs__resolve(&reg, &base, &ref);
     int kind = fs_ref_kind(base, ref);
     if (kind != FS_KIND_BYTES && kind != FS_KIND_BYTEARRAY) {
-        PyObject *v = fs__read(h, ref);
-        if (v != NULL) {
-            PyErr_Format(PyExc_TypeError, "view(): the value at %R is '%.200s', not bytes",
-                         where, Py_TYPE(v)->tp_name);
-            Py_DECREF(v);
-        }
+        /* Named from the kind: ref is now an offset in reg's image, not h's,
+        ** so nothing here may read it through h. */
+        PyErr_Format(PyExc_TypeError, "view(): the value at %R is '%s', not bytes",
+                     where, kind_type_name(kind));
         return NULL;
     }
     fs_handle *owner_h = reg == h->region ? (fs_handle *)Py_NewRef(h)
@@ -523,12 +611,32 @@ static int seq_contains(PyObject *self, PyObject *value)
     return 0;
 }
 
+/* A start/stop bound of index(), clamped to Py_ssize_t as tuple.index and
+** list.index clamp theirs (2**70 means "to the end"). 0, or -1 with an
+** exception; o borrowed. */
+static int slice_bound(PyObject *o, Py_ssize_t *out)
+{
+    if (!PyIndex_Check(o)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "slice indices must be integers or have an __index__ method");
+        return -1;
+    }
+    Py_ssize_t v = PyNumber_AsSsize_t(o, NULL);     /* NULL: clamp on overflow */
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* index(value[, start[, stop]]): new reference; self, args borrowed. */
 static PyObject *seq_index(PyObject *self, PyObject *args)
 {
-    PyObject *value;
+    PyObject *value, *ostart = NULL, *ostop = NULL;
     Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX;
-    if (!PyArg_ParseTuple(args, "O|nn:index", &value, &start, &stop))
+    if (!PyArg_ParseTuple(args, "O|OO:index", &value, &ostart, &ostop))
+        return NULL;
+    if ((ostart != NULL && slice_bound(ostart, &start) < 0) ||
+        (ostop != NULL && slice_bound(ostop, &stop) < 0))
         return NULL;
     fs_proxy *p = FS_PROXY(self);
     Py_ssize_t n = seq_length(self);
@@ -793,6 +901,50 @@ static PyObject *seqiter_length_hint(PyObject *self, PyObject *unused)
     return PyLong_FromSsize_t(left < 0 ? 0 : left);
 }
 
+/* New reference: builtins.iter or builtins.reversed, for iterators' __reduce__. */
+static PyObject *builtin_named(const char *name)
+{
+    PyObject *builtins = PyEval_GetBuiltins();      /* borrowed */
+    PyObject *f = builtins != NULL ? PyDict_GetItemString(builtins, name) : NULL;
+    if (f == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "frozenshare: builtins.%s not found", name);
+        return NULL;
+    }
+    return Py_NewRef(f);
+}
+
+/* __reduce__, as list and tuple iterators do: (iter or reversed, (seq,),
+** position), restored by __setstate__; an exhausted iterator reduces to
+** iter(()). copy.copy and pickle both go through it. New reference. */
+static PyObject *seqiter_reduce(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    fs_seqiter *it = (fs_seqiter *)self;
+    PyObject *f = builtin_named(it->reverse && it->p != NULL ? "reversed" : "iter");
+    if (f == NULL)
+        return NULL;
+    if (it->p == NULL)
+        return Py_BuildValue("N(())", f);
+    return Py_BuildValue("N(O)n", f, (PyObject *)it->p, it->i);
+}
+
+/* __setstate__(position): new reference (None); self, state borrowed. */
+static PyObject *seqiter_setstate(PyObject *self, PyObject *state)
+{
+    fs_seqiter *it = (fs_seqiter *)self;
+    Py_ssize_t i = PyLong_AsSsize_t(state);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (it->p != NULL) {
+        Py_ssize_t n = (Py_ssize_t)P_SEQ(it->p)->count;
+        if (it->reverse)
+            it->i = i < -1 ? -1 : i >= n ? n - 1 : i;
+        else
+            it->i = i < 0 ? 0 : i > n ? n : i;
+    }
+    Py_RETURN_NONE;
+}
+
 /* New reference: an iterator over self (borrowed). */
 static PyObject *seqiter_new(PyObject *self, int reverse)
 {
@@ -893,6 +1045,38 @@ static PyObject *mapiter_length_hint(PyObject *self, PyObject *unused)
     return PyLong_FromSsize_t(left < 0 ? 0 : left);
 }
 
+/* __reduce__, as dict iterators do: iter(list of what is left), read
+** without advancing self. New reference; self borrowed. */
+static PyObject *mapiter_reduce(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    fs_mapiter *it = (fs_mapiter *)self;
+    PyObject *f = builtin_named("iter");
+    if (f == NULL)
+        return NULL;
+    PyObject *left = PyList_New(0);
+    if (left == NULL) {
+        Py_DECREF(f);
+        return NULL;
+    }
+    fs_proxy *p = it->p;
+    Py_ssize_t n = p != NULL ? (Py_ssize_t)P_MAP(p)->count : 0;
+    for (Py_ssize_t i = it->i; p != NULL && i >= 0 && i < n; i += it->reverse ? -1 : 1) {
+        uint64_t e = (uint64_t)i;
+        PyObject *v = it->mode == IT_KEYS ? fs__read(p->h, P_MAP(p)->entries[e].key)
+                    : it->mode == IT_VALUES ? fs__read(p->h, P_MAP(p)->entries[e].value)
+                    : map_item_tuple(p, e);
+        if (v == NULL || PyList_Append(left, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(left);
+            Py_DECREF(f);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return Py_BuildValue("N(N)", f, left);
+}
+
 /* New reference: an iterator over the entries of p (borrowed). */
 static PyObject *mapiter_new(fs_proxy *p, int mode, int reverse)
 {
@@ -966,6 +1150,26 @@ static PyObject *map_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return fs__read(p->h, P_MAP(p)->entries[e].value);
 }
 
+/* FrozenMap.fromkeys(iterable, value=None, /): the frozen dict.fromkeys.
+** Class method: new reference; cls, args borrowed. */
+static PyObject *map_fromkeys(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "fromkeys expected 1 or 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *module = PyType_GetModuleByDef((PyTypeObject *)cls, &fs__module_def);
+    if (module == NULL)
+        return NULL;
+    PyObject *d = PyObject_CallMethod((PyObject *)&PyDict_Type, "fromkeys", "OO", args[0],
+                                      nargs == 2 ? args[1] : Py_None);
+    if (d == NULL)
+        return NULL;
+    PyObject *res = fs__freeze(PyModule_GetState(module), d);
+    Py_DECREF(d);
+    return res;
+}
+
 /* 1 if o (borrowed) is a Mapping (dict, FrozenMap, or registered with the
 ** ABC), 0 if not, -1 on error. */
 static int is_mapping(fs_state *st, PyObject *o)
@@ -1007,7 +1211,10 @@ static PyObject *map_richcompare(PyObject *self, PyObject *other, int op)
         if (k == NULL)
             return NULL;
         PyObject *ov;
-        if (PyDict_CheckExact(other)) {
+        if (PyDict_Check(other)) {
+            /* dict's own lookup, as dict == dict does: a subclass's
+            ** __missing__ or __getitem__ is never called (defaultdict
+            ** would insert the key, Counter would answer 0). */
             ov = PyDict_GetItemWithError(other, k);
             Py_XINCREF(ov);
         }
@@ -1371,8 +1578,56 @@ static PyObject *setview_binop(PyObject *a, PyObject *b, binaryfunc op)
     return res;
 }
 
-/* nb_and / nb_or / nb_subtract / nb_xor: new reference (a set); a, b borrowed. */
-static PyObject *setview_and(PyObject *a, PyObject *b) { return setview_binop(a, b, PyNumber_And); }
+/* nb_and: new reference (a set); a, b borrowed. As CPython's dict views
+** intersect: iterate the smaller side and keep what the other contains, so
+** the view's own elements are hashed only when they are kept (items with
+** unhashable values intersect fine). */
+static PyObject *setview_and(PyObject *a, PyObject *b)
+{
+    PyObject *self = a, *other = b;
+    if (!(Py_TYPE(a)->tp_as_number != NULL && Py_TYPE(a)->tp_as_number->nb_and == setview_and)) {
+        self = b;
+        other = a;
+    }
+    fs_state *st = P_ST(VIEW_MAP(self));
+    Py_ssize_t len_self = mapview_length(self);
+    if (PySet_CheckExact(other) && len_self <= PySet_GET_SIZE(other))
+        return PyObject_CallMethod(other, "intersection", "O", self);
+    if (is_setview(st, other) || PyDictKeys_Check(other) || PyDictItems_Check(other)) {
+        Py_ssize_t len_other = PyObject_Size(other);
+        if (len_other < 0)
+            return NULL;
+        if (len_other > len_self) {            /* iterate the smaller one */
+            PyObject *t = self;
+            self = other;
+            other = t;
+        }
+    }
+    PyObject *x, *it = PyObject_GetIter(other), *res = NULL;
+    if (it == NULL)
+        return NULL;
+    res = PySet_New(NULL);
+    if (res == NULL)
+        goto error;
+    while ((x = PyIter_Next(it)) != NULL) {
+        int r = PySequence_Contains(self, x);
+        if (r > 0)
+            r = PySet_Add(res, x) < 0 ? -1 : 1;
+        Py_DECREF(x);
+        if (r < 0)
+            goto error;
+    }
+    if (PyErr_Occurred())
+        goto error;
+    Py_DECREF(it);
+    return res;
+error:
+    Py_DECREF(it);
+    Py_XDECREF(res);
+    return NULL;
+}
+
+/* nb_or / nb_subtract / nb_xor: new reference (a set); a, b borrowed. */
 static PyObject *setview_or(PyObject *a, PyObject *b)   /* borrowed */
 { return setview_binop(a, b, PyNumber_Or); }
 static PyObject *setview_sub(PyObject *a, PyObject *b)  /* borrowed */
@@ -1445,7 +1700,12 @@ static PyObject *set_iter(PyObject *self)
 /* tp_richcompare (set comparisons): new reference; self, other borrowed. */
 static PyObject *set_richcompare(PyObject *self, PyObject *other, int op)
 {
-    if (!(PyAnySet_Check(other) || is_set_proxy(other)))
+    /* The set-likes frozenset compares with: sets, and the set-like views
+    ** of dicts and FrozenMaps (frozenset == d.keys() is answered by the view;
+    ** ours must answer it itself). */
+    if (!(PyAnySet_Check(other) || is_set_proxy(other) ||
+          PyDictKeys_Check(other) || PyDictItems_Check(other) ||
+          is_setview(P_ST(FS_PROXY(self)), other)))
         Py_RETURN_NOTIMPLEMENTED;
     if (is_set_proxy(other) && same_object(FS_PROXY(self), FS_PROXY(other)))
         Py_RETURN_RICHCOMPARE(0, 0, op);
@@ -1818,6 +2078,64 @@ static PyObject *fbytes_getattro(PyObject *self, PyObject *name)
     return res;
 }
 
+/* o borrowed. */
+static int is_fbytes(PyObject *o)
+{
+    return Py_TYPE(o)->tp_as_sequence != NULL &&
+           Py_TYPE(o)->tp_as_sequence->sq_contains == fbytes_contains;
+}
+
+/* nb_add: bytes + bytes-like, either side a FrozenBytes; the result is what
+** the equal bytes would give (bytes, or bytearray for bytearray + ...).
+** New reference or NotImplemented; a, b borrowed. */
+static PyObject *fbytes_add(PyObject *a, PyObject *b)
+{
+    int mine = is_fbytes(a);
+    PyObject *other = mine ? b : a;
+    if (!PyObject_CheckBuffer(other))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *plain = fbytes_materialize(FS_PROXY(mine ? a : b));
+    if (plain == NULL)
+        return NULL;
+    PyObject *res = mine ? PySequence_Concat(plain, b) : PySequence_Concat(a, plain);
+    Py_DECREF(plain);
+    return res;
+}
+
+/* nb_multiply: FrozenBytes * n and n * FrozenBytes -> bytes. New reference
+** or NotImplemented; a, b borrowed. */
+static PyObject *fbytes_mul(PyObject *a, PyObject *b)
+{
+    int mine = is_fbytes(a);
+    PyObject *n = mine ? b : a;
+    if (!PyIndex_Check(n))
+        Py_RETURN_NOTIMPLEMENTED;
+    Py_ssize_t count = PyNumber_AsSsize_t(n, PyExc_OverflowError);
+    if (count == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *plain = fbytes_materialize(FS_PROXY(mine ? a : b));
+    if (plain == NULL)
+        return NULL;
+    PyObject *res = PySequence_Repeat(plain, count);
+    Py_DECREF(plain);
+    return res;
+}
+
+/* nb_remainder: FrozenBytes % args -> bytes (printf-style formatting); a
+** right-hand FrozenBytes is left to the other operand. New reference or
+** NotImplemented; a, b borrowed. */
+static PyObject *fbytes_mod(PyObject *a, PyObject *b)
+{
+    if (!is_fbytes(a))
+        Py_RETURN_NOTIMPLEMENTED;
+    PyObject *plain = fbytes_materialize(FS_PROXY(a));
+    if (plain == NULL)
+        return NULL;
+    PyObject *res = PyNumber_Remainder(plain, b);
+    Py_DECREF(plain);
+    return res;
+}
+
 /* ---- FrozenValue -------------------------------------------------------- */
 
 /* value getter: new reference; self borrowed. */
@@ -1900,6 +2218,8 @@ static int fvalue_bool(PyObject *self)
 
 static PyMethodDef map_methods[] = {
     {"get", FS_METH(map_get), METH_FASTCALL, "get(key, default=None, /)"},
+    {"fromkeys", FS_METH(map_fromkeys), METH_FASTCALL | METH_CLASS,
+     "fromkeys(iterable, value=None, /): a FrozenMap of dict.fromkeys(iterable, value)."},
     {"keys", map_keys, METH_NOARGS, "A set-like view of the keys."},
     {"values", map_values, METH_NOARGS, "A view of the values."},
     {"items", map_items, METH_NOARGS, "A set-like view of the (key, value) pairs."},
@@ -1910,12 +2230,21 @@ static PyMethodDef map_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyMethodDef seq_methods[] = {
-    {"index", seq_index, METH_VARARGS, "index(value, start=0, stop=sys.maxsize, /)"},
-    {"count", seq_count, METH_O, "count(value, /)"},
-    {"__reversed__", seq_reversed, METH_NOARGS, "Items in reverse order."},
-    VIEW_METHOD,
-    COMMON_METHODS,
+#define SEQ_METHODS \
+    {"index", seq_index, METH_VARARGS, "index(value, start=0, stop=sys.maxsize, /)"}, \
+    {"count", seq_count, METH_O, "count(value, /)"}, \
+    {"__reversed__", seq_reversed, METH_NOARGS, "Items in reverse order."}, \
+    VIEW_METHOD, \
+    COMMON_METHODS
+
+static PyMethodDef tuple_methods[] = {
+    SEQ_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef list_methods[] = {
+    {"copy", proxy_copy, METH_NOARGS, "Frozen: returns self (as FrozenMap.copy does)."},
+    SEQ_METHODS,
     {NULL, NULL, 0, NULL},
 };
 
@@ -1955,11 +2284,14 @@ static PyGetSetDef fvalue_getset[] = {
 
 static PyMethodDef seqiter_methods[] = {
     {"__length_hint__", seqiter_length_hint, METH_NOARGS, NULL},
+    {"__reduce__", seqiter_reduce, METH_NOARGS, NULL},
+    {"__setstate__", seqiter_setstate, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef mapiter_methods[] = {
     {"__length_hint__", mapiter_length_hint, METH_NOARGS, NULL},
+    {"__reduce__", mapiter_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2010,7 +2342,7 @@ static PyType_Slot list_slots[] = {
     {Py_tp_hash, PyObject_HashNotImplemented},
     {Py_tp_iter, seq_iter},
     {Py_tp_richcompare, seq_richcompare},
-    {Py_tp_methods, seq_methods},
+    {Py_tp_methods, list_methods},
     {Py_mp_length, seq_length},
     {Py_mp_subscript, seq_subscript},
     {Py_sq_length, seq_length},
@@ -2035,7 +2367,7 @@ static PyType_Slot tuple_slots[] = {
     {Py_tp_hash, tuple_hash},
     {Py_tp_iter, seq_iter},
     {Py_tp_richcompare, seq_richcompare},
-    {Py_tp_methods, seq_methods},
+    {Py_tp_methods, tuple_methods},
     {Py_mp_length, seq_length},
     {Py_mp_subscript, seq_subscript},
     {Py_sq_length, seq_length},
@@ -2092,6 +2424,9 @@ static PyType_Slot fbytes_slots[] = {
     {Py_sq_item, fbytes_item},
     {Py_sq_contains, fbytes_contains},
     {Py_bf_getbuffer, fbytes_getbuffer},
+    {Py_nb_add, fbytes_add},
+    {Py_nb_multiply, fbytes_mul},
+    {Py_nb_remainder, fbytes_mod},
     {Py_tp_doc, "Frozen bytes or bytearray: a read-only buffer equal to the bytes."},
     {0, NULL},
 };
