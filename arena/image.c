@@ -3,8 +3,8 @@
 **
 **   fs_builder_t (heap, fs__malloc)       image (arena, unsealed, may move)
 **   +-------------------+                 +--------+----------------+.......+
-**   | base, used, cap   |---------------> | header | objects ...    | spare |
-**   | objects           |                 +--------+----------------+.......+
+**   | base, used, cap,  |---------------> | header | objects ...    | spare |
+**   | alloc, objects    |                 +--------+----------------+.......+
 **   | xrefs[], xmap[]   |  (import and xref tables are appended at finish)
 **   +-------------------+
 **
@@ -36,9 +36,16 @@
 ** Failure leaves the builder valid: every function checks sizes and
 ** allocates before it changes anything, so a failed call (FS_ENOMEM,
 ** FS_ETOOBIG, FS_EINVAL) leaves the image as it was, and
-** fs_builder_destroy frees all of it. INVARIANTS (DESIGN.md): I3 offsets
-** only; I4 nothing but plain data is written; I1 the builder never touches
-** an image after fs_builder_detach (the caller seals it).
+** fs_builder_destroy frees all of it (an image that grew or moved is
+** still "as it was": offsets only, I3). `alloc` always holds the true,
+** page-multiple size of the image block and `cap` only bounds appends (by
+** what the reference bitmap covers), so a failure of the bitmap's growth
+** after the image's, or of the shrink at finish, can never hand
+** fs_arena_seal a size that is not the block's (D11).
+**
+** INVARIANTS (DESIGN.md): I3 offsets only; I4 nothing but plain data is
+** written; I1 the builder never touches an image after fs_builder_detach
+** (the caller seals it).
 */
 #include <string.h>
 
@@ -47,7 +54,10 @@
 struct fs_builder_s {
     uint8_t   *base;         /* image start (arena); NULL once detached       */
     size_t     used;         /* bytes in use, header included                 */
-    size_t     cap;          /* usable bytes of the arena allocation          */
+    size_t     alloc;        /* usable size of the arena allocation: what
+                                detach reports and seal needs (whole pages)   */
+    size_t     cap;          /* appends end at or below: min(alloc, bytes the
+                                reference bitmap covers)                      */
     uint64_t   objects;      /* objects appended (header.object_count)        */
     fs_xref_t *xrefs;        /* xref table in creation order (fs__malloc)     */
     uint32_t   nxrefs;       /* entries in xrefs                              */
@@ -96,13 +106,14 @@ int fs_builder_create(fs_builder_t **out, size_t size_hint)
     if (b == NULL)
         return FS_ENOMEM;
     size_t want = size_hint > FS_IMAGE_HEADER_SIZE ? size_hint : 4096;
-    int err = fs_arena_alloc(want, (void **)&b->base, &b->cap);
-    if (!err && (err = refd_reserve(b, b->cap)) != FS_OK)
+    int err = fs_arena_alloc(want, (void **)&b->base, &b->alloc);
+    if (!err && (err = refd_reserve(b, b->alloc)) != FS_OK)
         fs_arena_free(b->base);
     if (err) {
         fs__free(b);
         return err;
     }
+    b->cap = b->alloc;                    /* refd_reserve covered all of it */
     memset(b->base, 0, FS_IMAGE_HEADER_SIZE);
     b->used = FS_IMAGE_HEADER_SIZE;
     *out = b;
@@ -133,7 +144,7 @@ static int grow_fill(fs_builder_t *b, size_t n, size_t skip_from, size_t skip_to
     if (need < n || b->used + need < b->used)
         return FS_ETOOBIG;
     if (b->used + need > b->cap) {
-        size_t cap = b->cap > SIZE_MAX / 2 ? SIZE_MAX : b->cap * 2;
+        size_t cap = b->alloc > SIZE_MAX / 2 ? SIZE_MAX : b->alloc * 2;
         if (cap < b->used + need)
             cap = b->used + need;
         void *p = b->base;
@@ -142,14 +153,13 @@ static int grow_fill(fs_builder_t *b, size_t n, size_t skip_from, size_t skip_to
         if (err)
             return err;                   /* b->base still valid, unchanged */
         b->base = p;
-        b->cap = usable;
-        if (refd_reserve(b, usable) != FS_OK) {
-            /* Keep the larger block, usable as far as the bitmap covers it. */
-            if (b->cap > b->refd_size * 64)
-                b->cap = b->refd_size * 64;
-            if (b->used + need > b->cap)
-                return FS_ENOMEM;
-        }
+        b->alloc = usable;                /* the block is this size, whatever follows */
+        /* Appends stay within what the bitmap covers; if it cannot grow, the
+        ** larger block is kept (alloc) and only cap lags behind (D11). */
+        (void)refd_reserve(b, usable);
+        b->cap = usable < b->refd_size * 64 ? usable : b->refd_size * 64;
+        if (b->used + need > b->cap)
+            return FS_ENOMEM;
     }
     memset(b->base + b->used, 0, skip_from);
     memset(b->base + b->used + skip_to, 0, need - skip_to);
@@ -548,12 +558,13 @@ int fs_builder_finish(fs_builder_t *b, fs_ref_t root, const uint64_t *import_ids
     h->hash_check = hash_check;
     h->objects_end = objects_end;
     /* Shrink to whole pages. Not fatal when it fails: the larger block is
-    ** still a valid image allocation (cap stays its usable size). */
+    ** still a valid image allocation (alloc stays its usable size). */
     void *p = b->base;
     size_t usable = 0;
-    if (b->used < b->cap && fs_arena_realloc(&p, b->used, &usable) == FS_OK) {
+    if (b->used < b->alloc && fs_arena_realloc(&p, b->used, &usable) == FS_OK) {
         b->base = p;
-        b->cap = usable;
+        b->alloc = usable;
+        b->cap = b->cap < usable ? b->cap : usable;
     }
     b->finished = 1;
     return FS_OK;
@@ -565,7 +576,7 @@ fail_tables:
 void fs_builder_detach(fs_builder_t *b, void **base, size_t *alloc_size)
 {
     *base = b->base;
-    *alloc_size = b->base ? b->cap : 0;
+    *alloc_size = b->base ? b->alloc : 0;
     b->base = NULL;
-    b->used = b->cap = 0;
+    b->used = b->cap = b->alloc = 0;
 }

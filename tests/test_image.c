@@ -1552,3 +1552,70 @@ Test(image_alloc, create_failure_is_enomem)
     fs_builder_destroy(b);
     fs_builder_destroy(NULL);
 }
+
+/* D11: growth takes two allocations, the image's (fs_arena_realloc) and the
+** reference bitmap's (fs__realloc), and finish a third (the shrink). Fail
+** each of them in turn -- allocation 1 is the bitmap's: the image already
+** grew -- while an append crosses the first page by a little (the old bitmap
+** still covers the new object) or by a lot (jemalloc's size class gives
+** more than asked). Every step must be FS_OK or FS_ENOMEM, a failed step
+** leaves the builder as it was and can be retried, and the detached size is
+** the block's whole-page size, which fs_arena_seal accepts. Before the fix,
+** a failed bitmap left the capacity (and so the detached size) at a
+** non-page multiple and the seal was FS_EINVAL (Python: ValueError). */
+Test(image_alloc, failed_bitmap_growth_keeps_a_sealable_size)
+{
+    OK(fs_arena_init());
+    size_t page = fs_arena_page_size();
+    uint64_t start = arena_allocated();
+    static char fill[65536];
+    const size_t tails[] = { 40, 33000 };
+    for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+        for (long n = 0; n < 4; n++) {
+            fs_builder_t *b = new_builder(page);
+            fs_ref_t head, tail, l;
+            /* fill the first page but for 48 bytes: the list and the tail cross it */
+            size_t room = page - fs_builder_size(b) - 48;
+            OK(fs_build_bytes(b, FS_KIND_BYTES, fill, room - 24, &head));
+            cr_assert_eq(fs_builder_size(b), page - 48);
+            OK(fs_build_seq(b, FS_KIND_LIST, 2, &l));
+            fs_build_seq_set(b, l, 0, head);
+            size_t before = fs_builder_size(b);
+
+            fs_alloc_fail_after(n);
+            int err = fs_build_bytes(b, FS_KIND_BYTES, fill, tails[t], &tail);
+            cr_assert(err == FS_OK || err == FS_ENOMEM, "tail %zu, n %ld: append %d",
+                      tails[t], n, err);
+            if (err) {
+                cr_assert_eq(fs_builder_size(b), before, "failed append changed the size");
+                fs_alloc_fail_after(-1);
+                OK(fs_build_bytes(b, FS_KIND_BYTES, fill, tails[t], &tail));
+                fs_alloc_fail_after(n);
+            }
+            fs_build_seq_set(b, l, 1, tail);
+            size_t used = fs_builder_size(b);
+            err = fs_builder_finish(b, l, NULL, 0, 0);
+            cr_assert(err == FS_OK || err == FS_ENOMEM, "tail %zu, n %ld: finish %d",
+                      tails[t], n, err);
+            fs_alloc_fail_after(-1);
+            if (err) {
+                cr_assert_eq(fs_builder_size(b), used);
+                OK(fs_builder_finish(b, l, NULL, 0, 0));
+            }
+            const uint8_t *base = fs_builder_base(b);
+            size_t image_size = fs_image_header(base)->image_size;
+            cr_assert_eq(check_copy(base, image_size), FS_OK);
+            void *img;
+            size_t alloc;
+            fs_builder_detach(b, &img, &alloc);
+            fs_builder_destroy(b);
+            cr_assert_eq(alloc % page, 0, "tail %zu, n %ld: detached %zu bytes", tails[t], n, alloc);
+            cr_assert_geq(alloc, image_size);
+            cr_assert_eq(fs_arena_seal(img, alloc, 1), FS_OK, "tail %zu, n %ld: seal", tails[t], n);
+            cr_assert_eq(fs_image_check(img, image_size), FS_OK);
+            OK(fs_arena_unseal(img, alloc));
+            fs_arena_free(img);
+            cr_assert_eq(arena_allocated(), start, "tail %zu, n %ld: leak", tails[t], n);
+        }
+    }
+}
