@@ -341,11 +341,23 @@ void fs_arena_purge(void)
 
 /* ---- seal / unseal --------------------------------------------------------- */
 
-static void mark_pages(void *p, size_t size, uint64_t region_id)
+/* The reservation that holds all of [p, p + size), or NULL when the range
+** is not whole pages (at least one), or leaves the reservation its start
+** lies in: seal and unseal write a page-map entry for every page of the
+** range, and the page map ends with its reservation. */
+static const fs_res_t *range_res(const void *p, size_t size)
 {
+    if (p == NULL || page == 0 || (uintptr_t)p % page || size == 0 || size % page)
+        return NULL;
     const fs_res_t *r = find_res((uintptr_t)p);
-    if (r == NULL)
-        return;
+    if (r == NULL || size > r->end - (uintptr_t)p)
+        return NULL;
+    return r;
+}
+
+/* p, size: checked by range_res. */
+static void mark_pages(const fs_res_t *r, void *p, size_t size, uint64_t region_id)
+{
     size_t first = ((uintptr_t)p - r->start) / page, n = size / page;
     for (size_t i = 0; i < n; i++) {
         r->pages[first + i].region_id = region_id;
@@ -377,8 +389,8 @@ static size_t runs_after(const void *p, size_t size, int sealing)
 
 int fs_arena_seal(void *p, size_t size, uint64_t region_id)
 {
-    if (p == NULL || (uintptr_t)p % page || size % page || region_id == 0 ||
-        !fs_arena_contains(p))
+    const fs_res_t *r = range_res(p, size);
+    if (r == NULL || region_id == 0)
         return FS_EINVAL;
     pthread_mutex_lock(&prot_lock);
     size_t runs = runs_after(p, size, 1);
@@ -389,7 +401,7 @@ int fs_arena_seal(void *p, size_t size, uint64_t region_id)
         err = errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
     else {
         sealed_runs = runs;
-        mark_pages(p, size, region_id);
+        mark_pages(r, p, size, region_id);
     }
     pthread_mutex_unlock(&prot_lock);
     if (err)
@@ -402,7 +414,8 @@ int fs_arena_seal(void *p, size_t size, uint64_t region_id)
 
 int fs_arena_unseal(void *p, size_t size)
 {
-    if (p == NULL || (uintptr_t)p % page || size % page || !fs_arena_contains(p))
+    const fs_res_t *r = range_res(p, size);
+    if (r == NULL)
         return FS_EINVAL;
     /* Making pages writable again can split a mapping: refused with ENOMEM
     ** past the budget (see "Mapping budget") or when the kernel refuses; the
@@ -416,7 +429,7 @@ int fs_arena_unseal(void *p, size_t size)
         err = errno == ENOMEM ? FS_ENOMEM : FS_ESYS;
     else {
         sealed_runs = runs;
-        mark_pages(p, size, 0);
+        mark_pages(r, p, size, 0);
     }
     pthread_mutex_unlock(&prot_lock);
     if (err)

@@ -81,10 +81,12 @@ void fs_arena_free(void *p);     /* must be unsealed */
 
 /* Seal: mprotect(PROT_READ) the pages of [p, p+size) and record region_id
 ** in the page map. size must be the usable size from alloc/realloc.
-** On failure (e.g. ENOMEM from too many mappings) the image stays writable
-** and unsealed. */
+** FS_EINVAL unless p is page aligned and [p, p+size) is one or more whole
+** pages inside one reservation. On failure (e.g. ENOMEM from too many
+** mappings) the image stays writable and unsealed. */
 int  fs_arena_seal(void *p, size_t size, uint64_t region_id);
-/* Unseal: back to read-write, page map entries cleared. */
+/* Unseal: back to read-write, page map entries cleared. Same FS_EINVAL
+** checks as seal. */
 int  fs_arena_unseal(void *p, size_t size);
 
 /* Region ids of the sealed pages right before p and right after p + size

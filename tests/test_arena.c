@@ -263,3 +263,52 @@ Test(arena_reporter, reinstalls_on_top_of_a_later_handler)
     cr_assert_eq(fs_arena_install_reporter(), FS_OK);
     cr_assert(fs_arena_reporter_installed());
 }
+
+/* One past the last byte of the reservation holding p (it is contiguous from
+** p on, so fs_arena_contains answers a binary search). */
+static char *reservation_end(char *p)
+{
+    size_t pg = fs_arena_page_size(), lo = 0, hi = 1;     /* pages: lo inside, hi outside? */
+    while (fs_arena_contains(p + hi * pg))
+        lo = hi, hi *= 2;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (fs_arena_contains(p + mid * pg))
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return p + hi * pg;
+}
+
+/* Seal and unseal write a page-map entry per page of the range: a range
+** that starts in a reservation but ends past it (a wrong size) would write
+** past the page map, and mprotect memory that is not the arena's. */
+Test(arena_seal, range_leaving_its_reservation_is_einval)
+{
+    size_t usable, pg = fs_arena_page_size();
+    char *p = alloc_or_die(2 * pg, &usable);
+    char *end = reservation_end(p);
+    cr_assert(fs_arena_contains(end - 1));
+    size_t to_end = (size_t)(end - p);
+    size_t too_long[] = { to_end + pg, to_end + 64 * pg, SIZE_MAX / pg * pg, 0 };
+    fs_arena_stats_t a, b;
+    fs_arena_get_stats(&a);
+    for (size_t i = 0; i < sizeof too_long / sizeof *too_long; i++)
+        cr_assert_eq(fs_arena_seal(p, too_long[i], 5), FS_EINVAL, "size %zu", too_long[i]);
+    fs_arena_get_stats(&b);
+    cr_assert_eq(b.seals, a.seals);
+    cr_assert_eq(b.live_images, a.live_images);
+    memset(p, 1, usable);                        /* still writable */
+
+    cr_assert_eq(fs_arena_seal(p, usable, 6), FS_OK);
+    for (size_t i = 0; i < sizeof too_long / sizeof *too_long; i++)
+        cr_assert_eq(fs_arena_unseal(p, too_long[i]), FS_EINVAL, "size %zu", too_long[i]);
+    uint64_t id = 0, off = 0;
+    cr_assert(fs_arena_locate(p + pg, &id, &off));   /* still sealed, page map intact */
+    cr_assert_eq(id, 6);
+    cr_assert_eq(off, pg);
+    cr_assert_eq(fs_arena_unseal(p, usable), FS_OK);
+    memset(p, 2, usable);
+    fs_arena_free(p);
+}
