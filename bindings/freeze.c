@@ -477,6 +477,12 @@ static int changed_size(const char *what)
     return -1;
 }
 
+static int changed(const char *what)
+{
+    PyErr_Format(PyExc_RuntimeError, "%s changed during freeze", what);
+    return -1;
+}
+
 /* The end of a dict or set frame: the same-size mutation check, then the
 ** index. 0, or -1 with an exception. */
 static int finish_map(fctx *c, fframe *f, const char *what)
@@ -484,10 +490,8 @@ static int finish_map(fctx *c, fframe *f, const char *what)
     int r = unchanged(f, f->obj);
     if (r < 0)
         return -1;
-    if (r == 0) {
-        PyErr_Format(PyExc_RuntimeError, "%s changed during freeze", what);
-        return -1;
-    }
+    if (r == 0)
+        return changed(what);
     fs_build_map_finish(c->b, f->ref);
     return 0;
 }
@@ -529,7 +533,8 @@ static int step(fctx *c)
 
     case FS_KIND_DICT:
         while (f->i < f->n) {
-            PyObject *k, *v;
+            PyObject *k, *v, *k2, *v2;
+            Py_ssize_t pos0 = f->pos;
             if (PyDict_GET_SIZE(o) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
                 return changed_size("dictionary");
             int uniq_k = Py_REFCNT(k) == 1, uniq_v = Py_REFCNT(v) == 1;
@@ -544,6 +549,8 @@ static int step(fctx *c)
                 rc = -1;
             else if (PyDict_GET_SIZE(o) != f->n)
                 rc = changed_size("dictionary");
+            else if (!PyDict_Next(o, &pos0, &k2, &v2) || k2 != k || v2 != v || pos0 != f->pos)
+                rc = changed("dictionary");      /* same size, entry moved or replaced */
             if (rc == 0)
                 rc = convert(c, k, uniq_k, fi, SEG_KEY, k, 0, &kref);
             if (rc == 0)

@@ -1470,6 +1470,14 @@ static int keys_contains(PyObject *self, PyObject *key)
 /* sq_contains for (key, value) pairs: 1, 0 or -1; self, item borrowed. */
 static int items_contains(PyObject *self, PyObject *item)
 {
+    if (Py_TYPE(item)->tp_hash == tuple_hash) {          /* a FrozenTuple pair */
+        PyObject *t = seq_materialize(FS_PROXY(item), 0);
+        if (t == NULL)
+            return -1;
+        int r = items_contains(self, t);
+        Py_DECREF(t);
+        return r;
+    }
     if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2)
         return 0;
     fs_proxy *p = VIEW_MAP(self);
@@ -1522,8 +1530,18 @@ static int all_in(PyObject *x, PyObject *y)
     if (it == NULL)
         return -1;
     PyObject *v;
-    int r = 1;
+    int r = 1, items = PyDictItems_Check(y);
     while (r == 1 && (v = PyIter_Next(it)) != NULL) {
+        /* dict_items holds only exact (key, value) tuples: a FrozenSet's
+        ** pairs come out as FrozenTuples, so ask with the equal tuple. */
+        if (items && Py_TYPE(v)->tp_hash == tuple_hash) {
+            PyObject *t = seq_materialize(FS_PROXY(v), 0);
+            Py_SETREF(v, t);
+            if (v == NULL) {
+                r = -1;
+                break;
+            }
+        }
         r = PySequence_Contains(y, v);
         Py_DECREF(v);
     }

@@ -12,6 +12,7 @@ import collections
 import collections.abc as abc
 import copy
 import math
+import operator
 import pickle
 import types
 from decimal import Decimal
@@ -635,3 +636,118 @@ def test_materialized_scalar_types():
             assert type(got) is bytes and got == v
         else:
             assert_same_plain(got, v)
+
+
+# ---- issue 10: protocol defects found in review ------------------------------
+
+def test_map_eq_dict_subclass_never_calls_missing():
+    """D3: dict == dict-subclass uses dict's own lookup; __missing__ is
+    neither called (defaultdict would insert) nor trusted (Counter gives 0)."""
+    dd = collections.defaultdict(int, {"b": 1})
+    assert (fs.freeze({"a": 1}) == dd) is ({"a": 1} == dd) is False
+    assert dict(dd) == {"b": 1}
+    c = collections.Counter({"b": 0})
+    assert (fs.freeze({"a": 0}) == c) is False
+    assert fs.freeze({"b": 0}) == c
+
+
+@pytest.mark.parametrize("view", ["keys", "items"])
+def test_set_compares_with_dict_views(view):
+    """D4: FrozenSet against dict.keys()/items() as frozenset does."""
+    d = {1: 0, 2: 0}
+    other = getattr(d, view)()
+    elems = set(other)
+    for x in (elems, elems | {(9, 9)}, set()):
+        fz, p = frozenset(x), fs.freeze(frozenset(x))
+        for op in (operator.eq, operator.ne, operator.le, operator.lt, operator.ge, operator.gt):
+            assert op(p, other) == op(fz, other), (x, op)
+            assert op(other, p) == op(other, fz), (x, op)
+    frozen_view = getattr(fs.freeze(d), view)()
+    assert (fs.freeze(frozenset(elems)) == frozen_view) is True
+
+
+def test_items_intersection_with_container_values():
+    """D5: items() & ... tests membership instead of hashing every pair."""
+    src = {"a": 1, "b": [1]}
+    f = fs.freeze(src)
+    assert f.items() & {("a", 1)} == src.items() & {("a", 1)} == {("a", 1)}
+    assert f.items() & [("a", 1), ("b", 2)] == {("a", 1)}
+    assert f.keys() & {"a", "q"} == {"a"}
+    # Where CPython hashes the view's pairs (a set operand at least as big,
+    # or |), it raises too: the same outcome either way.
+    for other in ({("a", 1), ("z", 0)}, {("a", 1), ("z", 0), ("q", 1)}, [("a", 1)]):
+        for fn in (lambda v: v & other, lambda v: other & v, lambda v: v | {("a", 1)}):
+            want, got = outcome(fn, src.items()), outcome(fn, f.items())
+            assert want == got, (other, want, got)
+
+
+@pytest.mark.parametrize("src", [(1, 2, 3), [1, 2, 3]])
+def test_index_clamps_big_bounds(src):
+    """D6: index() bounds beyond Py_ssize_t clamp, as tuple's and list's do."""
+    f = fs.freeze(src)
+    for args in [(3, 0, 2**70), (1, -2**70), (3, -2**70, 2**70)]:
+        assert f.index(*args) == src.index(*args)
+    for args in [(3, 0, -2**70), (1, 2**70)]:
+        with pytest.raises(ValueError):
+            src.index(*args)
+        with pytest.raises(ValueError):
+            f.index(*args)
+    with pytest.raises(TypeError):
+        f.index(1, "0")
+
+
+def test_fromkeys_copy_and_bytes_operators():
+    """Protocol gaps: FrozenMap.fromkeys, FrozenList.copy, FrozenBytes + * %."""
+    m = fs.FrozenMap.fromkeys("ab", 7)
+    assert type(m) is fs.FrozenMap and m == dict.fromkeys("ab", 7)
+    assert fs.FrozenMap.fromkeys([1, 2]) == {1: None, 2: None}
+    lst = fs.freeze([1, [2]])
+    assert lst.copy() is lst
+    b = fs.freeze(b"ab%d")
+    assert b + b"c" == b"ab%dc" and type(b + b"c") is bytes
+    assert b"c" + b == b"cab%d"
+    assert bytearray(b"c") + b == bytearray(b"cab%d")
+    assert b + b == b"ab%dab%d"
+    assert b * 2 == 2 * b == b"ab%dab%d"
+    assert b % 5 == b"ab5"
+    with pytest.raises(TypeError):
+        b + "str"
+    with pytest.raises(TypeError):
+        b * 1.5
+
+
+@pytest.mark.parametrize("make", [
+    lambda: iter(fs.freeze([1, "a", [2]])),
+    lambda: reversed(fs.freeze((1, "a", (2,)))),
+    lambda: iter(fs.freeze({"a": 1, "b": [2]})),
+    lambda: iter(fs.freeze({"a": 1, "b": [2]}).values()),
+    lambda: iter(fs.freeze({"a": 1, "b": [2]}).items()),
+    lambda: reversed(fs.freeze({"a": 1, "b": 2}).keys()),
+    lambda: iter(fs.freeze({3, 4})),
+])
+def test_iterators_pickle_and_copy(make):
+    """Protocol gap: proxy iterators pickle and copy from where they are."""
+    it = make()
+    first = next(it)
+    rest = list(make())[1:]
+    assert first == list(make())[0]
+    c = copy.copy(it)
+    p = pickle.loads(pickle.dumps(it))
+    assert list(c) == rest
+    assert list(p) == rest
+    assert list(it) == rest                                  # untouched by both
+    assert list(pickle.loads(pickle.dumps(it))) == []        # exhausted stays so
+
+
+def test_deep_tuple_key_lookup_needs_no_recursion():
+    """Protocol gap: a 10^5-deep tuple key is found (dict needs identity for
+    that; the frozen lookup compares structurally, iteratively)."""
+    def deep(n):
+        k = ()
+        for _ in range(n):
+            k = (k,)
+        return k
+    f = fs.freeze({deep(100_000): "v", "x": 1})
+    assert f[deep(100_000)] == "v"
+    assert deep(99_999) not in f
+    assert (deep(100_000), ) not in f

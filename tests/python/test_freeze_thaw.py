@@ -1,10 +1,12 @@
 """freeze / thaw: sharing, cycles, imports, unsupported types, subclasses,
 deep nesting, mutation during freeze, and scalar fidelity (DESIGN.md,
 "Image format", "Python API", "Bad input and limits")."""
+import builtins
 import collections
 import enum
 import gc
 import math
+import pickle
 import threading
 
 import pytest
@@ -630,3 +632,109 @@ def test_image_bytes_accounted():
     del p
     gc.collect()
     assert image_bytes_total() == start
+
+
+# ---- issue 10: thaw of keys, frozendict cycles, same-size mutation ----------
+
+def test_proxy_keys_and_members_thaw_hashable():
+    """D9: a proxy used as a key or set member comes back hashable and equal
+    (set -> frozenset, bytearray -> bytes, dict -> frozendict on 3.15+, else
+    the FrozenMap itself), through thaw and pickle alike."""
+    s, m, b = fs.freeze({1, 2}), fs.freeze({"a": 1}), fs.freeze(bytearray(b"xy"))
+    src = {s: "set", m: "map", b: "ba", (s, (b,)): "tup"}
+    f = fs.freeze(src)
+    t = fs.thaw(f)
+    assert t == src
+    kinds = {v: type(k) for k, v in t.items()}
+    assert kinds["set"] is frozenset and kinds["ba"] is bytes
+    fd = getattr(builtins, "frozendict", None)
+    assert kinds["map"] is (fd if fd is not None else fs.FrozenMap)
+    assert type(next(k for k, v in t.items() if v == "tup")[0]) is frozenset
+    assert pickle.loads(pickle.dumps(f)) == src
+    members = fs.thaw(fs.freeze({s, b, (m,)}))
+    assert members == {frozenset({1, 2}), b"xy", (m,)}
+    # The same proxies as values keep their source kinds.
+    assert [type(x) for x in fs.thaw(fs.freeze([s, b]))] == [set, bytearray]
+    shared = fs.freeze({3})
+    both = fs.thaw(fs.freeze({shared: [shared]}))
+    (k, v), = both.items()
+    assert type(k) is frozenset and type(v[0]) is set and k == v[0]
+
+
+needs_frozendict = pytest.mark.skipif(not hasattr(builtins, "frozendict"),
+                                      reason="no builtin frozendict (PEP 814, Python 3.15+)")
+
+
+@needs_frozendict
+@pytest.mark.parametrize("shape", ["list", "dict", "tuple-in-list", "two-lists", "chain"])
+def test_cycle_through_a_frozendict(shape):
+    """D10: pickle restores a cycle through a frozendict; so do thaw and
+    freeze's pickle, whichever object the walk meets first."""
+    fd_t = builtins.frozendict
+    if shape == "list":
+        lst = []
+        root = fd_t(a=lst)
+        lst.append(root)
+    elif shape == "dict":
+        d = {}
+        root = fd_t(a=d, b=1)
+        d["back"] = root
+    elif shape == "tuple-in-list":
+        lst = []
+        root = fd_t(a=lst)
+        lst.append((root, 1))
+    elif shape == "two-lists":
+        l1, l2 = [], []
+        root = fd_t(a=l1, b=l2)
+        l1.append(root)
+        l2.append(root)
+    else:
+        lst = []
+        x = fd_t(a=lst)
+        y = fd_t(x=x)
+        lst.append(y)
+        root = x
+    for src in (root, [root], {"top": root}):
+        ref = pickle.loads(pickle.dumps(src))
+        for got in (fs.thaw(fs.freeze(src)), pickle.loads(pickle.dumps(fs.freeze(src)))):
+            assert repr(got) == repr(ref)
+            top = got if src is root else (got[0] if isinstance(got, list) else got["top"])
+            assert type(top) is fd_t
+            if shape == "list":
+                assert top["a"][0] is top
+            elif shape == "dict":
+                assert top["a"]["back"] is top
+            elif shape == "tuple-in-list":
+                assert top["a"][0][0] is top
+            elif shape == "two-lists":
+                assert top["a"][0] is top and top["b"][0] is top
+            else:
+                assert top["a"][0]["x"] is top
+
+
+def test_same_size_mutation_in_a_key_hash_is_runtimeerror():
+    """D8: a key's __hash__ that deletes and re-inserts another key keeps the
+    size; PyDict_Next then yields entries twice or skips them. freeze now
+    re-checks the entry after hashing (and the whole dict at its end) and
+    raises RuntimeError, as for other mutations."""
+    class Bomb:
+        armed = False
+
+        def __hash__(self):
+            if Bomb.armed:
+                Bomb.armed = False
+                v = d.pop("a")
+                for i in range(20):                 # a resize compacts the entries
+                    d[i] = i
+                for i in range(20):
+                    del d[i]
+                d["a"] = v                          # the same size again
+            return 7
+
+    d = {"a": 1, "b": 2, ("c", Bomb()): 3, "d": 4, "e": 5}
+    Bomb.armed = True
+    before = fs.stats()["live_regions"]
+    with pytest.raises(RuntimeError, match="changed during freeze"):
+        fs.freeze(d)
+    assert Bomb.armed is False
+    assert fs.stats()["live_regions"] == before

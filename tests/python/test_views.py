@@ -166,3 +166,16 @@ def test_many_views_balanced():
     del v, m
     gc.collect()
     assert live_regions() == start
+
+
+def test_view_of_imported_non_bytes_is_typeerror():
+    """Issue 10 D1: the value is an import whose target is not bytes. The
+    resolved offset belongs to the imported image; reading it through the
+    outer handle decoded foreign bytes (SystemError, or worse)."""
+    inner = fs.freeze(["x" * 200000, [1, 2, 3], b"payload"])
+    outer = fs.freeze({"k": inner[1], "b": fs.freeze(b"zz"), "t": (inner[1],)})
+    with pytest.raises(TypeError, match="FrozenList"):
+        outer.view("k")
+    with pytest.raises(TypeError, match="FrozenTuple"):
+        outer.view("t")
+    assert bytes(outer.view("b")) == b"zz"                  # an imported bytes still works
