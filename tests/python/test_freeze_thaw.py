@@ -696,7 +696,8 @@ def test_cycle_through_a_frozendict(shape):
         root = x
     for src in (root, [root], {"top": root}):
         ref = pickle.loads(pickle.dumps(src))
-        for got in (fs.thaw(fs.freeze(src)), pickle.loads(pickle.dumps(fs.freeze(src)))):
+        for got in (fs.thaw(fs.freeze(src)),
+                    fs.thaw(pickle.loads(pickle.dumps(fs.freeze(src))))):
             assert repr(got) == repr(ref)
             top = got if src is root else (got[0] if isinstance(got, list) else got["top"])
             assert type(top) is fd_t
@@ -734,7 +735,15 @@ def test_same_size_mutation_in_a_key_hash_is_runtimeerror():
     d = {"a": 1, "b": 2, ("c", Bomb()): 3, "d": 4, "e": 5}
     Bomb.armed = True
     before = fs.stats()["live_regions"]
-    with pytest.raises(RuntimeError, match="changed during freeze"):
+    try:
         fs.freeze(d)
+    except RuntimeError as e:
+        assert "changed during freeze" in str(e)
+    except TypeError:
+        if Bomb.armed:                               # 3.14+ caches tuple hashes:
+            pytest.skip("the key's hash is cached: freeze runs no user code")
+        raise
+    else:
+        raise AssertionError("froze a dict holding an unsupported Bomb")
     assert Bomb.armed is False
     assert fs.stats()["live_regions"] == before
