@@ -57,6 +57,14 @@
 ** a cycle is referenced twice (a cycle through the root too, the root's own
 ** reference being counted).
 **
+** Cycles through keys: a dict key or set member that reaches back to an
+** object enclosing it (X = (D,), D = {K: None}, K = (X,)) is well formed
+** and fs_image_check accepts it -- Python cannot build such a graph, but the
+** format does not forbid it. Readers that build hashable objects (thaw)
+** refuse, with an error, any object still incomplete when it is met in a key
+** context (a key, a member, or anything below one), so nothing half-built is
+** ever hashed.
+**
 ** Hashes are those of the building process (CPython's hash(), whose secret
 ** all interpreters of a process share); header.hash_check is the builder's
 ** hash of the ASCII string "frozenshare", or -1: a reader whose own value

@@ -1619,3 +1619,27 @@ Test(image_alloc, failed_bitmap_growth_keeps_a_sealable_size)
         }
     }
 }
+
+/* Issue 10 D7: X = (D,), D = {K: None}, K = (X,) -- a cycle through a dict
+** key, which Python cannot build. The validator accepts it on purpose: the
+** graph is well formed and every reference in bounds; a reader that builds
+** hashable objects (thaw) must refuse any object still incomplete in a key
+** context instead (fs_image.h, "Cycles through keys"). */
+Test(image_check, cycle_through_a_key_is_well_formed)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t x, d, k;
+    OK(fs_build_seq(b, FS_KIND_TUPLE, 1, &x));
+    OK(fs_build_map(b, FS_KIND_DICT, 0, 1, &d));
+    OK(fs_build_seq(b, FS_KIND_TUPLE, 1, &k));
+    fs_build_seq_set(b, x, 0, d);
+    fs_build_seq_set(b, k, 0, x);
+    fs_build_map_set(b, d, 0, 12345, k, FS_REF_NONE);
+    fs_build_map_finish(b, d);
+    const uint8_t *base = finish(b, x);
+    cr_assert(fs_obj_shared(base, x), "X is the root and K's item: shared");
+    cr_assert_not(fs_obj_shared(base, k), "K is referenced once");
+    cr_assert_eq(fs_map(base, d)->entries[0].key, k);
+    walk_image(base, fs_image_header(base)->image_size);     /* terminates */
+    fs_builder_destroy(b);
+}

@@ -95,5 +95,16 @@ int main(int argc, char **argv)
     CHECK(fs_build_seq(b, FS_KIND_TUPLE, 0, &r)); fs_build_seq_set(b, l, 1, r);
     CHECK(fs_build_str(b, 1, 0, 0, 0, "", &r)); fs_build_seq_set(b, l, 2, r);
     bad |= write_image(dir, "empty.img", b, l, 0);
+
+    /* a cycle through a dict key (issue 10 D7): X = (D,), D = {K: None}, K = (X,) */
+    CHECK(fs_builder_create(&b, 0));
+    CHECK(fs_build_seq(b, FS_KIND_TUPLE, 1, &l));
+    CHECK(fs_build_map(b, FS_KIND_DICT, 0, 1, &d));
+    CHECK(fs_build_seq(b, FS_KIND_TUPLE, 1, &k));
+    fs_build_seq_set(b, l, 0, d);
+    fs_build_seq_set(b, k, 0, l);
+    fs_build_map_set(b, d, 0, 12345, k, FS_REF_NONE);
+    fs_build_map_finish(b, d);
+    bad |= write_image(dir, "key_cycle.img", b, l, 0);
     return bad;
 }

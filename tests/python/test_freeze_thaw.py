@@ -747,3 +747,11 @@ def test_same_size_mutation_in_a_key_hash_is_runtimeerror():
         raise AssertionError("froze a dict holding an unsupported Bomb")
     assert Bomb.armed is False
     assert fs.stats()["live_regions"] == before
+
+
+def test_each_read_is_a_new_object():
+    """README: elements are new objects on each read; equal, not identical."""
+    f = fs.freeze({"tags": ["a", "b"], "n": 10**30})
+    assert f["tags"] is not f["tags"]
+    assert f["tags"] == f["tags"] == ["a", "b"]
+    assert f["n"] == 10**30
