@@ -4,6 +4,21 @@
 ** This file is private to bindings/: nothing outside includes it. It is the
 ** only place where CPython objects meet the plain C layers (arena/, refcount/).
 **
+** The files of bindings/ form layers; each calls only the layers below it.
+** A lower layer that needs a higher one's service gets
+** it handed down at init: reading makes proxies through the type table
+** st->types[] that module.c fills in.
+**
+**   module.c  xid.c              module functions, init, XID registration
+**   map.c  seq.c  set.c  bytes.c  the proxy families (never call each other)
+**   proxy.c                      shared by the proxies: common methods, repr
+**                                guard, .view(), entry iterator, set-likes
+**   freeze.c  thaw.c             graph -> region, region -> plain objects
+**   read.c                       scalars, proxies, lookups in an image
+**   state.c  table.c             handles, FS_E* -> exceptions, hash tables
+**   ------------------------------------------------------------------------
+**   refcount/  arena/            plain C (no Python.h)
+**
 **   interpreter A                           process-wide (atomics, one mutex)
 **   +-------------------------------+
 **   | module state (fs_state)       |        fs_region_t  (control block)
@@ -101,9 +116,9 @@ typedef struct fs_state_s {
     int           xid_registered;        /* proxy types registered for XID */
 } fs_state;
 
-extern PyModuleDef fs__module_def;
+extern PyModuleDef fs__module_def;                 /* module.c */
 
-/* ---- handles ------------------------------------------------------------ */
+/* ==== state.c: handles and errors ========================================= */
 typedef struct fs_handle_s {
     PyObject_HEAD
     fs_region_t   *region;   /* owns one count (I2), released in dealloc  */
@@ -119,8 +134,14 @@ typedef struct fs_handle_s {
 ** _borrowed: r stays the caller's; a new handle acquires its own count. */
 fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r);
 fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r);
+extern PyType_Spec fs__handle_spec;      /* frozenshare._Handle */
 
-/* ---- proxies ------------------------------------------------------------ */
+/* THE place mapping FS_E* codes to Python exceptions. Returns NULL.
+** key (borrowed, may be NULL) becomes the KeyError's argument. */
+PyObject *fs__raise(int err, PyObject *key);
+
+/* ==== read.c: reading an image ============================================= */
+
 typedef struct fs_proxy_s {
     PyObject_HEAD
     fs_handle *h;            /* strong                                    */
@@ -169,22 +190,97 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref);
 ** as_thaw: BYTEARRAY gives a bytearray (thaw) rather than bytes (reading). */
 PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw);
 
-/* Create the proxy, iterator, view and buffer-owner types in module exec
-** (proxies.c); the public ones are added to the module. module borrowed.
-** 0, or -1 with an exception. */
-int  fs__types_init(PyObject *module, fs_state *st);
+/* The Python type name a reader sees for a value of this kind (messages). */
+const char *fs__kind_type_name(int kind);
 
-/* ---- freeze / thaw (freeze.c) ------------------------------------------- */
+/* Entry of key in the map or set p: 1 found (*entry), 0 absent, -1 error.
+** _set_find looks a set probe up as a frozenset. p, key borrowed. */
+int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry);
+int fs__set_find(fs_proxy *p, PyObject *key, int64_t *entry);
+
+/* New reference: a plain tuple or list of the items of the sequence p
+** (borrowed), read (shallow). */
+PyObject *fs__seq_materialize(fs_proxy *p, int as_list);
+
+/* Accessors of a proxy p (borrowed). */
+static inline const uint8_t *P_BASE(fs_proxy *p) { return p->h->base; }
+static inline fs_state *P_ST(fs_proxy *p) { return p->h->st; }
+static inline const fs_seq_t *P_SEQ(fs_proxy *p) { return fs_seq(p->h->base, p->ref); }
+static inline const fs_map_t *P_MAP(fs_proxy *p) { return fs_map(p->h->base, p->ref); }
+static inline int P_KIND(fs_proxy *p) { return fs_ref_kind(p->h->base, p->ref); }
+
+/* a, b borrowed: 1 if they denote the same object of the same region. */
+static inline int same_object(fs_proxy *a, fs_proxy *b)
+{
+    return a->h == b->h && a->ref == b->ref;
+}
+
+/* o borrowed: 1 if o is exactly this state's proxy type tc. */
+static inline int is_type(PyObject *o, fs_state *st, int tc)
+{
+    return Py_TYPE(o) == st->types[tc];
+}
+
+/* ==== freeze.c, thaw.c ====================================================== */
 PyObject *fs__freeze(fs_state *st, PyObject *obj);              /* new reference */
 /* Deep copy of the value at (h, ref) back to plain objects. New reference. */
 PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref);
 
-/* ---- errors (module.c) -------------------------------------------------- */
-/* THE place mapping FS_E* codes to Python exceptions. Returns NULL.
-** key (borrowed, may be NULL) becomes the KeyError's argument. */
-PyObject *fs__raise(int err, PyObject *key);
+/* ==== proxy.c: what the proxy families share =============================== */
+/* Each returns what the slot or method it implements returns (new
+** references; self and arguments borrowed). */
+void      fs__proxy_dealloc(PyObject *self);                        /* tp_dealloc */
+PyObject *fs__proxy_reduce(PyObject *self, PyObject *unused);       /* by value */
+PyObject *fs__proxy_copy(PyObject *self, PyObject *unused);         /* self */
+PyObject *fs__proxy_deepcopy(PyObject *self, PyObject *memo);       /* self */
+PyObject *fs__container_view(PyObject *self, PyObject *key);        /* .view() */
 
-/* ---- cross-interpreter data (xid.c) ------------------------------------- */
+/* repr cycle guard: 1 entered, 0 already being repr'd, -1 error. */
+int  fs__repr_enter(fs_proxy *p);
+void fs__repr_leave(fs_proxy *p);
+/* New reference: ", ".join of "repr(k): repr(v)" (or repr(k) for sets). */
+PyObject *fs__join_reprs(fs_proxy *p, int with_values);
+
+/* The entry iterator of FrozenMap, its views and FrozenSet. */
+enum { IT_KEYS = 0, IT_VALUES = 1, IT_ITEMS = 2 };
+PyObject *fs__mapiter_new(fs_proxy *p, int mode, int reverse);      /* new reference */
+/* New reference: (key, value) of entry e of map p as a plain tuple. */
+PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e);
+/* New reference: builtins.<name> (iter, reversed) for iterators' __reduce__. */
+PyObject *fs__builtin(const char *name);
+
+/* Set comparison by sizes and containment (elements need not be hashable),
+** and isdisjoint; for FrozenSet and the keys/items views. */
+PyObject *fs__setlike_compare(fs_state *st, PyObject *self, PyObject *other, int op);
+PyObject *fs__isdisjoint(PyObject *self, PyObject *other);
+
+/* o borrowed: one of this state's keys() / items() views. */
+static inline int is_setview(fs_state *st, PyObject *o)
+{
+    return Py_TYPE(o) == st->keys_type || Py_TYPE(o) == st->items_type;
+}
+
+#define COMMON_METHODS \
+    {"__reduce__", fs__proxy_reduce, METH_NOARGS, "Pickle by value: freeze(thaw(self))."}, \
+    {"__copy__", fs__proxy_copy, METH_NOARGS, "Frozen objects are immutable: self."}, \
+    {"__deepcopy__", fs__proxy_deepcopy, METH_O, "Frozen objects are immutable: self."}, \
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585."}
+
+#define VIEW_METHOD \
+    {"view", fs__container_view, METH_O, \
+     "view(key_or_index) -> zero-copy read-only memoryview of the bytes value there"}
+
+#define PROXY_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | \
+                     Py_TPFLAGS_DISALLOW_INSTANTIATION)
+
+/* The type specs module.c makes its types from (one family each). */
+extern PyType_Spec fs__bufowner_spec, fs__mapiter_spec;                 /* proxy.c */
+extern PyType_Spec fs__map_spec, fs__keys_spec, fs__values_spec, fs__items_spec; /* map.c */
+extern PyType_Spec fs__list_spec, fs__tuple_spec, fs__seqiter_spec;     /* seq.c */
+extern PyType_Spec fs__set_spec;                                        /* set.c */
+extern PyType_Spec fs__fbytes_spec, fs__fvalue_spec;                    /* bytes.c */
+
+/* ==== xid.c: cross-interpreter data (called by module.c) ==================== */
 int  fs__xid_register(fs_state *st);     /* 0, or -1 with an exception    */
 void fs__xid_unregister(fs_state *st);   /* never fails, keeps no error   */
 

@@ -1,7 +1,10 @@
 /*
-** module.c -- the frozenshare._frozenshare module: definition, per-interpreter
-** state, handles, the module-level functions, and THE mapping of FS_E* codes
-** to Python exceptions (fs__raise).
+** module.c -- the frozenshare._frozenshare module: definition, module
+** state set-up (the type table every lower layer reads), the module-level
+** functions, and the XID registration (through xid.c).
+**
+** LAYER (the picture in fs_py.h): the top; calls every file below it and is
+** called by none.
 **
 ** Isolation (PEP 489/630/684): multi-phase init, all types are heap types
 ** made by PyType_FromModuleAndSpec, all state lives in the module state, and
@@ -10,140 +13,50 @@
 ** registrations; the only things shared between interpreters are the C
 ** layers below (atomic region counts, the registry's mutex: I5).
 **
-** Handle lifetime:
-**
-**   fs__handle_*()                  last proxy/iterator/view/buffer dies
-**   +-- table miss: new handle,     +-- handle_dealloc: remove from table,
-**   |   one region count (I2),      |   fs_region_release (may reclaim),
-**   |   strong ref to the module    |   drop the module reference last
-**   +-- table hit: Py_INCREF        +--
-**
-** The handle holds the module, so the module state (and the table) outlives
-** every handle; m_free therefore always finds the table empty.
+** Handles and errors live in state.c.
 */
 #include "fs_py.h"
 
-#include <errno.h>
 
 #define FS_VERSION "0.1.0"
 
-/* ---- errors ------------------------------------------------------------- */
+/* ---- types --------------------------------------------------------------- */
 
-/* Returns NULL; key borrowed. See fs_py.h. */
-PyObject *fs__raise(int err, PyObject *key)
+/* New reference to a heap type of module, or NULL. public: also added to the
+** module under its short name. */
+static PyTypeObject *make_type(PyObject *module, PyType_Spec *spec, int public)
 {
-    switch (err) {
-    case FS_ENOMEM:
-        return PyErr_NoMemory();
-    case FS_ETOOBIG:
-        PyErr_Format(PyExc_OverflowError, "frozenshare: %s", fs_strerror(err));
+    PyTypeObject *tp = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    if (tp == NULL)
         return NULL;
-    case FS_ENOTFOUND:
-        if (key != NULL) {
-            PyObject *t = PyTuple_Pack(1, key);   /* KeyError((k,)) shows k */
-            if (t != NULL) {
-                PyErr_SetObject(PyExc_KeyError, t);
-                Py_DECREF(t);
-            }
-        }
-        else {
-            PyErr_SetString(PyExc_KeyError, fs_strerror(err));
-        }
-        return NULL;
-    case FS_EINVAL:
-    case FS_ECORRUPT:
-        PyErr_Format(PyExc_ValueError, "frozenshare: %s", fs_strerror(err));
-        return NULL;
-    case FS_ESYS:
-        return PyErr_SetFromErrno(PyExc_OSError);
-    default:
-        PyErr_Format(PyExc_SystemError, "frozenshare: unexpected error %d (%s)",
-                     err, fs_strerror(err));
+    if (public && PyModule_AddType(module, tp) < 0) {
+        Py_DECREF(tp);
         return NULL;
     }
+    return tp;
 }
 
-/* ---- handles ------------------------------------------------------------ */
-
-/* tp_dealloc: consumes the last reference to self; leaves the table, releases
-** the region count (I2), drops the module last. */
-static void handle_dealloc(PyObject *self)
+/* module borrowed; st gets new references to the types. 0, or -1 with an exception. */
+static int types_init(PyObject *module, fs_state *st)
 {
-    fs_handle *h = (fs_handle *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject *module = h->module;
-    if (h->st != NULL)
-        fs__tab_del(&h->st->handles, (uintptr_t)h->region, 0);
-    fs_region_release(h->region);      /* I2: the handle's one count */
-    PyObject_Free(self);
-    Py_DECREF(tp);
-    Py_XDECREF(module);                /* last: the state belongs to it */
-}
-
-static PyType_Slot handle_slots[] = {
-    {Py_tp_dealloc, handle_dealloc},
-    {Py_tp_doc, "Per-interpreter owner of one reference to a frozen region."},
-    {0, NULL},
-};
-
-static PyType_Spec handle_spec = {
-    .name = "frozenshare._Handle",
-    .basicsize = sizeof(fs_handle),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    .slots = handle_slots,
-};
-
-/* New reference. owned: the caller's count of r is consumed in every case. */
-static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
-{
-    uint64_t *v = fs__tab_get(&st->handles, (uintptr_t)r, 0);
-    if (v != NULL) {
-        fs_handle *h = (fs_handle *)(uintptr_t)*v;
-        Py_INCREF(h);
-        if (owned)
-            fs_region_release(r);      /* the handle already holds one */
-        return h;
+    static PyType_Spec *proxy_specs[FS_PT__COUNT] = {
+        [FS_PT_MAP] = &fs__map_spec, [FS_PT_LIST] = &fs__list_spec,
+        [FS_PT_TUPLE] = &fs__tuple_spec, [FS_PT_SET] = &fs__set_spec,
+        [FS_PT_BYTES] = &fs__fbytes_spec, [FS_PT_VALUE] = &fs__fvalue_spec,
+    };
+    for (int i = 0; i < FS_PT__COUNT; i++) {
+        st->types[i] = make_type(module, proxy_specs[i], 1);
+        if (st->types[i] == NULL)
+            return -1;
     }
-    if (st->handle_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "frozenshare: module is being finalized");
-        goto error;
-    }
-    fs_handle *h = PyObject_New(fs_handle, st->handle_type);
-    if (h == NULL)
-        goto error;
-    if (!owned)
-        fs_region_acquire(r);
-    h->region = r;
-    h->base = fs_region_base(r);
-    h->module = Py_NewRef(st->module);
-    h->st = NULL;                      /* not in the table yet */
-    h->trust_hash = fs_image_header(h->base)->hash_check == (int64_t)st->hash_check &&
-                    st->hash_check != -1;
-    int err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h);
-    if (err != FS_OK) {
-        Py_DECREF(h);                  /* releases the count */
-        return (fs_handle *)fs__raise(err, NULL);
-    }
-    h->st = st;
-    return h;
-
-error:
-    if (owned)
-        fs_region_release(r);
-    return NULL;
-}
-
-/* New reference. See fs_py.h. */
-fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r)
-{
-    return handle_get(st, r, 1);
-}
-
-/* New reference. See fs_py.h. */
-fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r)
-{
-    return handle_get(st, r, 0);
+    if ((st->seqiter_type = make_type(module, &fs__seqiter_spec, 0)) == NULL ||
+        (st->mapiter_type = make_type(module, &fs__mapiter_spec, 0)) == NULL ||
+        (st->keys_type = make_type(module, &fs__keys_spec, 1)) == NULL ||
+        (st->values_type = make_type(module, &fs__values_spec, 1)) == NULL ||
+        (st->items_type = make_type(module, &fs__items_spec, 1)) == NULL ||
+        (st->bufowner_type = make_type(module, &fs__bufowner_spec, 0)) == NULL)
+        return -1;
+    return 0;
 }
 
 /* ---- module functions --------------------------------------------------- */
@@ -501,10 +414,10 @@ static int module_exec(PyObject *module)
     if (st->hash_check == -1)
         return -1;
 
-    st->handle_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &handle_spec, NULL);
+    st->handle_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fs__handle_spec, NULL);
     if (st->handle_type == NULL)
         return -1;
-    if (fs__types_init(module, st) < 0)
+    if (types_init(module, st) < 0)
         return -1;
     if (fs__xid_register(st) < 0)
         return -1;

@@ -1,0 +1,459 @@
+/*
+** proxy.c -- what every proxy family shares: the common methods (dealloc,
+** pickle by value, copy), the repr cycle guard, .view() and the buffer
+** owner behind it, the entry iterator of maps, their views and sets, and
+** the set-like comparisons of FrozenSet and the keys/items views.
+**
+** LAYER (the picture in fs_py.h): below the families (map.c, seq.c, set.c,
+** bytes.c), above freeze.c/thaw.c (pickling thaws), read.c and state.c.
+**
+** Every object here holds a strong reference to its interpreter's handle
+** (directly or through a proxy) and reads the sealed image through
+** handle->base + offset (I1, I3). Only the buffer owner hands out a raw
+** pointer into an image: a sealed image never moves and lives as long as
+** the handle it holds (I1, I2). repr recognises cycles by (region, offset),
+** since each read creates a fresh proxy.
+*/
+#include "fs_py.h"
+
+/* ---- repr cycle guard --------------------------------------------------- */
+
+/* 1 entered, 0 already being repr'd (a cycle), -1 error. p borrowed. */
+int fs__repr_enter(fs_proxy *p)
+{
+    fs__tab_t *t = &P_ST(p)->repr_active;
+    if (fs__tab_get(t, (uintptr_t)p->h->region, p->ref) != NULL)
+        return 0;
+    int err = fs__tab_put(t, (uintptr_t)p->h->region, p->ref, 1);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    return 1;
+}
+
+/* p borrowed. */
+void fs__repr_leave(fs_proxy *p)
+{
+    fs__tab_del(&P_ST(p)->repr_active, (uintptr_t)p->h->region, p->ref);
+}
+
+/* ---- shared methods ----------------------------------------------------- */
+
+/* tp_dealloc of every proxy type: consumes the last reference to self, drops
+** the handle reference. */
+void fs__proxy_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_DECREF(FS_PROXY(self)->h);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+/* __reduce__: pickled by value, unpickled by freezing the thawed value.
+** New reference (freeze, (thawed,)); self borrowed. */
+PyObject *fs__proxy_reduce(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    fs_proxy *p = FS_PROXY(self);
+    PyObject *freeze = PyObject_GetAttrString(p->h->module, "freeze");
+    if (freeze == NULL)
+        return NULL;
+    PyObject *value = fs__thaw_ref(p->h, p->ref);
+    if (value == NULL) {
+        Py_DECREF(freeze);
+        return NULL;
+    }
+    return Py_BuildValue("(N(N))", freeze, value);
+}
+
+/* __copy__ (and copy()): new reference to self. */
+PyObject *fs__proxy_copy(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self);
+}
+
+/* __deepcopy__: new reference to self; memo borrowed, unused. */
+PyObject *fs__proxy_deepcopy(PyObject *self, PyObject *memo)
+{
+    (void)memo;
+    return Py_NewRef(self);
+}
+
+/* ---- buffer owner (.view() memoryviews) --------------------------------- */
+
+typedef struct fs_bufowner_s {
+    PyObject_HEAD
+    fs_handle  *h;           /* strong: keeps the region alive (I2)       */
+    const void *data;        /* inside h's sealed image                   */
+    Py_ssize_t  len;
+} fs_bufowner;
+
+/* tp_dealloc: consumes the last reference to self, drops the handle's. */
+static void bufowner_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_DECREF(((fs_bufowner *)self)->h);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+/* bf_getbuffer: view->obj gets a new reference to self (borrowed). */
+static int bufowner_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+    fs_bufowner *b = (fs_bufowner *)self;
+    return PyBuffer_FillInfo(view, self, (void *)b->data, b->len, 1 /* readonly: I1 */, flags);
+}
+
+static PyType_Slot bufowner_slots[] = {
+    {Py_tp_dealloc, bufowner_dealloc},
+    {Py_bf_getbuffer, bufowner_getbuffer},
+    {Py_tp_doc, "Exports bytes inside a frozen region as a read-only buffer."},
+    {0, NULL},
+};
+
+PyType_Spec fs__bufowner_spec = {
+    .name = "frozenshare._BufferOwner",
+    .basicsize = sizeof(fs_bufowner),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = bufowner_slots,
+};
+
+/* New reference: zero-copy read-only memoryview of the bytes value at ref
+** (resolved through imports) in h's image; TypeError if it is not bytes. */
+static PyObject *view_of(fs_handle *h, fs_ref_t ref, PyObject *where)
+{
+    fs_region_t *reg = h->region;
+    const uint8_t *base = h->base;
+    fs__resolve(&reg, &base, &ref);
+    int kind = fs_ref_kind(base, ref);
+    if (kind != FS_KIND_BYTES && kind != FS_KIND_BYTEARRAY) {
+        /* Named from the kind: ref is now an offset in reg's image, not h's,
+        ** so nothing here may read it through h. */
+        PyErr_Format(PyExc_TypeError, "view(): the value at %R is '%s', not bytes",
+                     where, fs__kind_type_name(kind));
+        return NULL;
+    }
+    fs_handle *owner_h = reg == h->region ? (fs_handle *)Py_NewRef(h)
+                                          : fs__handle_borrowed(h->st, reg);
+    if (owner_h == NULL)
+        return NULL;
+    fs_bufowner *b = PyObject_New(fs_bufowner, h->st->bufowner_type);
+    if (b == NULL) {
+        Py_DECREF(owner_h);
+        return NULL;
+    }
+    const fs_bytes_t *bs = fs_bytes(base, ref);
+    b->h = owner_h;
+    b->data = bs->data;
+    b->len = (Py_ssize_t)bs->length;
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)b);
+    Py_DECREF(b);
+    return mv;
+}
+
+/* ---- iterator support -------------------------------------------------- */
+
+/* New reference: builtins.iter or builtins.reversed, for iterators' __reduce__. */
+PyObject *fs__builtin(const char *name)
+{
+    PyObject *builtins = PyEval_GetBuiltins();      /* borrowed */
+    PyObject *f = builtins != NULL ? PyDict_GetItemString(builtins, name) : NULL;
+    if (f == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "frozenshare: builtins.%s not found", name);
+        return NULL;
+    }
+    return Py_NewRef(f);
+}
+
+/* ---- the entry iterator of FrozenMap, its views and FrozenSet ----------- */
+
+typedef struct fs_mapiter_s {
+    PyObject_HEAD
+    fs_proxy  *p;            /* strong (FrozenMap or FrozenSet); NULL at end */
+    Py_ssize_t i;            /* next entry                                */
+    int        mode;         /* IT_KEYS / IT_VALUES / IT_ITEMS            */
+    int        reverse;
+} fs_mapiter;
+
+/* tp_dealloc: consumes the last reference to self, drops the proxy's. */
+static void mapiter_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(((fs_mapiter *)self)->p);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+/* New reference: (key, value) of entry e as a plain tuple. */
+PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e)
+{
+    PyObject *k = fs__read(p->h, P_MAP(p)->entries[e].key);
+    if (k == NULL)
+        return NULL;
+    PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+    if (v == NULL) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_DECREF(k);
+        Py_DECREF(v);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, k);
+    PyTuple_SET_ITEM(t, 1, v);
+    return t;
+}
+
+/* tp_iternext: new reference, or NULL without an exception at the end. */
+static PyObject *mapiter_next(PyObject *self)
+{
+    fs_mapiter *it = (fs_mapiter *)self;
+    fs_proxy *p = it->p;
+    if (p == NULL)
+        return NULL;
+    const fs_map_t *m = P_MAP(p);
+    if (it->i >= 0 && (uint64_t)it->i < m->count) {
+        uint64_t e = (uint64_t)it->i;
+        it->i += it->reverse ? -1 : 1;
+        switch (it->mode) {
+        case IT_KEYS:   return fs__read(p->h, m->entries[e].key);
+        case IT_VALUES: return fs__read(p->h, m->entries[e].value);
+        default:        return fs__map_item_tuple(p, e);
+        }
+    }
+    it->p = NULL;
+    Py_DECREF(p);
+    return NULL;
+}
+
+/* __length_hint__: new reference; self borrowed. */
+static PyObject *mapiter_length_hint(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    fs_mapiter *it = (fs_mapiter *)self;
+    if (it->p == NULL)
+        return PyLong_FromLong(0);
+    Py_ssize_t n = (Py_ssize_t)P_MAP(it->p)->count;
+    Py_ssize_t left = it->reverse ? it->i + 1 : n - it->i;
+    return PyLong_FromSsize_t(left < 0 ? 0 : left);
+}
+
+/* __reduce__, as dict iterators do: iter(list of what is left), read
+** without advancing self. New reference; self borrowed. */
+static PyObject *mapiter_reduce(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    fs_mapiter *it = (fs_mapiter *)self;
+    PyObject *f = fs__builtin("iter");
+    if (f == NULL)
+        return NULL;
+    PyObject *left = PyList_New(0);
+    if (left == NULL) {
+        Py_DECREF(f);
+        return NULL;
+    }
+    fs_proxy *p = it->p;
+    Py_ssize_t n = p != NULL ? (Py_ssize_t)P_MAP(p)->count : 0;
+    for (Py_ssize_t i = it->i; p != NULL && i >= 0 && i < n; i += it->reverse ? -1 : 1) {
+        uint64_t e = (uint64_t)i;
+        PyObject *v = it->mode == IT_KEYS ? fs__read(p->h, P_MAP(p)->entries[e].key)
+                    : it->mode == IT_VALUES ? fs__read(p->h, P_MAP(p)->entries[e].value)
+                    : fs__map_item_tuple(p, e);
+        if (v == NULL || PyList_Append(left, v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(left);
+            Py_DECREF(f);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return Py_BuildValue("N(N)", f, left);
+}
+
+/* New reference: an iterator over the entries of p (borrowed). */
+PyObject *fs__mapiter_new(fs_proxy *p, int mode, int reverse)
+{
+    fs_mapiter *it = PyObject_New(fs_mapiter, P_ST(p)->mapiter_type);
+    if (it == NULL)
+        return NULL;
+    it->p = (fs_proxy *)Py_NewRef(p);
+    it->mode = mode;
+    it->reverse = reverse;
+    it->i = reverse ? (Py_ssize_t)P_MAP(p)->count - 1 : 0;
+    return (PyObject *)it;
+}
+
+/* ---- repr and set-like helpers ------------------------------------------ */
+
+/* New reference: ", ".join of "repr(k): repr(v)" (or of repr(k) for sets). */
+PyObject *fs__join_reprs(fs_proxy *p, int with_values)
+{
+    const fs_map_t *m = P_MAP(p);
+    PyObject *sep = NULL, *res = NULL, *parts = PyList_New((Py_ssize_t)m->count);
+    if (parts == NULL)
+        return NULL;
+    for (uint64_t e = 0; e < P_MAP(p)->count; e++) {
+        PyObject *k = fs__read(p->h, P_MAP(p)->entries[e].key), *s;
+        if (k == NULL)
+            goto error;
+        if (with_values) {
+            PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+            if (v == NULL) {
+                Py_DECREF(k);
+                goto error;
+            }
+            s = PyUnicode_FromFormat("%R: %R", k, v);
+            Py_DECREF(v);
+        }
+        else {
+            s = PyObject_Repr(k);
+        }
+        Py_DECREF(k);
+        if (s == NULL)
+            goto error;
+        PyList_SET_ITEM(parts, (Py_ssize_t)e, s);
+    }
+    sep = PyUnicode_FromString(", ");
+    if (sep != NULL)
+        res = PyUnicode_Join(sep, parts);
+error:
+    Py_XDECREF(sep);
+    Py_DECREF(parts);
+    return res;
+}
+
+/* 1 if every element of x is in y, 0 if not, -1 on error. x, y borrowed. */
+static int all_in(fs_state *st, PyObject *x, PyObject *y)
+{
+    PyObject *it = PyObject_GetIter(x);
+    if (it == NULL)
+        return -1;
+    PyObject *v;
+    int r = 1, items = PyDictItems_Check(y);
+    while (r == 1 && (v = PyIter_Next(it)) != NULL) {
+        /* dict_items holds only exact (key, value) tuples: a FrozenSet's
+        ** pairs come out as FrozenTuples, so ask with the equal tuple. */
+        if (items && Py_TYPE(v) == st->types[FS_PT_TUPLE]) {
+            PyObject *t = fs__seq_materialize(FS_PROXY(v), 0);
+            Py_SETREF(v, t);
+            if (v == NULL) {
+                r = -1;
+                break;
+            }
+        }
+        r = PySequence_Contains(y, v);
+        Py_DECREF(v);
+    }
+    Py_DECREF(it);
+    if (r == 1 && PyErr_Occurred())
+        return -1;
+    return r;
+}
+
+/* Set comparison by sizes and containment (as sets and dict views do: the
+** elements need not be hashable). New reference; self, other borrowed. */
+PyObject *fs__setlike_compare(fs_state *st, PyObject *self, PyObject *other, int op)
+{
+    Py_ssize_t la = PyObject_Size(self), lb = PyObject_Size(other);
+    if (la < 0 || lb < 0)
+        return NULL;
+    int r;
+    switch (op) {
+    case Py_EQ: r = la == lb ? all_in(st, self, other) : 0; break;
+    case Py_NE: r = la == lb ? all_in(st, self, other) : 0; if (r >= 0) r = !r; break;
+    case Py_LE: r = la <= lb ? all_in(st, self, other) : 0; break;
+    case Py_LT: r = la < lb ? all_in(st, self, other) : 0; break;
+    case Py_GE: r = la >= lb ? all_in(st, other, self) : 0; break;
+    default:    r = la > lb ? all_in(st, other, self) : 0; break;
+    }
+    if (r < 0)
+        return NULL;
+    return Py_NewRef(r ? Py_True : Py_False);
+}
+
+/* isdisjoint(other): new reference; self, other borrowed. */
+PyObject *fs__isdisjoint(PyObject *self, PyObject *other)
+{
+    PyObject *it = PyObject_GetIter(other);
+    if (it == NULL)
+        return NULL;
+    PyObject *x;
+    while ((x = PyIter_Next(it)) != NULL) {
+        int r = PySequence_Contains(self, x);
+        Py_DECREF(x);
+        if (r != 0) {
+            Py_DECREF(it);
+            return r < 0 ? NULL : Py_NewRef(Py_False);
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* ---- .view(key_or_index) on containers ---------------------------------- */
+
+/* view(key_or_index): new reference (a read-only memoryview); self, key borrowed. */
+PyObject *fs__container_view(PyObject *self, PyObject *key)
+{
+    fs_proxy *p = FS_PROXY(self);
+    int kind = P_KIND(p);
+    fs_ref_t ref;
+    if (kind == FS_KIND_LIST || kind == FS_KIND_TUPLE) {
+        if (!PyIndex_Check(key)) {
+            PyErr_Format(PyExc_TypeError, "view() index must be an integer, not '%.200s'",
+                         Py_TYPE(key)->tp_name);
+            return NULL;
+        }
+        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred())
+            return NULL;
+        Py_ssize_t n = (Py_ssize_t)P_SEQ(p)->count;
+        if (i < 0)
+            i += n;
+        if (i < 0 || i >= n) {
+            PyErr_SetString(PyExc_IndexError, "view() index out of range");
+            return NULL;
+        }
+        ref = P_SEQ(p)->items[i];
+    }
+    else {
+        int64_t e;
+        int r = kind == FS_KIND_DICT ? fs__map_find(p, key, &e) : fs__set_find(p, key, &e);
+        if (r < 0)
+            return NULL;
+        if (r == 0) {
+            fs__raise(FS_ENOTFOUND, key);
+            return NULL;
+        }
+        ref = kind == FS_KIND_DICT ? P_MAP(p)->entries[e].value : P_MAP(p)->entries[e].key;
+    }
+    return view_of(p->h, ref, key);
+}
+
+static PyMethodDef mapiter_methods[] = {
+    {"__length_hint__", mapiter_length_hint, METH_NOARGS, NULL},
+    {"__reduce__", mapiter_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot mapiter_slots[] = {
+    {Py_tp_dealloc, mapiter_dealloc},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, mapiter_next},
+    {Py_tp_methods, mapiter_methods},
+    {0, NULL},
+};
+
+PyType_Spec fs__mapiter_spec = {
+    .name = "frozenshare.FrozenMapIterator",
+    .basicsize = sizeof(fs_mapiter),
+    .flags = PROXY_FLAGS,
+    .slots = mapiter_slots,
+};

@@ -1,0 +1,350 @@
+/*
+** read.c -- reading an image from Python: the one place every proxy, thaw
+** and the XID path use to turn image contents into Python objects.
+**
+** LAYER (the picture in fs_py.h): above state.c (handles, errors), below
+** freeze.c/thaw.c, the proxies and module.c. Nothing here calls up: making a
+** proxy while reading uses the type table of the module state (st->types),
+** filled in by module.c at exec.
+**
+**   fs__read(h, ref) --- XREF? --> fs__resolve: the imported region's handle
+**        |
+**        +-- container --> fs__proxy_new (st->types[code])
+**        +-- scalar -----> fs__scalar: str in one allocation + memcpy, ...
+**
+** Lookups follow dict semantics: equal hashes first, then equality. An exact
+** str probe is compared with a stored str canonically, without allocating;
+** an exact tuple probe item by item without C recursion; any other probe
+** with the materialized stored key through PyObject_RichCompareBool (so
+** 1 == 1.0 == True, NaN only by identity, and exceptions from __eq__
+** propagate). Stored hashes are used only when the image's hash_check
+** matches this process (handle->trust_hash); otherwise lookups scan the
+** entries.
+**
+** Everything here reads sealed images (I1) through offsets (I3) and writes
+** nothing into them; no PyObject is stored in an image (I4).
+*/
+#include "fs_py.h"
+
+/* ---- kinds and proxy types ---------------------------------------------- */
+
+static int tc_for_kind(int kind)
+{
+    switch (kind) {
+    case FS_KIND_DICT:      return FS_PT_MAP;
+    case FS_KIND_LIST:      return FS_PT_LIST;
+    case FS_KIND_TUPLE:     return FS_PT_TUPLE;
+    case FS_KIND_SET:
+    case FS_KIND_FROZENSET: return FS_PT_SET;
+    case FS_KIND_BYTES:
+    case FS_KIND_BYTEARRAY: return FS_PT_BYTES;
+    default:                return FS_PT_VALUE;
+    }
+}
+
+/* The Python type a reader sees for a value of this kind (for messages). */
+const char *fs__kind_type_name(int kind)
+{
+    static const char *const names[FS_KIND__COUNT] = {
+        [FS_KIND_NONE] = "NoneType", [FS_KIND_BOOL] = "bool", [FS_KIND_INT] = "int",
+        [FS_KIND_FLOAT] = "float", [FS_KIND_COMPLEX] = "complex", [FS_KIND_STR] = "str",
+        [FS_KIND_BYTES] = "bytes", [FS_KIND_BYTEARRAY] = "bytes",
+        [FS_KIND_TUPLE] = "frozenshare.FrozenTuple", [FS_KIND_LIST] = "frozenshare.FrozenList",
+        [FS_KIND_DICT] = "frozenshare.FrozenMap", [FS_KIND_SET] = "frozenshare.FrozenSet",
+        [FS_KIND_FROZENSET] = "frozenshare.FrozenSet",
+    };
+    return kind > 0 && kind < FS_KIND__COUNT && names[kind] != NULL ? names[kind] : "?";
+}
+
+int fs__root_type_code(const uint8_t *base, fs_ref_t ref)
+{
+    return tc_for_kind(fs_ref_kind(base, ref));
+}
+
+/* ---- materializing and wrapping ----------------------------------------- */
+
+/* New reference; h borrowed (the proxy takes its own). See fs_py.h. */
+PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref)
+{
+    PyTypeObject *tp = h->st->types[tc];
+    if (tp == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "frozenshare: module is being finalized");
+        return NULL;
+    }
+    fs_proxy *p = PyObject_New(fs_proxy, tp);
+    if (p == NULL)
+        return NULL;
+    p->h = (fs_handle *)Py_NewRef(h);
+    p->ref = ref;
+    p->hash = -1;
+    return (PyObject *)p;
+}
+
+/* New reference. */
+static PyObject *bigint_from_le(const uint8_t *data, uint64_t nbytes)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyLong_FromNativeBytes(data, (size_t)nbytes, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+#else
+    return _PyLong_FromByteArray(data, (size_t)nbytes, 1 /* little */, 1 /* signed */);
+#endif
+}
+
+/* New reference. See fs_py.h. */
+PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw)
+{
+    switch (fs_ref_tag(ref)) {
+    case FS_TAG_INT:
+        return PyLong_FromLongLong(fs_ref_int_value(ref));
+    case FS_TAG_CONST:
+        if (ref == FS_REF_NONE)
+            Py_RETURN_NONE;
+        return PyBool_FromLong(ref == FS_REF_TRUE);
+    case FS_TAG_OBJ:
+        break;
+    default:
+        PyErr_SetString(PyExc_SystemError, "frozenshare: unresolved reference");
+        return NULL;
+    }
+    const void *o = fs_obj(base, ref);
+    switch (kind) {
+    case FS_KIND_FLOAT:
+        return PyFloat_FromDouble(((const fs_float_t *)o)->value);
+    case FS_KIND_COMPLEX: {
+        const fs_complex_t *c = o;
+        return PyComplex_FromDoubles(c->real, c->imag);
+    }
+    case FS_KIND_INT: {
+        const fs_bigint_t *bi = o;
+        return bigint_from_le(bi->data, bi->nbytes);
+    }
+    case FS_KIND_STR: {
+        /* Canonical form: PyUnicode_New picks the same kind from maxchar,
+        ** so one allocation and one copy. */
+        const fs_str_t *s = o;
+        PyObject *u = PyUnicode_New((Py_ssize_t)s->length, (Py_UCS4)s->maxchar);
+        if (u == NULL)
+            return NULL;
+        if (s->length != 0)
+            memcpy(PyUnicode_DATA(u), s->data, (size_t)s->length * s->charsize);
+        return u;
+    }
+    case FS_KIND_BYTES:
+    case FS_KIND_BYTEARRAY: {
+        const fs_bytes_t *b = o;
+        if (kind == FS_KIND_BYTEARRAY && as_thaw)
+            return PyByteArray_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->length);
+        return PyBytes_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->length);
+    }
+    default:
+        PyErr_Format(PyExc_SystemError, "frozenshare: kind %d is not a scalar", kind);
+        return NULL;
+    }
+}
+
+/* New reference; h borrowed. See fs_py.h. */
+PyObject *fs__read(fs_handle *h, fs_ref_t ref)
+{
+    fs_region_t *reg = h->region;
+    const uint8_t *base = h->base;
+    fs__resolve(&reg, &base, &ref);
+    int kind = fs_ref_kind(base, ref);
+    switch (kind) {
+    case FS_KIND_DICT:
+    case FS_KIND_LIST:
+    case FS_KIND_TUPLE:
+    case FS_KIND_SET:
+    case FS_KIND_FROZENSET: {
+        if (reg == h->region)
+            return fs__proxy_new(h, tc_for_kind(kind), ref);
+        fs_handle *h2 = fs__handle_borrowed(h->st, reg);
+        if (h2 == NULL)
+            return NULL;
+        PyObject *res = fs__proxy_new(h2, tc_for_kind(kind), ref);
+        Py_DECREF(h2);
+        return res;
+    }
+    default:
+        return fs__scalar(base, ref, kind, 0);
+    }
+}
+
+/* ---- lookups ------------------------------------------------------------ */
+
+typedef struct eq_ctx_s {
+    fs_handle  *h;           /* whose image holds the map                 */
+    PyObject   *key;         /* the probe (borrowed)                      */
+    int         str_fast;    /* probe is an exact str                     */
+    unsigned    charsize;    /* its canonical form ...                    */
+    Py_ssize_t  length;
+    const void *data;
+} eq_ctx;
+
+/* The stored value at ref (in h's image) == probe, as
+** PyObject_RichCompareBool(stored, probe, Py_EQ) answers it: 1, 0 or -1.
+** probe borrowed. */
+static int eq_one(fs_handle *h, fs_ref_t ref, PyObject *probe)
+{
+    if (PyUnicode_CheckExact(probe) && fs_ref_tag(ref) != FS_TAG_XREF) {
+        /* An exact str equals only a str (stored keys are exact builtins). */
+        if (fs_ref_tag(ref) != FS_TAG_OBJ || fs_ref_kind(h->base, ref) != FS_KIND_STR)
+            return 0;
+        return fs_str_equals(fs_str(h->base, ref), (unsigned)PyUnicode_KIND(probe),
+                             (uint64_t)PyUnicode_GET_LENGTH(probe), PyUnicode_DATA(probe));
+    }
+    PyObject *k = fs__read(h, ref);
+    if (k == NULL)
+        return -1;
+    int r = PyObject_RichCompareBool(k, probe, Py_EQ);
+    Py_DECREF(k);
+    return r;
+}
+
+typedef struct cmp_item_s {
+    fs_ref_t  ref;           /* stored, in h's image                      */
+    PyObject *probe;         /* borrowed (held by the probe's tuples); NULL:
+                                a length mismatch, unequal once reached   */
+} cmp_item;
+
+/* A stored key == an exact-tuple probe, without C recursion: a stored tuple
+** of this image and a probe tuple are compared item by item in the order
+** tuple == tuple uses (first items first, depth first; lengths after the
+** common items), every other pair by eq_one. A tuple key nested 10^5 deep
+** thus needs no RecursionError, where the proxies' == would recurse.
+** 1, 0 or -1; probe borrowed. */
+static int eq_tuple_deep(fs_handle *h, fs_ref_t stored, PyObject *probe)
+{
+    cmp_item local[64], *stack = local;
+    size_t depth = 0, cap = sizeof local / sizeof local[0];
+    int r = 1;
+    stack[depth++] = (cmp_item){stored, probe};
+    while (r == 1 && depth > 0) {
+        cmp_item it = stack[--depth];
+        if (it.probe == NULL) {
+            r = 0;
+            break;
+        }
+        if (!PyTuple_CheckExact(it.probe) || fs_ref_tag(it.ref) != FS_TAG_OBJ ||
+            fs_ref_kind(h->base, it.ref) != FS_KIND_TUPLE) {
+            r = eq_one(h, it.ref, it.probe);
+            continue;
+        }
+        const fs_seq_t *sq = fs_seq(h->base, it.ref);
+        size_t n = (size_t)PyTuple_GET_SIZE(it.probe), common = n;
+        if (sq->count < common)
+            common = (size_t)sq->count;
+        size_t need = depth + common + 1;
+        if (need > cap) {
+            size_t ncap = cap * 2 > need ? cap * 2 : need;
+            cmp_item *ns = fs__malloc(ncap * sizeof *ns);
+            if (ns == NULL) {
+                fs__raise(FS_ENOMEM, NULL);
+                r = -1;
+                break;
+            }
+            memcpy(ns, stack, depth * sizeof *ns);
+            if (stack != local)
+                fs__free(stack);
+            stack = ns;
+            cap = ncap;
+        }
+        if (sq->count != n)                      /* checked after the items */
+            stack[depth++] = (cmp_item){0, NULL};
+        for (size_t i = common; i-- > 0;)
+            stack[depth++] = (cmp_item){sq->items[i], PyTuple_GET_ITEM(it.probe, i)};
+    }
+    if (stack != local)
+        fs__free(stack);
+    return r;
+}
+
+static int eq_stored(void *vctx, const void *base, fs_ref_t stored)
+{
+    eq_ctx *c = vctx;
+    (void)base;                                  /* == c->h->base */
+    if (c->str_fast && fs_ref_tag(stored) != FS_TAG_XREF) {
+        /* An exact str equals only a str (stored keys are exact builtins). */
+        if (fs_ref_tag(stored) != FS_TAG_OBJ || fs_ref_kind(base, stored) != FS_KIND_STR)
+            return 0;
+        return fs_str_equals(fs_str(base, stored), c->charsize, (uint64_t)c->length, c->data);
+    }
+    if (PyTuple_CheckExact(c->key))
+        return eq_tuple_deep(c->h, stored, c->key);
+    return eq_one(c->h, stored, c->key);
+}
+
+/* Entry of key in the map or set p: 1 found (*entry), 0 absent, -1 error.
+** p, key borrowed. */
+int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
+{
+    Py_hash_t hash = PyObject_Hash(key);
+    if (hash == -1)
+        return -1;
+    const fs_map_t *m = P_MAP(p);
+    eq_ctx c = {.h = p->h, .key = key, .str_fast = PyUnicode_CheckExact(key)};
+    if (c.str_fast) {
+        c.charsize = (unsigned)PyUnicode_KIND(key);
+        c.length = PyUnicode_GET_LENGTH(key);
+        c.data = PyUnicode_DATA(key);
+    }
+    if (p->h->trust_hash) {
+        int64_t e = fs_map_find(P_BASE(p), m, (int64_t)hash, eq_stored, &c);
+        if (e == -2)
+            return -1;
+        if (e < 0)
+            return 0;
+        *entry = e;
+        return 1;
+    }
+    /* Foreign hashes (another process built the image): scan. */
+    for (uint64_t i = 0; i < m->count; i++) {
+        int r = eq_stored(&c, P_BASE(p), m->entries[i].key);
+        if (r < 0)
+            return -1;
+        if (r > 0) {
+            *entry = (int64_t)i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* As map_find, but a set probe is looked up as a frozenset (set semantics).
+** p, key borrowed. */
+int fs__set_find(fs_proxy *p, PyObject *key, int64_t *entry)
+{
+    int r = fs__map_find(p, key, entry);
+    if (r < 0 && PySet_Check(key) && PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        PyObject *fz = PyFrozenSet_New(key);
+        if (fz == NULL)
+            return -1;
+        r = fs__map_find(p, fz, entry);
+        Py_DECREF(fz);
+    }
+    return r;
+}
+
+/* ---- sequences ---------------------------------------------------------- */
+
+/* New reference: a plain tuple or list of the items, read (shallow). */
+PyObject *fs__seq_materialize(fs_proxy *p, int as_list)
+{
+    const fs_seq_t *s = P_SEQ(p);
+    Py_ssize_t n = (Py_ssize_t)s->count;
+    PyObject *out = as_list ? PyList_New(n) : PyTuple_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = fs__read(p->h, P_SEQ(p)->items[i]);
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (as_list)
+            PyList_SET_ITEM(out, i, v);
+        else
+            PyTuple_SET_ITEM(out, i, v);
+    }
+    return out;
+}

@@ -1,0 +1,140 @@
+/*
+** state.c -- the bottom of the bindings: per-interpreter handles and THE
+** mapping of FS_E* codes to Python exceptions (fs__raise).
+**
+** LAYER (the picture in fs_py.h): every other file of bindings/ may call this
+** one; it calls only the C layers (refcount/, arena/) and table.c.
+**
+** Handle lifetime:
+**
+**   fs__handle_*()                  last proxy/iterator/view/buffer dies
+**   +-- table miss: new handle,     +-- handle_dealloc: remove from table,
+**   |   one region count (I2),      |   fs_region_release (may reclaim),
+**   |   strong ref to the module    |   drop the module reference last
+**   +-- table hit: Py_INCREF        +--
+**
+** The handle holds the module, so the module state (and the table) outlives
+** every handle; m_free therefore always finds the table empty.
+*/
+#include "fs_py.h"
+
+#include <errno.h>
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* Returns NULL; key borrowed. See fs_py.h. */
+PyObject *fs__raise(int err, PyObject *key)
+{
+    switch (err) {
+    case FS_ENOMEM:
+        return PyErr_NoMemory();
+    case FS_ETOOBIG:
+        PyErr_Format(PyExc_OverflowError, "frozenshare: %s", fs_strerror(err));
+        return NULL;
+    case FS_ENOTFOUND:
+        if (key != NULL) {
+            PyObject *t = PyTuple_Pack(1, key);   /* KeyError((k,)) shows k */
+            if (t != NULL) {
+                PyErr_SetObject(PyExc_KeyError, t);
+                Py_DECREF(t);
+            }
+        }
+        else {
+            PyErr_SetString(PyExc_KeyError, fs_strerror(err));
+        }
+        return NULL;
+    case FS_EINVAL:
+    case FS_ECORRUPT:
+        PyErr_Format(PyExc_ValueError, "frozenshare: %s", fs_strerror(err));
+        return NULL;
+    case FS_ESYS:
+        return PyErr_SetFromErrno(PyExc_OSError);
+    default:
+        PyErr_Format(PyExc_SystemError, "frozenshare: unexpected error %d (%s)",
+                     err, fs_strerror(err));
+        return NULL;
+    }
+}
+
+/* ---- handles ------------------------------------------------------------ */
+
+/* tp_dealloc: consumes the last reference to self; leaves the table, releases
+** the region count (I2), drops the module last. */
+static void handle_dealloc(PyObject *self)
+{
+    fs_handle *h = (fs_handle *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject *module = h->module;
+    if (h->st != NULL)
+        fs__tab_del(&h->st->handles, (uintptr_t)h->region, 0);
+    fs_region_release(h->region);      /* I2: the handle's one count */
+    PyObject_Free(self);
+    Py_DECREF(tp);
+    Py_XDECREF(module);                /* last: the state belongs to it */
+}
+
+static PyType_Slot handle_slots[] = {
+    {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_doc, "Per-interpreter owner of one reference to a frozen region."},
+    {0, NULL},
+};
+
+PyType_Spec fs__handle_spec = {
+    .name = "frozenshare._Handle",
+    .basicsize = sizeof(fs_handle),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = handle_slots,
+};
+
+/* New reference. owned: the caller's count of r is consumed in every case. */
+static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
+{
+    uint64_t *v = fs__tab_get(&st->handles, (uintptr_t)r, 0);
+    if (v != NULL) {
+        fs_handle *h = (fs_handle *)(uintptr_t)*v;
+        Py_INCREF(h);
+        if (owned)
+            fs_region_release(r);      /* the handle already holds one */
+        return h;
+    }
+    if (st->handle_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "frozenshare: module is being finalized");
+        goto error;
+    }
+    fs_handle *h = PyObject_New(fs_handle, st->handle_type);
+    if (h == NULL)
+        goto error;
+    if (!owned)
+        fs_region_acquire(r);
+    h->region = r;
+    h->base = fs_region_base(r);
+    h->module = Py_NewRef(st->module);
+    h->st = NULL;                      /* not in the table yet */
+    h->trust_hash = fs_image_header(h->base)->hash_check == (int64_t)st->hash_check &&
+                    st->hash_check != -1;
+    int err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h);
+    if (err != FS_OK) {
+        Py_DECREF(h);                  /* releases the count */
+        return (fs_handle *)fs__raise(err, NULL);
+    }
+    h->st = st;
+    return h;
+
+error:
+    if (owned)
+        fs_region_release(r);
+    return NULL;
+}
+
+/* New reference. See fs_py.h. */
+fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r)
+{
+    return handle_get(st, r, 1);
+}
+
+/* New reference. See fs_py.h. */
+fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r)
+{
+    return handle_get(st, r, 0);
+}
