@@ -355,6 +355,8 @@ static int fvalue_bool(PyObject *self)
     return r;
 }
 
+/* ---- method tables and type specs --------------------------------------- */
+
 static PyMethodDef fbytes_methods[] = {
     {"decode", FS_METH(fbytes_decode), METH_VARARGS | METH_KEYWORDS,
      "decode(encoding='utf-8', errors='strict')"},

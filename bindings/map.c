@@ -499,6 +499,8 @@ static PyObject *mapview_repr(PyObject *self)
     return res;
 }
 
+/* ---- method tables and type specs --------------------------------------- */
+
 static PyMethodDef map_methods[] = {
     {"get", FS_METH(map_get), METH_FASTCALL, "get(key, default=None, /)"},
     {"fromkeys", FS_METH(map_fromkeys), METH_FASTCALL | METH_CLASS,

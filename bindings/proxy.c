@@ -437,6 +437,8 @@ PyObject *fs__container_view(PyObject *self, PyObject *key)
     return view_of(p->h, ref, key);
 }
 
+/* ---- type specs ---------------------------------------------------------- */
+
 static PyMethodDef mapiter_methods[] = {
     {"__length_hint__", mapiter_length_hint, METH_NOARGS, NULL},
     {"__reduce__", mapiter_reduce, METH_NOARGS, NULL},

@@ -452,6 +452,8 @@ static PyObject *seq_reversed(PyObject *self, PyObject *unused)
     return seqiter_new(self, 1);
 }
 
+/* ---- method tables and type specs --------------------------------------- */
+
 #define SEQ_METHODS \
     {"index", seq_index, METH_VARARGS, "index(value, start=0, stop=sys.maxsize, /)"}, \
     {"count", seq_count, METH_O, "count(value, /)"}, \

@@ -165,6 +165,8 @@ static PyObject *set_repr(PyObject *self)
     return res;
 }
 
+/* ---- method tables and type specs --------------------------------------- */
+
 static PyMethodDef set_methods[] = {
     {"union", set_union, METH_VARARGS, "union(*others) -> frozenset"},
     {"intersection", set_intersection, METH_VARARGS, "intersection(*others) -> frozenset"},
