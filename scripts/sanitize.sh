@@ -8,6 +8,9 @@
 #           newest venv Python run with the ASan runtime preloaded
 #           (PYTHONMALLOC=malloc so ASan sees every object allocation)
 # Any sanitizer report fails the run (halt_on_error / abort_on_error).
+# Each step's results go to <its build dir>/test-results/ (emptied first) and
+# scripts/test-report.py prints its counts (stages sanitize/asan, ...; recorded
+# in $FS_REPORT_DIR when test.sh runs this).
 #   bash scripts/sanitize.sh [asan] [tsan] [fuzz]     (default: all three)
 # Expects scripts/setup.sh to have run (packages, .deps/ jemalloc source).
 set -euo pipefail
@@ -17,6 +20,8 @@ JE=$ROOT/.deps/jemalloc-5.3.0.tar.bz2
 steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(asan tsan fuzz pyasan)
 say() { printf '[sanitize] %s\n' "$*"; }
 werror=OFF; [ "${CI:-}" = true ] && werror=ON
+results() { mkdir -p "$ROOT/$1/test-results" && rm -f "$ROOT/$1/test-results"/*; echo "$ROOT/$1/test-results"; }
+report() { python3 "$ROOT/scripts/test-report.py" stage "sanitize/$1" "$2" --group sanitize || rc=1; }
 
 # jemalloc is not instrumented: reuse the main build's copy when it exists.
 reuse=
@@ -39,22 +44,28 @@ for s in "${steps[@]}"; do
     asan)
         say "AddressSanitizer + UndefinedBehaviorSanitizer: C tests"
         configure build-asan -DFS_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug
+        res=$(results build-asan)
         ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:detect_leaks=1:abort_on_error=1 \
-            ctest --test-dir build-asan --output-on-failure -j 2 -LE bench-smoke || rc=1
+            ctest --test-dir build-asan -j 2 -LE bench-smoke --output-junit "$res/ctest.xml" || rc=1
+        report asan "$res"
         ;;
     tsan)
         say "ThreadSanitizer: concurrency tests"
         configure build-tsan -DFS_SANITIZE=thread -DCMAKE_BUILD_TYPE=Debug
+        res=$(results build-tsan)
         TSAN_OPTIONS=halt_on_error=1:abort_on_error=1 \
-            ctest --test-dir build-tsan --output-on-failure -R 'stress_threads|bench_refcount' || rc=1
+            ctest --test-dir build-tsan -R 'stress_threads|bench_refcount' --output-junit "$res/ctest.xml" || rc=1
+        report tsan "$res"
         ;;
     fuzz)
         say "libFuzzer: fs_image_check and readers (${FS_FUZZ_SECONDS:-60} s)"
         command -v clang >/dev/null || { say "clang missing"; exit 1; }
         CC=clang configure build-fuzz -DFS_FUZZ=ON -DFS_SANITIZE=address,undefined \
             -DFS_BUILD_TESTS=ON -DFS_FUZZ_SECONDS="${FS_FUZZ_SECONDS:-60}"
+        res=$(results build-fuzz)
         ASAN_OPTIONS=handle_segv=1:detect_leaks=1 \
-            ctest --test-dir build-fuzz --output-on-failure -R fuzz_image || rc=1
+            ctest --test-dir build-fuzz -R fuzz_image --output-junit "$res/ctest.xml" || rc=1
+        report fuzz "$res"
         ;;
     pyasan)
         py=$(ls -d "$ROOT"/.venv/py3.* 2>/dev/null | sort -V | tail -n 1)/bin/python
@@ -64,10 +75,19 @@ for s in "${steps[@]}"; do
             -DFS_BUILD_TESTS=OFF -DFS_PYTHONS="$py"
         ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
         # Leaks are not checked here: CPython keeps objects alive at exit by design.
+        # Not a ctest entry: the exit status and output go beside pytest's results.
+        res=$(results build-pyasan)
+        set +e
         LD_PRELOAD=$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
         ASAN_OPTIONS=detect_leaks=0:handle_segv=0:handle_sigbus=0:abort_on_error=1 \
         PYTHONPATH="$ROOT/build-pyasan/py$ver" FS_SLOW_FACTOR=4 \
-            "$py" -m pytest -q -p no:cacheprovider "$ROOT/tests/python" || rc=1
+            "$py" -m pytest -q -p no:cacheprovider "$ROOT/tests/python" \
+                --junitxml="$res/python-$ver.xml" -o junit_logging=out-err -o junit_log_passing_tests=false \
+                2>&1 | tee "$res/python-$ver.log"
+        echo "${PIPESTATUS[0]}" >"$res/python-$ver.rc"
+        set -e
+        [ "$(cat "$res/python-$ver.rc")" = 0 ] || rc=1
+        report pyasan "$res"
         ;;
     *) say "unknown step $s"; exit 2 ;;
     esac

@@ -30,6 +30,8 @@ command -v cc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
 command -v cmake >/dev/null || need+=(cmake)
 command -v bzip2 >/dev/null || need+=(bzip2)
+# scripts/test-report.py (stdlib only); with FS_PYTHONS given, one of those serves
+command -v python3 >/dev/null || [ -n "${FS_PYTHONS:-}" ] || need+=(python3)
 [ -f /usr/include/criterion/criterion.h ] || need+=(libcriterion-dev)
 if [ "${FS_WITH_SANITIZE:-1}" = 1 ]; then                       # scripts/sanitize.sh fuzzes with clang
     command -v clang >/dev/null || need+=(clang)

@@ -18,7 +18,11 @@
 #      which makes /src/.venv/py3.14 and py3.15 (pytest + hypothesis from PyPI),
 #      builds into /src/build-sid and runs ctest;
 #   4. prints ctest's summary and exits with test.sh's exit code.
-# Nothing is written into the host's tree. The full log stays in the root:
+# Counts: the host directory $FS_REPORT_DIR is bind-mounted at /mnt/report and
+# the test.sh inside records its stage "sid" there (scripts/test-report.py);
+# test.sh on the host prints it in its summary. Run alone (FS_REPORT_DIR
+# unset), this script uses a temporary directory and prints the summary itself.
+# Nothing else is written into the host's tree. The full log stays in the root:
 # <root>/var/log/frozenshare/test-in-root.log (FS_SID_HOST_ROOT, set by
 # sid-root.sh, names <root> for the message).
 #
@@ -79,7 +83,21 @@ say "exit code $rc; full log: ${FS_SID_HOST_ROOT:-<root>}$LOG"
 exit "$rc"
 '
 
-exec bash scripts/sid-root.sh run \
-    --bind "$HOST_SRC:/mnt/host-src:ro" \
+own_report=
+if [ -z "${FS_REPORT_DIR:-}" ]; then
+    own_report=$(mktemp -d); FS_REPORT_DIR=$own_report
+    trap 'rm -rf "$own_report"' EXIT
+fi
+mkdir -p "$FS_REPORT_DIR"
+rc=0
+bash scripts/sid-root.sh run \
+    --bind "$HOST_SRC:/mnt/host-src:ro" --bind "$FS_REPORT_DIR:/mnt/report" \
     --env "FS_PYTHONS=$PYS" --env "FS_BUILD_DIR=$BUILD" --env FS_WITH_SID=0 --env FS_WITH_SANITIZE=0 \
-    -- bash -c "$INNER" inner "$@"
+    --env FS_REPORT_DIR=/mnt/report --env FS_STAGE_NAME=sid \
+    -- bash -c "$INNER" inner "$@" || rc=$?
+if [ -n "$own_report" ]; then
+    export FS_REPORT_DIR
+    python3 scripts/test-report.py close sid $rc
+    python3 scripts/test-report.py summary || [ $rc -ne 0 ] || rc=1
+fi
+exit $rc
