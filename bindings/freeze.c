@@ -26,11 +26,16 @@
 ** skipped (most strings, floats and records of real data). The builder
 ** flags objects referenced twice (FS_FLAG_SHARED, fs_image.h).
 ** Python code can run during a freeze (the __hash__ of an object inside a
-** dict key or set member), so each step re-checks the container's size
-** against the count allocated, right after hashing and when resuming: a
-** change raises RuntimeError. (A container already frozen is a snapshot.) On any error the builder is
-** destroyed and nothing is left behind; fs_region_create consumes it on
-** success (sealing the image: I1) and takes +1 on each import (I2, I6).
+** dict key or set member; other threads on a free-threaded build), so each
+** step re-checks the container's size against the count allocated, right
+** after hashing and when resuming; a dict entry is re-read after its key is
+** hashed; and a dict or set frame ends by comparing a digest of the
+** identities it stored with the container as it is (a same-size delete and
+** re-insert moves entries under PyDict_Next). Any change raises
+** RuntimeError. (A container already frozen is a snapshot.) On any error
+** the builder is destroyed and nothing is left behind; fs_region_create
+** consumes it on success (sealing the image: I1) and takes +1 on each
+** import (I2, I6).
 **
 ** Accepted: exact None, bool, int, float, complex, str, bytes, bytearray,
 ** tuple, list, dict, set, frozenset (frozendict where it is a builtin), and
