@@ -29,10 +29,13 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <jemalloc/jemalloc.h>
@@ -470,11 +473,64 @@ int fs_arena_locate(const void *addr, uint64_t *region_id, uint64_t *offset)
 }
 
 /* ---- violation reporter ---------------------------------------------------- */
+/*
+** One SIGSEGV/SIGBUS handler for the process (DESIGN.md, "Violation
+** reporter"): it writes one line for a fault inside a sealed image, then
+** chains to the handler it replaced, or to the default action. Everything
+** the handler touches is a fixed static table read and claimed with atomics:
+** no malloc, no lock, no _Thread_local (in a shared library that may call
+** __tls_get_addr, which is not async-signal-safe).
+**
+**   chain[sig][CHAIN_RING]   the replaced sigaction, a seqlock'd ring        written under sig_lock,
+**   chain_pub[sig]           number of the last published entry (release)   read lock-free
+**   slots[REPORTER_SLOTS]    one per thread inside the reporter, claimed by CAS on its tid
+**
+** R1 a thread owns at most one slot; its `frame` is the address of a local of
+**    its outermost live reporter call, holding `token`. An invocation that
+**    finds its tid in a slot is nested (a chained handler re-raised, or
+**    faulted) only if that frame is live: above ours on the stack, close,
+**    and still holding the token. Otherwise a chained handler left by
+**    siglongjmp and the slot is stale: it is taken over, not trusted.
+** R2 a chained handler that returns from a real fault (si_code > 0) either
+**    resolved it (a GC write barrier, a lazy mapping) or ignored it (a
+**    faulthandler after faulthandler.disable(), whose previous handler is
+**    us). The first must keep working, so returning is not failure by
+**    itself; the second re-executes the same instruction in the same state.
+**    So the returned-from fault is recorded in the slot, and when the same
+**    thread takes the same fault again (signal, code, address and the
+**    interrupted registers all equal) the chain is not called again: the
+**    default action is restored and the fault re-executes into it, so the
+**    process dies by the signal with the fault's own siginfo.
+** R3 an entry of chain[] is rewritten only CHAIN_RING - 1 publications after
+**    it was current; a reader validates its copy by `seq` and retries, and
+**    never waits for the writer (who may be the interrupted thread).
+*/
+#define REPORTER_SLOTS 64                    /* threads inside the reporter at once  */
+#define CHAIN_RING     4
+#define NEST_SPAN      ((uintptr_t)1 << 20)  /* a nested call is this close above us */
 
-static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sigaction prev_segv, prev_bus;   /* what we chain to */
-static volatile sig_atomic_t in_handler;       /* re-entry: die by default action */
-static atomic_int reporter_on;
+typedef struct chain_s {
+    atomic_uint      seq;      /* publication it holds; 0 while rewritten (R3)      */
+    atomic_int       flags;    /* sa_flags of the replaced handler                  */
+    atomic_uintptr_t fn;       /* its sa_sigaction or sa_handler (SIG_DFL, SIG_IGN) */
+} chain_t;
+
+typedef struct reporter_slot_s {
+    atomic_long owner;         /* tid inside the reporter; 0: free (CAS to claim)    */
+    atomic_long last;          /* tid whose returned-from fault is recorded (R2)     */
+    uintptr_t   frame;         /* owner's outermost live frame (R1); owner only      */
+    uint64_t    token;         /* what *frame holds while that call is live          */
+    int         sig, code;     /* the fault a chained handler returned from (R2)     */
+    uintptr_t   addr;
+    uint64_t    ctx;           /* hash of the interrupted registers                  */
+} reporter_slot_t;
+
+static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;  /* serializes installs */
+static chain_t         chain[2][CHAIN_RING];                  /* [0] SIGSEGV, [1] SIGBUS */
+static atomic_uint     chain_pub[2];
+static reporter_slot_t slots[REPORTER_SLOTS];
+static atomic_uint_fast64_t tokens;
+static atomic_int      reporter_on;
 
 static char *put_str(char *p, const char *s) { while (*s) *p++ = *s++; return p; }
 
@@ -497,25 +553,129 @@ static char *put_dec(char *p, uint64_t v)
     return p;
 }
 
-static void die_by_default(int sig)
+/* Restore the default action. A real fault (si_code > 0) is left to
+** re-execute into it, so the process dies with the fault's siginfo (core
+** dumps keep the address); a sent signal would not recur: raise it. */
+static void die_by_default(int sig, int real)
 {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigaction(sig, &dfl, NULL);
-    raise(sig);
+    if (!real)
+        raise(sig);
+}
+
+/* FNV-1a of the interrupted general registers: equal when the same
+** instruction faults again in the same state (R2). */
+static uint64_t context_hash(const void *uc)
+{
+    const unsigned char *p = NULL;
+    size_t n = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    p = (const unsigned char *)((const ucontext_t *)uc)->uc_mcontext.gregs;
+    n = sizeof(gregset_t);
+#elif defined(__aarch64__)
+    p = (const unsigned char *)&((const ucontext_t *)uc)->uc_mcontext;
+    n = offsetof(mcontext_t, __reserved);        /* fault_address, regs, sp, pc, pstate */
+#endif
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; uc != NULL && i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3u;
+    return h;
+}
+
+/* The slot `tid` owns, or a free one claimed for it (preferring the one that
+** holds its record, R2); NULL when all are taken. *owned says which. */
+static reporter_slot_t *slot_for(long tid, int *owned)
+{
+    *owned = 1;
+    for (int i = 0; i < REPORTER_SLOTS; i++)
+        if (atomic_load_explicit(&slots[i].owner, memory_order_acquire) == tid)
+            return &slots[i];
+    *owned = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < REPORTER_SLOTS; i++) {
+            long free_ = 0;
+            if (pass == 0 && atomic_load_explicit(&slots[i].last, memory_order_relaxed) != tid)
+                continue;
+            if (atomic_compare_exchange_strong_explicit(&slots[i].owner, &free_, tid,
+                                                        memory_order_acquire, memory_order_relaxed))
+                return &slots[i];
+        }
+    return NULL;
+}
+
+/* R1: is the call that owns s live above `here` on this thread's stack? */
+static int nested(const reporter_slot_t *s, uintptr_t here)
+{
+    return s->frame > here && s->frame - here < NEST_SPAN &&
+           *(const volatile uint64_t *)s->frame == s->token;
+}
+
+/* R3: copy the current chain entry of signal k; 0 if none could be read. */
+static int load_chain(int k, int *flags, uintptr_t *fn)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        unsigned n = atomic_load_explicit(&chain_pub[k], memory_order_acquire);
+        if (n == 0)
+            return 0;
+        chain_t *c = &chain[k][n % CHAIN_RING];
+        if (atomic_load_explicit(&c->seq, memory_order_acquire) != n)
+            continue;
+        *flags = atomic_load_explicit(&c->flags, memory_order_relaxed);
+        *fn = atomic_load_explicit(&c->fn, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&c->seq, memory_order_relaxed) == n)
+            return 1;
+    }
+    return 0;
+}
+
+/* Writer side of R3; caller holds sig_lock. */
+static void publish_chain(int k, const struct sigaction *prev)
+{
+    unsigned n = atomic_load_explicit(&chain_pub[k], memory_order_relaxed) + 1;
+    if (n == 0)
+        n = 1;                                   /* 0 means "never published" */
+    chain_t *c = &chain[k][n % CHAIN_RING];
+    atomic_store_explicit(&c->seq, 0, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    uintptr_t fn = (prev->sa_flags & SA_SIGINFO) ? (uintptr_t)prev->sa_sigaction
+                                                 : (uintptr_t)prev->sa_handler;
+    atomic_store_explicit(&c->flags, prev->sa_flags, memory_order_relaxed);
+    atomic_store_explicit(&c->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&c->seq, n, memory_order_release);
+    atomic_store_explicit(&chain_pub[k], n, memory_order_release);
 }
 
 static void reporter(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
-    if (in_handler) {                   /* a chained handler re-raised */
-        die_by_default(sig);
+    volatile uint64_t canary = atomic_fetch_add(&tokens, 1) ^ 0x9e3779b97f4a7c15u;
+    uintptr_t here = (uintptr_t)&canary;
+    int real = si != NULL && si->si_code > 0;
+    long tid = (long)syscall(SYS_gettid);
+    int owned;
+    reporter_slot_t *s = slot_for(tid, &owned);
+    if (owned && nested(s, here)) {              /* a chained handler re-raised or faulted */
+        die_by_default(sig, real);
+        errno = saved;
         return;
     }
-    in_handler = 1;
+    if (s != NULL) {                             /* fresh, or taking over a stale slot (R1) */
+        s->frame = here;
+        s->token = canary;
+    }
+    uint64_t ctx = real ? context_hash(uc) : 0;
+    if (real && s != NULL && atomic_load_explicit(&s->last, memory_order_relaxed) == tid &&
+        s->sig == sig && s->code == si->si_code && s->addr == (uintptr_t)si->si_addr &&
+        s->ctx == ctx) {                         /* R2: the chain returned from this very fault */
+        die_by_default(sig, real);
+        goto out;
+    }
     uint64_t id, off;
-    if (si != NULL && si->si_code > 0 && fs_arena_locate(si->si_addr, &id, &off)) {
+    if (real && fs_arena_locate(si->si_addr, &id, &off)) {
         char line[160], *p = line;
         p = put_str(p, "frozenshare: write to frozen memory at ");
         p = put_hex(p, (uint64_t)(uintptr_t)si->si_addr);
@@ -527,27 +687,31 @@ static void reporter(int sig, siginfo_t *si, void *uc)
         ssize_t w = write(2, line, (size_t)(p - line));
         (void)w;
     }
-    const struct sigaction *prev = sig == SIGBUS ? &prev_bus : &prev_segv;
-    if ((prev->sa_flags & SA_SIGINFO) && prev->sa_sigaction != NULL) {
-        prev->sa_sigaction(sig, si, uc);
-    } else if (prev->sa_handler != SIG_DFL && prev->sa_handler != SIG_IGN) {
-        prev->sa_handler(sig);
-    } else {
-        /* Default action: restore it and return; a real fault re-executes
-        ** and kills the process with its original siginfo (core dumps keep
-        ** the address). A sent signal would not recur: raise it. */
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(sig, &dfl, NULL);
-        if (si == NULL || si->si_code <= 0)
-            raise(sig);
+    int flags = 0;
+    uintptr_t fn = (uintptr_t)SIG_DFL;
+    load_chain(sig == SIGBUS, &flags, &fn);
+    if (fn == (uintptr_t)SIG_DFL || fn == (uintptr_t)SIG_IGN) {
+        die_by_default(sig, real);
+        goto out;
     }
-    in_handler = 0;
+    if (flags & SA_SIGINFO)
+        ((void (*)(int, siginfo_t *, void *))fn)(sig, si, uc);
+    else
+        ((void (*)(int))fn)(sig);
+    if (real && s != NULL) {                     /* it returned: remember the fault (R2) */
+        s->sig = sig;
+        s->code = si->si_code;
+        s->addr = (uintptr_t)si->si_addr;
+        s->ctx = ctx;
+        atomic_store_explicit(&s->last, tid, memory_order_relaxed);
+    }
+out:
+    if (s != NULL)
+        atomic_store_explicit(&s->owner, 0, memory_order_release);
     errno = saved;
 }
 
-static int install_one(int sig, struct sigaction *prev)
+static int install_one(int sig)
 {
     struct sigaction cur;
     if (sigaction(sig, NULL, &cur) != 0)
@@ -559,7 +723,7 @@ static int install_one(int sig, struct sigaction *prev)
     sa.sa_sigaction = reporter;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
-    *prev = cur;                         /* chain to whoever was there */
+    publish_chain(sig == SIGBUS, &cur);          /* chain to whoever was there */
     return sigaction(sig, &sa, NULL) == 0 ? FS_OK : FS_ESYS;
 }
 
@@ -570,9 +734,9 @@ int fs_arena_install_reporter(void)
         return FS_OK;
     fs_arena_init();
     pthread_mutex_lock(&sig_lock);
-    int err = install_one(SIGSEGV, &prev_segv);
+    int err = install_one(SIGSEGV);
     if (err == FS_OK)
-        err = install_one(SIGBUS, &prev_bus);
+        err = install_one(SIGBUS);
     if (err == FS_OK)
         atomic_store(&reporter_on, 1);
     pthread_mutex_unlock(&sig_lock);

@@ -4,11 +4,16 @@
 ** Criterion runs each test in a fresh process, so signal tests may die.
 */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs_arena.h"
@@ -311,4 +316,240 @@ Test(arena_seal, range_leaving_its_reservation_is_einval)
     cr_assert_eq(fs_arena_unseal(p, usable), FS_OK);
     memset(p, 2, usable);
     fs_arena_free(p);
+}
+
+/* ---- the reporter's chain: handlers that return, leave, or run at once ---- */
+
+/* Fork a child that runs body() with stderr to *err and a watchdog alarm (a
+** chain that spins dies by SIGALRM instead of hanging the suite). Returns the
+** child's wait status. */
+static int child_runs(void (*body)(void), char *err, size_t errsz)
+{
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        alarm(10);
+        body();
+        _exit(5);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < errsz && (r = read(fds[0], err + n, errsz - 1 - n)) > 0)
+        n += (size_t)r;
+    err[n] = '\0';
+    close(fds[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+static size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    return n;
+}
+
+static char *sealed_or_exit(size_t size, uint64_t id)
+{
+    size_t usable;
+    char *p = NULL;
+    if (fs_arena_alloc(size, (void **)&p, &usable) != FS_OK || fs_arena_seal(p, usable, id) != FS_OK)
+        _exit(3);
+    return p;
+}
+
+static void on_segv(void (*fn)(int, siginfo_t *, void *))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fn;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, NULL);
+}
+
+/* A chained handler that returns without resolving the fault, as Python's
+** faulthandler does after faulthandler.disable() (issue 10, D2). */
+static volatile sig_atomic_t returned;
+static void ignoring_handler(int sig, siginfo_t *si, void *uc) { (void)sig; (void)si; (void)uc; returned++; }
+
+static void write_with_ignoring_chain(void)
+{
+    char *p = sealed_or_exit(4096, 41);
+    on_segv(ignoring_handler);
+    if (fs_arena_install_reporter() != FS_OK)
+        _exit(4);
+    ((volatile char *)p)[0x30] = 1;              /* must die by SIGSEGV, not spin */
+}
+
+Test(arena_reporter, chained_handler_returning_from_a_fault_dies_by_sigsegv)
+{
+    char err[2048];
+    int status = child_runs(write_with_ignoring_chain, err, sizeof err);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+              "status %d (SIGALRM = %d: the fault re-executed forever), stderr: %s", status, SIGALRM, err);
+    cr_assert_eq(count_of(err, "(region #41, offset 0x30)"), 1, "stderr: %s", err);
+}
+
+/* A chained handler that resolves the fault (a GC write barrier) must keep
+** getting the faults after its first return: R2 does not give up on it. */
+static char *barrier_page;
+static volatile sig_atomic_t resolved;
+static void resolving_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig; (void)uc;
+    char *a = si->si_addr;
+    if (a < barrier_page || a >= barrier_page + 4096)
+        _exit(6);
+    mprotect(barrier_page, 4096, PROT_READ | PROT_WRITE);
+    resolved++;
+}
+
+static void writes_with_resolving_chain(void)
+{
+    barrier_page = sealed_or_exit(4096, 42);
+    on_segv(resolving_handler);
+    if (fs_arena_install_reporter() != FS_OK)
+        _exit(4);
+    for (int i = 0; i < 3; i++) {
+        mprotect(barrier_page, 4096, PROT_READ);
+        ((volatile char *)barrier_page)[0x10] = (char)i;   /* same instruction, same address */
+    }
+    _exit(resolved == 3 ? 0 : 7);
+}
+
+Test(arena_reporter, chained_handler_resolving_faults_keeps_running)
+{
+    char err[4096];
+    int status = child_runs(writes_with_resolving_chain, err, sizeof err);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d, stderr: %s", status, err);
+    cr_assert_eq(count_of(err, "(region #42, offset 0x10)"), 3, "stderr: %s", err);
+}
+
+/* Two threads fault at once; the chained handler holds each until both have
+** arrived. A process-wide "in handler" flag made the second one die by the
+** default action, losing its report. */
+static atomic_int arrived;
+static void meeting_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig; (void)si; (void)uc;
+    atomic_fetch_add(&arrived, 1);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        if (atomic_load(&arrived) == 2)
+            _exit(77);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (t.tv_sec - t0.tv_sec < 5);
+    _exit(78);
+}
+
+static void *write_sealed(void *p) { ((volatile char *)p)[0x40] = 1; return NULL; }
+
+static void two_threads_write(void)
+{
+    char *a = sealed_or_exit(4096, 51), *b = sealed_or_exit(4096, 52);
+    on_segv(meeting_handler);
+    if (fs_arena_install_reporter() != FS_OK)
+        _exit(4);
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, write_sealed, a);
+    pthread_create(&tb, NULL, write_sealed, b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+}
+
+Test(arena_reporter, two_threads_faulting_at_once_both_report)
+{
+    char err[2048];
+    int status = child_runs(two_threads_write, err, sizeof err);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 77, "status %d, stderr: %s", status, err);
+    cr_assert(strstr(err, "(region #51, offset 0x40)") != NULL, "stderr: %s", err);
+    cr_assert(strstr(err, "(region #52, offset 0x40)") != NULL, "stderr: %s", err);
+}
+
+/* A chained handler that leaves by siglongjmp never returns into the
+** reporter; the next fault of that thread must still be reported and
+** chained (R1: the slot left behind is stale), also from deeper down the
+** stack, where the old frame's memory has been reused. */
+static sigjmp_buf recover;
+static void leaving_handler(int sig, siginfo_t *si, void *uc) { (void)sig; (void)si; (void)uc; siglongjmp(recover, 1); }
+
+static int write_deep(char *p, int depth)
+{
+    volatile char pad[512];
+    memset((char *)pad, 0x5a, sizeof pad);
+    if (depth > 0)
+        return write_deep(p, depth - 1) + pad[depth];
+    if (sigsetjmp(recover, 1) == 0) {
+        ((volatile char *)p)[0x8] = 1;
+        return -1000;                            /* not reached */
+    }
+    return 0;
+}
+
+static void leaves_by_longjmp(void)
+{
+    char *p = sealed_or_exit(4096, 61);
+    on_segv(leaving_handler);
+    if (fs_arena_install_reporter() != FS_OK)
+        _exit(4);
+    if (sigsetjmp(recover, 1) == 0)
+        ((volatile char *)p)[0x4] = 1;
+    if (sigsetjmp(recover, 1) == 0)
+        ((volatile char *)p)[0x6] = 1;           /* same depth as the first */
+    if (write_deep(p, 16) < 0)                   /* 16 frames deeper */
+        _exit(8);
+    _exit(0);
+}
+
+Test(arena_reporter, chained_handler_leaving_by_siglongjmp_keeps_reporting)
+{
+    char err[2048];
+    int status = child_runs(leaves_by_longjmp, err, sizeof err);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d, stderr: %s", status, err);
+    cr_assert(strstr(err, "(region #61, offset 0x4)") != NULL, "stderr: %s", err);
+    cr_assert(strstr(err, "(region #61, offset 0x6)") != NULL, "stderr: %s", err);
+    cr_assert(strstr(err, "(region #61, offset 0x8)") != NULL, "stderr: %s", err);
+}
+
+/* A chained handler that puts back its own previous handler (the reporter)
+** and re-raises, as faulthandler does: the nested call must end in the
+** default action, not chain again. */
+static struct sigaction before_raiser;
+static void raising_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)si; (void)uc;
+    sigaction(sig, &before_raiser, NULL);
+    raise(sig);
+}
+
+static void write_with_reraising_chain(void)
+{
+    char *p = sealed_or_exit(4096, 71);
+    if (fs_arena_install_reporter() != FS_OK)    /* reporter, chaining to SIG_DFL */
+        _exit(4);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = raising_handler;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(SIGSEGV, &sa, &before_raiser);     /* its previous: the reporter */
+    if (fs_arena_install_reporter() != FS_OK)    /* reporter on top again */
+        _exit(4);
+    ((volatile char *)p)[0x50] = 1;
+}
+
+Test(arena_reporter, chained_handler_reraising_to_the_reporter_dies_once_reported)
+{
+    char err[2048];
+    int status = child_runs(write_with_reraising_chain, err, sizeof err);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "status %d, stderr: %s", status, err);
+    cr_assert_eq(count_of(err, "(region #71, offset 0x50)"), 1, "stderr: %s", err);
 }

@@ -178,3 +178,38 @@ def test_writing_to_a_view_raises_typeerror_in_process():
     with pytest.raises(TypeError):
         mv[0] = 0
     assert v.tobytes() == b"abc" and mv.tobytes() == b"xyz"
+
+
+def test_segfault_after_faulthandler_disable_dies_instead_of_spinning():
+    """D2 (issue 10): the reporter is installed at import, faulthandler goes
+    on top of it, freeze puts the reporter back on top (chaining to
+    faulthandler), and faulthandler.disable() restores its previous handler:
+    the reporter, still chaining to a faulthandler that now just returns. The
+    fault must end in the default action, not re-execute forever."""
+    code = PRELUDE + r'''
+import faulthandler
+faulthandler.enable()
+fs.freeze([1])
+faulthandler.disable()
+print("READY", flush=True)
+ctypes.string_at(0)
+print("SURVIVED", flush=True)
+'''
+    r = run_python(code, timeout=30)          # before the fix: TimeoutExpired
+    assert "READY" in r.stdout and "SURVIVED" not in r.stdout, r.stdout
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    assert "frozenshare:" not in r.stderr
+
+
+def test_write_after_faulthandler_disable_reports_once_then_dies():
+    """The same chain, for a write into frozen memory: one report (not one per
+    re-execution), then death by SIGSEGV."""
+    code = WRITE_FB.replace("fb = fs.freeze(", "import faulthandler\nfaulthandler.enable()\n"
+                            "fb = fs.freeze(", 1).replace(
+        "target = addr", "faulthandler.disable()\ntarget = addr", 1)
+    r = run_python(code.replace("OFFSET", "0"), timeout=30)
+    assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+    rid, addr = _parse(r.stdout)
+    m = LINE_RE.search(r.stderr)
+    assert m and int(m.group(1), 16) == addr and int(m.group(2)) == rid, r.stderr
+    assert r.stderr.count("frozenshare: write to frozen memory") == 1, r.stderr
