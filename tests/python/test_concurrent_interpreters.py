@@ -394,3 +394,57 @@ def test_frozendict_equality_and_hash_match_generated(d):
     assert hash(f) == hash(fd)
     t = fs.thaw(f)
     assert type(t) is FROZENDICT and t == fd
+
+
+# ------------------------------- the sender closed before the data's free ---
+#
+# CPython frees an XID data in the interpreter that made it, as a pending
+# call (_Py_CallInInterpreter), and never once that interpreter is gone
+# (_xidata_release returns early when its id does not resolve). xid.c moves
+# the data's count to the receiver at new_object: a lost free costs 24 bytes,
+# never a region (see its header comment).
+
+def test_call_result_then_close_at_once_leaks_nothing(subinterps):
+    """The result of Interpreter.call is released from the caller: a pending
+    call of the idle subinterpreter, which is closed before it runs any more
+    bytecode."""
+    start = live_regions()
+    (it,) = subinterps(1)
+    made, made_where = it.call(W.make, 100)
+    assert where(made) == made_where
+    it.close()
+    assert made["rows"][99] == {"id": 99}
+    del made
+    wait_live(start)
+
+
+def test_queue_item_received_while_its_sender_closes(subinterps):
+    """Deterministic: the sender's at-exit callbacks (run after its last
+    _Py_FinishPendingCalls) signal, then sleep in C; the item is received in
+    that window, so its release is queued for an interpreter that runs no
+    more pending calls. Before xid.c moved the count at new_object the region
+    leaked. The sender keeps no Queue object: Queue.__del__ is Python code,
+    which would run the pending call during the sender's finalization."""
+    import threading
+    start = live_regions()
+    (it,) = subinterps(1)
+    data, ready = ci.create_queue(), ci.create_queue()
+    it.exec(f"""if True:
+        import atexit, time
+        import frozenshare as fs
+        from concurrent.interpreters import Queue
+        Queue({data.id}).put(fs.freeze({{"late": list(range(50))}}))
+        def signal():
+            Queue({ready.id}).put("at exit")
+        atexit.register(time.sleep, 0.5)             # runs second, in C
+        atexit.register(signal)                      # runs first
+    """)
+    t = threading.Thread(target=it.close)
+    t.start()
+    assert ready.get(timeout=60) == "at exit"
+    got = data.get(timeout=60)
+    assert type(got).__name__ == "FrozenMap" and got["late"][49] == 49
+    del got
+    t.join(60)
+    assert not t.is_alive()
+    wait_live(start)

@@ -6,6 +6,7 @@ Every test checks that fs.stats()['live_regions'] comes back to where it
 started whatever the drop order: XID data frees run late (a pending call in
 the sending interpreter), so counts are polled (wait_live)."""
 import gc
+import time
 
 import pytest
 
@@ -412,4 +413,129 @@ def test_set_main_attrs_313(interps):
     assert a.recv() == fs.info(p)["region_id"]
     del p
     a.run("del attr; gc.collect()")
+    wait_live(start)
+
+
+# ---- the sender is destroyed before its data is released (bindings/xid.c) ----
+#
+# CPython frees an XID data in the interpreter that made it, and never if that
+# interpreter is gone: _PyCrossInterpreterData_Release (3.12) and
+# _xidata_release (3.13, 3.14+) return early when the owner's id no longer
+# resolves, and 3.13+ queue the free as a pending call of the owner, lost if
+# it is deleted first. xid.c moves the data's count to the receiver at
+# new_object, so a lost free costs 24 bytes, never a region.
+
+def _destroy_in_thread(interp):
+    import threading
+    errors = []
+
+    def target():
+        try:
+            interp.destroy()
+        except BaseException as e:  # noqa: BLE001 - re-raised by join()
+            errors.append(e)
+
+    t = threading.Thread(target=target)
+    t.start()
+
+    def join():
+        t.join(60)
+        assert not t.is_alive(), "destroy did not finish"
+        if errors:
+            raise errors[0]
+    return join
+
+
+def test_item_received_while_its_sender_is_being_destroyed(interps, channels):
+    """Deterministic: the sender's at-exit callbacks (after its last
+    _Py_FinishPendingCalls) signal, then sleep in C; main receives the item
+    then, so the release targets an interpreter that will run no more
+    pending calls (3.13+) -- the region leaked before xid.c moved the count
+    at new_object."""
+    start = live_regions()
+    (a,) = interps(1)
+    data, ready = channels(2)
+    a.run(f"""
+        import atexit
+        chan_put({data.id}, fs.freeze({{"late": list(range(50))}}))
+        atexit.register(time.sleep, 0.5)                   # runs second, in C
+        atexit.register(chan_put, {ready.id}, "at exit")   # runs first
+    """)
+    wait_live(start + 1)
+    join = _destroy_in_thread(a)
+    assert ready.get() == "at exit"
+    got = data.get()
+    assert fs.is_frozen(got) and got["late"][49] == 49
+    del got
+    join()
+    wait_live(start)
+
+
+def test_receive_racing_sender_destroy_leaks_nothing(interps, channels):
+    """Statistical: a main-interpreter thread receives while the sender is
+    destroyed. Before xid.c moved the count at new_object, 3.12 and 3.13
+    leaked a region in most rounds (items popped before the sender's at-exit
+    clearing but released after it was gone)."""
+    import threading
+    start = live_regions()
+    for rnd in range(4):
+        (a,) = interps(1)
+        (c,) = channels(1)
+        a.run(f"for i in range(300): chan_put({c.id}, fs.freeze([i]))")
+        stop = threading.Event()
+
+        def reader():
+            while True:
+                try:
+                    ok, obj = c.try_get()
+                except Exception:    # noqa: BLE001 - 3.12 closes the channel
+                    return
+                if not ok:
+                    if stop.is_set():
+                        return
+                    continue
+                assert fs.is_frozen(obj)
+                del obj
+                time.sleep(0.0002)   # the destroy lands mid-stream
+
+        t = threading.Thread(target=reader)
+        t.start()
+        time.sleep(0.002 * rnd)
+        a.destroy()
+        stop.set()
+        t.join(60)
+        c.destroy()
+        wait_live(start)
+
+
+def test_shared_namespace_from_a_subinterpreter_then_sender_destroyed(interps):
+    """run_string(shared=) / exec(shared=) / set___main___attrs driven by a
+    subinterpreter: the data is released by its sender before the call
+    returns, so destroying the sender afterwards leaves only the receiver's
+    count."""
+    start = live_regions()
+    a, b = interps(2)
+    a.run(f"""
+        import sys
+        p = fs.freeze({{"from": "a", "n": list(range(20))}})
+        if sys.version_info >= (3, 13):
+            import _interpreters
+            _interpreters.set___main___attrs({b.id}, {{"p1": p}})
+            exc = _interpreters.exec({b.id}, "p2 = p1", shared={{"p3": p}})
+            assert exc is None, exc
+        else:
+            import _xxsubinterpreters
+            _xxsubinterpreters.run_string({b.id}, "p1 = p2 = p3", shared={{"p3": p}})
+        reply(fs.info(p)["region_id"])
+        del p
+        gc.collect()
+    """)
+    rid = a.recv()
+    a.destroy()
+    b.run(f"""
+        assert p1 == p3 and fs.is_frozen(p1) and fs.info(p1)["region_id"] == {rid}
+        assert p1["n"][19] == 19
+    """)
+    wait_live(start + 1)
+    b.run("del p1, p2, p3; gc.collect()")
     wait_live(start)
