@@ -28,14 +28,15 @@
 ** Python code can run during a freeze (the __hash__ of an object inside a
 ** dict key or set member; other threads on a free-threaded build), so each
 ** step re-checks the container's size against the count allocated, right
-** after hashing and when resuming; a dict entry is re-read after its key is
-** hashed; and a dict or set frame ends by comparing a digest of the
-** identities it stored with the container as it is (a same-size delete and
-** re-insert moves entries under PyDict_Next). Any change raises
-** RuntimeError. (A container already frozen is a snapshot.) On any error
-** the builder is destroyed and nothing is left behind; fs_region_create
-** consumes it on success (sealing the image: I1) and takes +1 on each
-** import (I2, I6).
+** after hashing and when resuming; a dict entry is re-read after a key whose
+** hash may run code; and a dict or set frame during which such a hash ran
+** ends by comparing a digest of the identities it stored with the container
+** as it is (a same-size delete and re-insert moves entries under
+** PyDict_Next). Any change raises RuntimeError. Frames whose keys are all
+** str, int, float, bytes and the like skip both (hash_runs_no_code). (A
+** container already frozen is a snapshot.) On any error the builder is
+** destroyed and nothing is left behind; fs_region_create consumes it on
+** success (sealing the image: I1) and takes +1 on each import (I2, I6).
 **
 ** Accepted: exact None, bool, int, float, complex, str, bytes, bytearray,
 ** tuple, list, dict, set, frozenset (frozendict where it is a builtin), and
@@ -62,6 +63,7 @@ typedef struct fframe_s {
     Py_ssize_t pos;          /* PyDict_Next position                      */
     uint64_t   acc;          /* dict/set: order-sensitive digest of the
                                 (key, value) identities stored so far     */
+    uint64_t   hashes0;      /* fctx.code_hashes when the frame began     */
 } fframe;
 
 /* One step of the digest over the identities of what a dict or set frame
@@ -112,7 +114,27 @@ typedef struct fctx_s {
     uint32_t      nimports, cap_imports;
     fframe       *stack;     /* fs__realloc'd                             */
     size_t        depth, cap;
+    uint64_t      code_hashes; /* hashes computed that may have run Python code */
 } fctx;
+
+/* 1 if hashing o cannot run Python code: the exact scalar types whose hash
+** is computed in C (str caches it). Anything else -- a tuple, a frozenset,
+** a proxy -- may reach a user __hash__ (a tuple holding an object freeze
+** will refuse later). With the GIL, no other Python code runs during a
+** freeze, so a dict or set frame during which no such hash was computed
+** cannot have been mutated; a free-threaded build has other threads. */
+static inline int hash_runs_no_code(PyObject *o)
+{
+#ifdef Py_GIL_DISABLED
+    (void)o;
+    return 0;
+#else
+    PyTypeObject *tp = Py_TYPE(o);
+    return tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
+           tp == &PyBytes_Type || tp == &PyComplex_Type || tp == &PyBool_Type ||
+           o == Py_None;
+#endif
+}
 
 /* Append one path segment ("[3]", "['users']", ...) to parts; key, parts
 ** borrowed. 0, or -1 with an exception. */
@@ -233,6 +255,7 @@ static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n
     f->i = 0;
     f->pos = 0;
     f->acc = 0;
+    f->hashes0 = c->code_hashes;
     return 0;
 }
 
@@ -482,7 +505,7 @@ static int changed(const char *what)
 ** index. 0, or -1 with an exception. */
 static int finish_map(fctx *c, fframe *f, const char *what)
 {
-    int r = unchanged(f, f->obj);
+    int r = c->code_hashes == f->hashes0 ? 1 : unchanged(f, f->obj);
     if (r < 0)
         return -1;
     if (r == 0)
@@ -539,12 +562,15 @@ static int step(fctx *c)
             fs_ref_t kref = 0, vref = 0;
             Py_hash_t hash = -1;
             /* hash() first: it may run Python code (a key's __hash__). */
+            int code = !hash_runs_no_code(k);
+            c->code_hashes += (uint64_t)code;
             hash = PyObject_Hash(k);
             if (hash == -1)
                 rc = -1;
             else if (PyDict_GET_SIZE(o) != f->n)
                 rc = changed_size("dictionary");
-            else if (!PyDict_Next(o, &pos0, &k2, &v2) || k2 != k || v2 != v || pos0 != f->pos)
+            else if (code && (!PyDict_Next(o, &pos0, &k2, &v2) || k2 != k || v2 != v ||
+                              pos0 != f->pos))
                 rc = changed("dictionary");      /* same size, entry moved or replaced */
             if (rc == 0)
                 rc = convert(c, k, uniq_k, fi, SEG_KEY, k, 0, &kref);
@@ -576,6 +602,7 @@ static int step(fctx *c)
             size_t depth = c->depth;
             fs_ref_t ref = 0;
             Py_hash_t hash = -1;
+            c->code_hashes += (uint64_t)!hash_runs_no_code(item);
             hash = PyObject_Hash(item);
             if (hash == -1)
                 rc = -1;
