@@ -194,9 +194,10 @@ Test(arena_stats, realloc_that_moves_returns_the_old_pages)
     fs_arena_free(blocker);
 }
 
-/* Fork a child that seals an image as region `id`, then writes at `off`.
-** Returns the child's wait status; its stderr goes to *err. */
-static int child_writes_sealed(uint64_t id, size_t off, void (*setup)(void), char *err, size_t errsz)
+/* Fork a child that runs body() with stderr to *err and a watchdog alarm (a
+** chain that spins dies by SIGALRM instead of hanging the suite). Returns the
+** child's wait status. */
+static int child_runs(void (*body)(void), char *err, size_t errsz)
 {
     int fds[2];
     cr_assert_eq(pipe(fds), 0);
@@ -205,17 +206,9 @@ static int child_writes_sealed(uint64_t id, size_t off, void (*setup)(void), cha
     if (pid == 0) {
         dup2(fds[1], 2);
         close(fds[0]);
-        if (setup)
-            setup();
-        size_t usable;
-        char *p = NULL;
-        if (fs_arena_alloc(off + 1, (void **)&p, &usable) != FS_OK ||
-            fs_arena_seal(p, usable, id) != FS_OK)
-            _exit(3);
-        if (fs_arena_install_reporter() != FS_OK)
-            _exit(4);
-        ((volatile char *)p)[off] = 1;
-        _exit(5);                                /* not reached */
+        alarm(10);
+        body();
+        _exit(5);
     }
     close(fds[1]);
     size_t n = 0;
@@ -227,6 +220,36 @@ static int child_writes_sealed(uint64_t id, size_t off, void (*setup)(void), cha
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     return status;
+}
+
+static struct {              /* child_writes_sealed's arguments, for its child */
+    uint64_t id;
+    size_t   off;
+    void   (*setup)(void);
+} sealed_write;
+
+static void sealed_write_body(void)
+{
+    if (sealed_write.setup)
+        sealed_write.setup();
+    size_t usable;
+    char *p = NULL;
+    if (fs_arena_alloc(sealed_write.off + 1, (void **)&p, &usable) != FS_OK ||
+        fs_arena_seal(p, usable, sealed_write.id) != FS_OK)
+        _exit(3);
+    if (fs_arena_install_reporter() != FS_OK)
+        _exit(4);
+    ((volatile char *)p)[sealed_write.off] = 1;
+}
+
+/* Fork a child that seals an image as region `id`, then writes at `off`.
+** Returns the child's wait status; its stderr goes to *err. */
+static int child_writes_sealed(uint64_t id, size_t off, void (*setup)(void), char *err, size_t errsz)
+{
+    sealed_write.id = id;
+    sealed_write.off = off;
+    sealed_write.setup = setup;
+    return child_runs(sealed_write_body, err, errsz);
 }
 
 Test(arena_reporter, names_region_and_offset_then_dies_by_sigsegv)
@@ -320,33 +343,6 @@ Test(arena_seal, range_leaving_its_reservation_is_einval)
 
 /* ---- the reporter's chain: handlers that return, leave, or run at once ---- */
 
-/* Fork a child that runs body() with stderr to *err and a watchdog alarm (a
-** chain that spins dies by SIGALRM instead of hanging the suite). Returns the
-** child's wait status. */
-static int child_runs(void (*body)(void), char *err, size_t errsz)
-{
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        close(fds[0]);
-        alarm(10);
-        body();
-        _exit(5);
-    }
-    close(fds[1]);
-    size_t n = 0;
-    ssize_t r;
-    while (n + 1 < errsz && (r = read(fds[0], err + n, errsz - 1 - n)) > 0)
-        n += (size_t)r;
-    err[n] = '\0';
-    close(fds[0]);
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    return status;
-}
 
 static size_t count_of(const char *hay, const char *needle)
 {
