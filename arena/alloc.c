@@ -64,6 +64,7 @@ const char *fs_strerror(int err)
     case FS_ECORRUPT:  return "image is corrupt";
     case FS_ENOTFOUND: return "not found";
     case FS_ESYS:      return "system error";
+    case FS_EVERSION:  return "image of another format version or platform";
     default:           return "unknown error";
     }
 }

@@ -2,26 +2,36 @@
 ** check.c -- fs_image_check: prove that an untrusted image is well formed.
 **
 ** Three passes, none recursive, none reading outside [image, image + size):
-**   1. header: magic, version, flags, and the fixed layout
-**        | header 80 | objects [80, objects_end) | imports | xrefs | = image_size
-**      (image_size <= size; every sum and product overflow-checked).
+**   1. header: magic, version, byte order, word size, hash domain, zero
+**      fields, and the fixed layout
+**        | header 128 | objects [128, objects_end) | imports | xrefs | = image_size
+**      (image_size <= size; every sum and product overflow-checked). An image
+**      of another version or platform is FS_EVERSION, anything else wrong
+**      FS_ECORRUPT; *why names it.
 **   2. object walk: from FS_IMAGE_HEADER_SIZE to objects_end, object by
 **      object. Each object's size follows from its own header fields, and a
 **      field is read only after its bytes were proven present. Object starts
 **      are marked in a bitmap (one bit per 8-byte word, fs__calloc'd, size/64
-**      bytes). Per kind: zero padding fields and known flags, canonical
-**      strings (charsize minimal for maxchar, maxchar the true maximum and
-**      <= 0x10FFFF, NUL terminator), minimal big ints that do not fit an
-**      immediate, NUL-terminated bytes, map sizes (index_size 0 for an empty
-**      map, else a power of two with count <= index_size * 2/3).
+**      bytes). Per kind: zero padding and reserved fields, known flags,
+**      lengths in their shortest form (the u64 only for n >= FS_N_LONG),
+**      canonical strings (charsize the smallest for the largest code point,
+**      FS_FLAG_ASCII exactly when all are < 128, none above 0x10FFFF),
+**      minimal big ints and floats that do not fit an immediate, shaped
+**      dicts whose shape (an earlier unshaped DICT) sizes them, map sizes (no index up
+**      to FS_MAP_SCAN_MAX entries, else a power of two with count <=
+**      index_size * 2/3).
 **   3. references: the root, every xref target's tag, and, for each object
-**      start in the bitmap, every ref of a sequence or map entry is an
-**      immediate, a constant 0..2, an xref < nxrefs (slot < nimports), or
-**      the start of an object; set values are None; every map index slot is
-**      -1 or an entry number < count, and every entry appears exactly once.
-**      A second bitmap counts object references (the root's included): an
-**      object referenced twice must carry FS_FLAG_SHARED.
+**      start in the bitmap, every ref of a sequence or map is an immediate, a
+**      constant 0..2, an xref < nxrefs (slot < nimports), or the start of an
+**      object; every map index slot is -1 or an entry number < count, and
+**      every entry appears exactly once. A second bitmap counts object
+**      references (the root's included, a shaped dict counting one for each
+**      key of its shape): an object referenced twice must carry
+**      FS_FLAG_SHARED.
 **
+** Work is linear in the image size: each object is walked once, each
+** reference counted once per place that holds it (a shaped dict's keys are
+** counted once per shaped dict, which stores as many values).
 ** The object count must equal header.object_count. Accepted images are safe
 ** for the inline readers of fs_image.h: every offset they follow, every
 ** length they read and every index entry they dereference was proven in
@@ -40,9 +50,11 @@ typedef struct ck_s {
     uint32_t       nxrefs;   /* from the header                              */
     uint8_t       *starts;   /* bit per 8-byte word: an object starts there  */
     uint8_t       *refd;     /* same layout: referenced once already (pass 3) */
+    const char    *why;      /* the first defect found                       */
 } ck_t;
 
-#define BAD FS_ECORRUPT
+/* Record the defect and return FS_ECORRUPT. */
+#define BAD(c, msg) ((c)->why = (msg), FS_ECORRUPT)
 
 static int is_start(const ck_t *c, uint64_t off)
 {
@@ -56,18 +68,31 @@ static int ref_ok(ck_t *c, fs_ref_t r)
 {
     switch (fs_ref_tag(r)) {
     case FS_TAG_OBJ: {
-        if (r < FS_IMAGE_HEADER_SIZE || r >= c->end || !is_start(c, r))
+        if (r < FS_IMAGE_HEADER_SIZE || r >= c->end || !is_start(c, r)) {
+            c->why = "a reference points outside the objects or between them";
             return 0;
+        }
         uint8_t bit = (uint8_t)(1u << ((r / 8) % 8));
-        if ((c->refd[r / 64] & bit) && !fs_obj_shared(c->base, r))
+        if ((c->refd[r / 64] & bit) && !fs_obj_shared(c->base, r)) {
+            c->why = "an object referenced twice lacks FS_FLAG_SHARED";
             return 0;
+        }
         c->refd[r / 64] |= bit;
         return 1;
     }
     case FS_TAG_INT:   return 1;
-    case FS_TAG_CONST: return (r >> 3) <= 2;
-    case FS_TAG_XREF:  return (r >> 3) < c->nxrefs;
-    default:           return 0;
+    case FS_TAG_CONST:
+        if ((r >> 3) <= 2)
+            return 1;
+        c->why = "an unknown constant";
+        return 0;
+    case FS_TAG_XREF:
+        if ((r >> 3) < c->nxrefs)
+            return 1;
+        c->why = "an xref beyond the xref table";
+        return 0;
+    default:                                          /* FS_TAG_FLOAT */
+        return 1;
     }
 }
 
@@ -79,46 +104,32 @@ static int fits(uint64_t a, uint64_t b, uint64_t c, uint64_t limit)
     return b == 0 || a <= (limit - c) / b;
 }
 
-static int check_str(const fs_str_t *s)
+static uint32_t max_char(unsigned cs, const uint8_t *data, uint64_t n)
 {
-    unsigned cs = s->charsize;
-    if ((cs != 1 && cs != 2 && cs != 4) || s->maxchar > 0x10ffff)
-        return BAD;
-    unsigned want = s->maxchar < 256 ? 1 : s->maxchar < 65536 ? 2 : 4;
-    if (cs != want ||
-        (s->h.flags & ~FS_FLAG_SHARED) != (s->maxchar < 128 ? FS_FLAG_ASCII : 0))
-        return BAD;
-    uint64_t n = s->length;
-    uint32_t max = 0, nul;
+    uint32_t max = 0;
     if (cs == 1) {
-        const uint8_t *d = s->data;
         for (uint64_t i = 0; i < n; i++)
-            max = d[i] > max ? d[i] : max;
-        nul = d[n];
+            max = data[i] > max ? data[i] : max;
     }
     else if (cs == 2) {
-        const uint16_t *d = (const uint16_t *)(const void *)s->data;
+        const uint16_t *d = (const uint16_t *)(const void *)data;
         for (uint64_t i = 0; i < n; i++)
             max = d[i] > max ? d[i] : max;
-        nul = d[n];
     }
     else {
-        const uint32_t *d = (const uint32_t *)(const void *)s->data;
+        const uint32_t *d = (const uint32_t *)(const void *)data;
         for (uint64_t i = 0; i < n; i++)
             max = d[i] > max ? d[i] : max;
-        nul = d[n];
     }
-    return nul == 0 && max == s->maxchar ? FS_OK : BAD;
+    return max;
 }
 
-static int check_bigint(const fs_bigint_t *o)
+static int check_bigint(ck_t *c, const fs_bigint_t *o)
 {
-    uint64_t n = o->nbytes;
-    if (n == 0 || (o->h.flags & ~FS_FLAG_SHARED))
-        return BAD;
+    uint64_t n = o->h.n;
     int neg = (o->data[n - 1] & 0x80) != 0;
     if (n > 1 && o->data[n - 1] == (neg ? 0xff : 0) && ((o->data[n - 2] & 0x80) != 0) == neg)
-        return BAD;                                   /* not minimal */
+        return BAD(c, "a big int that is not minimal");
     if (n <= 8) {
         uint64_t u = neg ? UINT64_MAX : 0;
         for (uint64_t i = 0; i < n; i++) {
@@ -127,79 +138,145 @@ static int check_bigint(const fs_bigint_t *o)
         }
         int64_t v = (int64_t)u;
         if (v >= FS_SMALL_INT_MIN && v <= FS_SMALL_INT_MAX)
-            return BAD;                               /* must be an immediate */
+            return BAD(c, "a big int that fits an immediate");
     }
     return FS_OK;
 }
 
-/* Pass 2 for the object at off (8-aligned, < end): its size in *size. */
-static int walk_object(const ck_t *c, uint64_t off, uint64_t *size)
+/* The length of a STR, BYTES or sequence at h, given `room` bytes from h:
+** *n, and *body, the bytes before its payload. 0 if malformed. */
+static int blob_len(ck_t *c, const fs_obj_hdr_t *h, uint64_t room, uint64_t *n, uint64_t *body)
 {
-    uint64_t room = c->end - off;
+    *body = sizeof *h;
+    *n = h->n;
+    if (h->n != FS_N_LONG)
+        return 1;
+    if (room < sizeof *h + 8) {
+        c->why = "an object runs past the end of the objects";
+        return 0;
+    }
+    memcpy(n, h + 1, 8);
+    *body += 8;
+    if (*n < FS_N_LONG) {
+        c->why = "a long length that fits the header";
+        return 0;
+    }
+    return 1;
+}
+
+/* Pass 2 for the object at off (8-aligned, < end): its size in *size. */
+static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
+{
+    uint64_t room = c->end - off, n, body;
     const fs_obj_hdr_t *h = (const fs_obj_hdr_t *)(const void *)(c->base + off);
-    if (room < sizeof *h || h->zero16 || h->zero32)
-        return BAD;
+    const char *past = "an object runs past the end of the objects";
+    if (room < sizeof *h)
+        return BAD(c, past);
+    if (h->zero8 || (h->aux && h->kind != FS_KIND_STR))
+        return BAD(c, "a reserved object header field is not zero");
     unsigned flags = h->flags & ~FS_FLAG_SHARED;      /* allowed on any kind */
     switch (h->kind) {
     case FS_KIND_FLOAT:
     case FS_KIND_COMPLEX:
         *size = h->kind == FS_KIND_FLOAT ? sizeof(fs_float_t) : sizeof(fs_complex_t);
-        return flags == 0 && *size <= room ? FS_OK : BAD;
+        if (flags || h->n)
+            return BAD(c, "a float with flags or a length");
+        if (*size > room)
+            return BAD(c, past);
+        fs_ref_t imm;
+        if (h->kind == FS_KIND_FLOAT && fs_ref_float_imm(((const fs_float_t *)(const void *)h)->value, &imm))
+            return BAD(c, "a float object that fits an immediate");
+        return FS_OK;
     case FS_KIND_INT: {
         const fs_bigint_t *o = (const void *)h;
-        if (room < sizeof *o || !fits(o->nbytes, 1, sizeof *o, room))
-            return BAD;
-        *size = sizeof *o + o->nbytes;
-        return check_bigint(o);
+        if (flags || h->n == 0 || h->n == FS_N_LONG)
+            return BAD(c, "a big int of no bytes or with flags");
+        if (!fits(h->n, 1, sizeof *o, room))
+            return BAD(c, past);
+        *size = sizeof *o + h->n;
+        return check_bigint(c, o);
     }
     case FS_KIND_STR: {
-        const fs_str_t *s = (const void *)h;
-        if (room < sizeof *s || s->charsize == 0 || s->length == UINT64_MAX ||
-            !fits(s->length + 1, s->charsize, sizeof *s, room) ||
-            s->zero[0] || s->zero[1] || s->zero[2])
-            return BAD;
-        *size = sizeof *s + (s->length + 1) * s->charsize;
-        return check_str(s);
-    }
-    case FS_KIND_BYTES:
-    case FS_KIND_BYTEARRAY: {
-        const fs_bytes_t *o = (const void *)h;
-        if (flags || room < sizeof *o || o->length == UINT64_MAX ||
-            !fits(o->length + 1, 1, sizeof *o, room))
-            return BAD;
-        *size = sizeof *o + o->length + 1;
-        return o->data[o->length] == 0 ? FS_OK : BAD;
-    }
-    case FS_KIND_TUPLE:
-    case FS_KIND_LIST: {
-        const fs_seq_t *o = (const void *)h;
-        if (flags || room < sizeof *o ||
-            !fits(o->count, sizeof(fs_ref_t), sizeof *o, room))
-            return BAD;
-        *size = sizeof *o + o->count * sizeof(fs_ref_t);
+        unsigned cs = h->aux;
+        if (cs != 1 && cs != 2 && cs != 4)
+            return BAD(c, "a str of charsize other than 1, 2, 4");
+        if (!blob_len(c, h, room, &n, &body))
+            return FS_ECORRUPT;
+        if (!fits(n, cs, body, room))
+            return BAD(c, past);
+        *size = body + n * cs;
+        uint32_t max = max_char(cs, (const uint8_t *)h + body, n);
+        unsigned want = max < 256 ? 1 : max < 65536 ? 2 : 4;
+        if (max > 0x10ffff || cs != want)
+            return BAD(c, "a str not in canonical form");
+        if (flags != (max < 128 ? FS_FLAG_ASCII : 0u))
+            return BAD(c, "a str whose ASCII flag is wrong");
         return FS_OK;
     }
+    case FS_KIND_BYTES:
+    case FS_KIND_BYTEARRAY:
+        if (flags)
+            return BAD(c, "bytes with flags");
+        if (!blob_len(c, h, room, &n, &body))
+            return FS_ECORRUPT;
+        if (!fits(n, 1, body, room))
+            return BAD(c, past);
+        *size = body + n;
+        return FS_OK;
+    case FS_KIND_TUPLE:
+    case FS_KIND_LIST:
+        if (flags)
+            return BAD(c, "a sequence with flags");
+        if (!blob_len(c, h, room, &n, &body))
+            return FS_ECORRUPT;
+        if (!fits(n, sizeof(fs_ref_t), body, room))
+            return BAD(c, past);
+        *size = body + n * sizeof(fs_ref_t);
+        return FS_OK;
     case FS_KIND_DICT:
     case FS_KIND_SET:
     case FS_KIND_FROZENSET: {
         const fs_map_t *m = (const void *)h;
-        unsigned allowed = h->kind == FS_KIND_DICT ? FS_FLAG_FROZENDICT : 0;
-        if ((flags & ~allowed) || room < sizeof *m || m->count > INT32_MAX)
-            return BAD;
-        uint64_t cnt = m->count, is = m->index_size;
-        if (!fits(cnt, sizeof(fs_map_entry_t), sizeof *m, room))
-            return BAD;
-        uint64_t head = sizeof *m + cnt * sizeof(fs_map_entry_t);
-        if (!fits(is, sizeof(int32_t), head, room))
-            return BAD;
-        /* is <= room / 4 < 2^62 here, so is * 2 cannot overflow */
-        if (cnt == 0 ? is != 0 : ((is & (is - 1)) != 0 || cnt * 3 > is * 2))
-            return BAD;
-        *size = head + is * sizeof(int32_t);
+        int dict = h->kind == FS_KIND_DICT;
+        unsigned allowed = dict ? FS_FLAG_FROZENDICT | FS_FLAG_SHAPED : 0;
+        if (flags & ~allowed)
+            return BAD(c, "a map with unknown flags");
+        uint64_t cnt = h->n;
+        if (flags & FS_FLAG_SHAPED) {
+            /* The shape precedes its users (the builder makes it first), so
+            ** it was walked already: its count sizes this dict. */
+            fs_ref_t sh = fs_map_shape(m);
+            if (sh < FS_IMAGE_HEADER_SIZE || sh >= off || !is_start(c, sh))
+                return BAD(c, "a shape reference that is not an earlier object");
+            const fs_map_t *ks = fs_map(c->base, sh);
+            if (ks->h.kind != FS_KIND_DICT || fs_map_shaped(ks) || ks->h.n == 0)
+                return BAD(c, "a shape that is not an unshaped, non-empty dict");
+            cnt = ks->h.n;
+            if (!fits(cnt, sizeof(fs_ref_t), sizeof(fs_shaped_t), room))
+                return BAD(c, past);
+            *size = sizeof(fs_shaped_t) + cnt * sizeof(fs_ref_t);
+            return FS_OK;
+        }
+        if (cnt > FS_MAP_MAX)
+            return BAD(c, "a map beyond FS_MAP_MAX entries");
+        if (room < sizeof *m)
+            return BAD(c, past);
+        uint64_t is = m->index_size, w = fs_index_width(cnt);
+        if (m->zero32)
+            return BAD(c, "a reserved map field is not zero");
+        if (cnt <= FS_MAP_SCAN_MAX ? is != 0 : ((is & (is - 1)) != 0 || cnt * 3 > is * 2))
+            return BAD(c, "a map index of the wrong size");
+        uint64_t per = sizeof(int64_t) + sizeof(fs_ref_t) * (dict ? 2 : 1);
+        if (!fits(cnt, per, sizeof *m, room))
+            return BAD(c, past);
+        uint64_t head = sizeof *m + cnt * per;
+        if (!fits(is, w, head, room))
+            return BAD(c, past);
+        *size = head + is * w;
         return FS_OK;
     }
     default:
-        return BAD;
+        return BAD(c, "an object of unknown kind");
     }
 }
 
@@ -210,23 +287,32 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
     const fs_obj_hdr_t *h = (const fs_obj_hdr_t *)(const void *)(c->base + off);
     if (h->kind == FS_KIND_TUPLE || h->kind == FS_KIND_LIST) {
         const fs_seq_t *s = (const void *)h;
-        for (uint64_t i = 0; i < s->count; i++)
-            if (!ref_ok(c, s->items[i]))
-                return BAD;
+        const fs_ref_t *items = fs_seq_items(s);
+        for (uint64_t i = 0, n = fs_seq_count(s); i < n; i++)
+            if (!ref_ok(c, items[i]))
+                return FS_ECORRUPT;
         return FS_OK;
     }
     if (h->kind != FS_KIND_DICT && h->kind != FS_KIND_SET && h->kind != FS_KIND_FROZENSET)
         return FS_OK;
     const fs_map_t *m = (const void *)h;
-    for (uint64_t i = 0; i < m->count; i++) {
-        const fs_map_entry_t *e = &m->entries[i];
-        if (!ref_ok(c, e->key) || !ref_ok(c, e->value) ||
-            (h->kind != FS_KIND_DICT && e->value != FS_REF_NONE))
-            return BAD;
-    }
-    if (m->count == 0)
+    uint64_t n = h->n;
+    if (fs_map_shaped(m)) {
+        const fs_map_t *ks = fs_map(c->base, fs_map_shape(m));   /* proven in pass 2 */
+        n = ks->h.n;
+        const fs_ref_t *keys = fs_keyset_keys(ks), *vals = fs_map_values(m);
+        for (uint64_t i = 0; i < n; i++)
+            if (!ref_ok(c, keys[i]) || !ref_ok(c, vals[i]))
+                return FS_ECORRUPT;
         return FS_OK;
-    uint64_t need = m->count / 8 + 1;
+    }
+    const fs_ref_t *refs = fs_keyset_keys(m);
+    for (uint64_t i = 0, nrefs = h->kind == FS_KIND_DICT ? 2 * n : n; i < nrefs; i++)
+        if (!ref_ok(c, refs[i]))
+            return FS_ECORRUPT;
+    if (m->index_size == 0)
+        return FS_OK;
+    uint64_t need = n / 8 + 1;
     if (need > *seen_cap) {
         uint8_t *p = fs__realloc(*seen, need);
         if (p == NULL)
@@ -235,50 +321,104 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
         *seen_cap = need;
     }
     memset(*seen, 0, need);
-    const int32_t *index = fs_map_index(m);
+    const void *index = fs_keyset_index(m);
+    unsigned w = fs_index_width(n);
     uint64_t used = 0;
     for (uint64_t i = 0; i < m->index_size; i++) {
-        int32_t e = index[i];
+        int64_t e = fs_index_slot(index, w, i);
         if (e == -1)
             continue;
-        if (e < 0 || (uint64_t)e >= m->count || ((*seen)[e / 8] >> (e % 8)) & 1)
-            return BAD;                               /* out of range or twice */
+        if (e < 0 || (uint64_t)e >= n || ((*seen)[e / 8] >> (e % 8)) & 1)
+            return BAD(c, "a map index slot out of range or repeated");
         (*seen)[e / 8] |= (uint8_t)(1u << (e % 8));
         used++;
     }
-    return used == m->count ? FS_OK : BAD;            /* each entry exactly once */
+    return used == n ? FS_OK : BAD(c, "a map entry missing from its index");
 }
 
-int fs_image_check(const void *image, size_t size)
+/* Pass 1. FS_OK, FS_EVERSION or FS_ECORRUPT with *why. */
+static int check_header(const fs_image_header_t *h, size_t size, const char **why)
 {
-    /* Pass 1: the header and the fixed layout. */
-    if (image == NULL || size < FS_IMAGE_HEADER_SIZE || (uintptr_t)image % 8)
-        return BAD;
-    const fs_image_header_t *h = image;
+    if (memcmp(h->magic, FS_IMAGE_MAGIC_V1, 8) == 0) {
+        *why = "format version 1 (this reader reads version 2)";
+        return FS_EVERSION;
+    }
+    if (memcmp(h->magic, FS_IMAGE_MAGIC, 8) != 0) {
+        *why = "not a frozenshare image (bad magic)";
+        return FS_ECORRUPT;
+    }
+    if (h->byte_order != FS_BYTE_ORDER_LITTLE) {
+        *why = h->byte_order == FS_BYTE_ORDER_BIG ? "a big-endian image (this reader is little-endian)"
+                                                  : "an unknown byte order";
+        return FS_EVERSION;
+    }
+    if (h->word_size != 8) {
+        *why = "an image of another word size (this reader is 64-bit)";
+        return FS_EVERSION;
+    }
+    if (h->version != FS_IMAGE_VERSION) {
+        *why = "another format version (this reader reads version 2)";
+        return FS_EVERSION;
+    }
+    if (h->hash_domain != FS_HASH_PROCESS) {
+        *why = "an unknown hash domain";
+        return FS_EVERSION;
+    }
+    static const uint8_t zero16[16];
+    if (h->header_size != FS_IMAGE_HEADER_SIZE || h->flags || h->zero8 || h->zero64[0] ||
+        h->zero64[1] || memcmp(h->hash_key, zero16, 16) || h->checksum_kind || h->checksum) {
+        *why = "reserved header fields are not zero";
+        return FS_ECORRUPT;
+    }
     uint64_t n = h->image_size;
-    if (memcmp(h->magic, FS_IMAGE_MAGIC, 8) || h->version != FS_IMAGE_VERSION || h->flags ||
-        n > size || n < FS_IMAGE_HEADER_SIZE || n % 8)
-        return BAD;
+    if (n > size) {
+        *why = "truncated: the header's image_size exceeds the buffer";
+        return FS_ECORRUPT;
+    }
     uint64_t end = h->objects_end;
-    if (end < FS_IMAGE_HEADER_SIZE || end > n || end % 8 || h->import_off != end ||
+    if (n < FS_IMAGE_HEADER_SIZE || n % 8 || end < FS_IMAGE_HEADER_SIZE || end > n ||
+        end % 8 || h->import_off != end ||
         !fits(h->nimports, sizeof(uint64_t), end, n) ||
         h->xref_off != end + (uint64_t)h->nimports * sizeof(uint64_t) ||
         !fits(h->nxrefs, sizeof(fs_xref_t), h->xref_off, n) ||
-        h->xref_off + (uint64_t)h->nxrefs * sizeof(fs_xref_t) != n)
-        return BAD;
-    /* objects_end > 80 needs at least one object, and each is >= 16 bytes */
-    if (h->object_count > (end - FS_IMAGE_HEADER_SIZE) / 16)
-        return BAD;
+        h->xref_off + (uint64_t)h->nxrefs * sizeof(fs_xref_t) != n) {
+        *why = "the header's layout fields disagree";
+        return FS_ECORRUPT;
+    }
+    /* every object is at least 8 bytes */
+    if (h->object_count > (end - FS_IMAGE_HEADER_SIZE) / 8) {
+        *why = "object_count is larger than the objects could hold";
+        return FS_ECORRUPT;
+    }
+    return FS_OK;
+}
+
+int fs_image_check_why(const void *image, size_t size, const char **why)
+{
+    const char *dummy;
+    if (why == NULL)
+        why = &dummy;
+    *why = NULL;
+    if (image == NULL || size < FS_IMAGE_HEADER_SIZE || (uintptr_t)image % 8) {
+        *why = image == NULL || (uintptr_t)image % 8 ? "not an 8-byte aligned buffer"
+                                                     : "truncated: shorter than a header";
+        return FS_ECORRUPT;
+    }
+    const fs_image_header_t *h = image;
+    int err = check_header(h, size, why);
+    if (err)
+        return err;
+    uint64_t end = h->objects_end;
 
     /* Pass 2: walk the objects, mark their starts. */
     ck_t c = { image, end, h->nxrefs, fs__calloc((size_t)(end / 64 + 1), 1),
-               fs__calloc((size_t)(end / 64 + 1), 1) };
+               fs__calloc((size_t)(end / 64 + 1), 1), NULL };
     if (c.starts == NULL || c.refd == NULL) {
         fs__free(c.starts);
         fs__free(c.refd);
         return FS_ENOMEM;
     }
-    int err = BAD;
+    err = FS_ECORRUPT;
     uint8_t *seen = NULL;
     uint64_t seen_cap = 0, count = 0, off = FS_IMAGE_HEADER_SIZE, osize;
     while (off < end) {
@@ -286,11 +426,23 @@ int fs_image_check(const void *image, size_t size)
             goto done;
         c.starts[off / 64] |= (uint8_t)(1u << ((off / 8) % 8));
         count++;
-        off += (osize + 7) & ~(uint64_t)7;            /* osize <= end - off */
-        if (off > end)
+        uint64_t next = off + ((osize + 7) & ~(uint64_t)7);   /* osize <= end - off */
+        if (next > end) {
+            c.why = "an object runs past the end of the objects";
             goto done;
+        }
+        for (uint64_t p = off + osize; p < next; p++)
+            if (c.base[p]) {
+                c.why = "padding after an object is not zero";
+                goto done;
+            }
+        off = next;
     }
-    if (count != h->object_count || !ref_ok(&c, h->root))
+    if (count != h->object_count) {
+        c.why = "object_count disagrees with the objects";
+        goto done;
+    }
+    if (!ref_ok(&c, h->root))
         goto done;
 
     /* Pass 3: xref entries, then the refs inside every container. */
@@ -298,9 +450,11 @@ int fs_image_check(const void *image, size_t size)
     for (uint32_t i = 0; i < h->nxrefs; i++) {
         fs_ref_t t = x[i].target;
         if (x[i].import_slot >= h->nimports || x[i].zero ||
-            fs_ref_tag(t) == FS_TAG_XREF || fs_ref_tag(t) > FS_TAG_XREF ||
-            (fs_ref_tag(t) == FS_TAG_CONST && (t >> 3) > 2))
+            fs_ref_tag(t) == FS_TAG_XREF ||
+            (fs_ref_tag(t) == FS_TAG_CONST && (t >> 3) > 2)) {
+            c.why = "a malformed xref entry";
             goto done;
+        }
     }
     for (uint64_t w = 0; w <= end / 64; w++) {
         for (unsigned bits = c.starts[w]; bits; bits &= bits - 1) {
@@ -311,8 +465,15 @@ int fs_image_check(const void *image, size_t size)
     }
     err = FS_OK;
 done:
+    if (err == FS_ECORRUPT)
+        *why = c.why ? c.why : "corrupt";
     fs__free(seen);
     fs__free(c.starts);
     fs__free(c.refd);
     return err;
+}
+
+int fs_image_check(const void *image, size_t size)
+{
+    return fs_image_check_why(image, size, NULL);
 }

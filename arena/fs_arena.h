@@ -46,6 +46,7 @@ extern "C" {
 #define FS_ECORRUPT (-4)   /* fs_image_check: image is not well formed      */
 #define FS_ENOTFOUND (-5)  /* registry/lookup: no such entry                */
 #define FS_ESYS     (-6)   /* unexpected system error (see errno)           */
+#define FS_EVERSION (-7)   /* fs_image_check: another format version or platform */
 
 const char *fs_strerror(int err);  /* static string, never NULL */
 

@@ -1,21 +1,37 @@
 /*
-** fs_image.h -- the v1 image format: layout, builder, readers, validator.
+** fs_image.h -- the image format (version 2): layout, builder, readers,
+** validator. The same bytes serve memory and disk: a file is an image.
 **
 ** An image is one region's bytes. It holds offsets only, never absolute
-** pointers (I3), and no PyObject (I4). All fields are little-endian host
-** order, every object starts at a multiple of 8 bytes.
+** pointers (I3), and no PyObject (I4). Fields are in the byte order and word
+** size the header names (readers accept only their own: little-endian,
+** 64-bit); every object starts at a multiple of 8 bytes.
 **
 **   offset 0                                                   image_size
 **   +--------+-----------------------------+--------------+--------------+
 **   | header | objects ...                 | import table | xref table   |
-**   | 80 B   | (appended in build order)   | u64 ids      | 16 B each    |
+**   | 128 B  | (appended in build order)   | u64 ids      | 16 B each    |
 **   +--------+-----------------------------+--------------+--------------+
 **            ^FS_IMAGE_HEADER_SIZE         ^objects_end   ^xref_off
 **
-** Header (fs_image_header_t):
-**   magic "FRZSHRV1" | version u32 | flags u32 | image_size u64 | root ref |
-**   import_off u64 | nimports u32 | nxrefs u32 | xref_off u64 |
-**   object_count u64 | hash_check i64 | objects_end u64
+** Header (fs_image_header_t, 128 bytes):
+**    0 magic "FRZSHARE"        8 u16 version (2)        10 u8 byte_order (1: LE)
+**   11 u8 word_size (8)       12 u8 hash_domain         13 u8 zero
+**   14 u16 header_size (128)  16 u32 flags (0)          20 u32 nimports
+**   24 u64 image_size         32 u64 objects_end        40 u64 object_count
+**   48 ref root               56 u64 import_off         64 u64 xref_off
+**   72 u32 nxrefs             76 u32 checksum_kind      80 u64 checksum
+**   88 i64 hash_check         96 u8 hash_key[16]       112 u64 zero[2]
+** byte_order and word_size are single bytes so that a reader of any
+** platform can name what differs. checksum_kind 0 (none) for images in
+** memory; files fill it in (their writer defines the kinds). The checksum
+** covers the image with the checksum field read as zero.
+**
+** Hash domains (DESIGN.md "Hash domains"). FS_HASH_PROCESS: stored hashes
+** are CPython's hash() of the building process (a secret all interpreters
+** of a process share); hash_check is that process's hash of the ASCII str
+** "frozenshare", or -1, and a reader whose own value differs must not trust
+** stored hashes. hash_key is zero. Other domains are reserved.
 **
 ** References (fs_ref_t, 64 bits) carry a tag in their low 3 bits:
 **
@@ -23,32 +39,58 @@
 **   ...signed 61-bit integer............001   small int immediate
 **   ...0 None | 1 False | 2 True........010   constant
 **   ...index into the xref table........011   object in an imported region
+**   ...double bits 60..0............1 s e10   float immediate (tags 4..7)
+**
+** Float immediates hold the doubles whose exponent's top two bits differ
+** (|x| in [2^-511, 2^512), where nearly all data lives): bits 63..61 of the
+** double are then (s, e10, !e10), so the tag's bits 1 and 0 carry s and e10
+** and bits 60..0 are shifted up by 3. Every other double (0.0, -0.0, the
+** extremes, inf, nan) is a FLOAT object; FLOAT objects are deduplicated by
+** their bits.
 **
 ** An xref entry is { u32 import_slot; u32 zero; fs_ref_t target }: the
 ** target is a reference inside the image of import table entry import_slot
 ** (a region id; the region layer keeps the matching control blocks).
 **
-** Objects open with an 8-byte header { u8 kind; u8 flags; u16 0; u32 0 }:
+** Objects open with an 8-byte header { u8 kind; u8 flags; u8 aux; u8 0;
+** u32 n }. n is the object's length or count; lengths of 2^32 - 1 and more
+** (str, bytes, sequences) store n = FS_N_LONG and a u64 right after the
+** header ("[u64 n]" below). Padding up to the next multiple of 8 is zero.
 **
-**   FLOAT      hdr | f64 value
-**   COMPLEX    hdr | f64 real | f64 imag
-**   INT        hdr | u64 nbytes | nbytes of two's complement, little-endian,
-**                    minimal length (for ints outside the 61-bit immediates)
-**   STR        hdr | u64 length | i64 hash | u32 maxchar | u8 charsize |
-**              u8[3] 0 | (length + 1) * charsize bytes, NUL-terminated, in
-**              CPython's canonical form (charsize is the smallest of 1/2/4
-**              that holds maxchar; maxchar is the true maximum).
-**              flags FS_FLAG_ASCII when maxchar < 128.
-**   BYTES,     hdr | u64 length | length + 1 bytes (NUL-terminated)
+**   FLOAT      hdr(n 0) | f64 value
+**   COMPLEX    hdr(n 0) | f64 real | f64 imag
+**   INT        hdr(n nbytes) | two's complement, little-endian, minimal
+**              length (for ints outside the 61-bit immediates)
+**   STR        hdr(aux charsize, n length) | [u64 n] | length * charsize
+**              bytes in CPython's canonical form (charsize the smallest of
+**              1/2/4 that holds every code point; no NUL). flags
+**              FS_FLAG_ASCII when every code point is < 128. No hash: a key's
+**              hash is in its map's hashes[] (8 bytes saved per string; a
+**              reader that materializes a key takes it from there).
+**   BYTES,     hdr(n length) | [u64 n] | length bytes (no NUL)
 **   BYTEARRAY
-**   TUPLE,     hdr | u64 count | fs_ref_t items[count]
+**   TUPLE,     hdr(n count) | [u64 n] | fs_ref_t items[count]
 **   LIST
-**   DICT, SET, hdr | u64 count | u64 index_size |
-**   FROZENSET      fs_map_entry_t entries[count] (insertion order) |
-**                  i32 index[index_size] (entry number or -1), padded to 8
-**              index_size is 0 for an empty map, else a power of two with
-**              count <= index_size * 2 / 3. Sets leave value = None.
+**   DICT, SET, hdr(n count) | u32 index_size | u32 0 | i64 hashes[count] |
+**   FROZENSET      fs_ref_t keys[count] | DICT: fs_ref_t values[count] |
+**                  index[index_size], padded to 8
+**              Entries are in insertion order. index_size is 0 when count
+**              <= FS_MAP_SCAN_MAX (a lookup scans hashes[]), else a power
+**              of two (see "index" below). count <= FS_MAP_MAX.
 **              DICT flags FS_FLAG_FROZENDICT: the source was a frozendict.
+**   DICT,      hdr(n shape / 8) | fs_ref_t values[count]
+**   shaped     flags FS_FLAG_SHAPED (and maybe FS_FLAG_FROZENDICT). The
+**              header's n is the offset / 8 of an unshaped, non-empty DICT,
+**              the shape (so shapes lie in the first 32 GiB of an image; a
+**              dict that would refer further is stored unshaped), whose
+**              count, hashes, keys and index this dict uses: dicts
+**              with the same keys in the same order (records) store their
+**              keys once. A shape reference is not a value reference, but a
+**              shaped dict counts as one reference to each key of its shape
+**              (so the keys carry FS_FLAG_SHARED, below).
+**
+** Equal str and bytes values are stored once per image (the builder
+** deduplicates them by value; bytearray, which thaws mutable, never).
 **
 ** Any object: flags FS_FLAG_SHARED when more than one reference of this
 ** image points at it (the header's root counts as one). The builder sets it
@@ -65,20 +107,17 @@
 ** context (a key, a member, or anything below one), so nothing half-built is
 ** ever hashed.
 **
-** Hashes are those of the building process (CPython's hash(), whose secret
-** all interpreters of a process share); header.hash_check is the builder's
-** hash of the ASCII string "frozenshare", or -1: a reader whose own value
-** differs must not trust stored hashes.
-**
-** Dict and set index: open addressing over index[], probing the sequence
+** Map index: slots of 1 byte (int8) when count <= 127, of 2 bytes (int16)
+** when count <= 32767, else of 4 (int32); -1 marks an empty slot, any other
+** value is an entry number. Open addressing, probing the sequence
 **   i = hash & mask; perturb = (uint64)hash;
 **   repeat: perturb >>= 5; i = (i * 5 + perturb + 1) & mask
 ** Lookups stop at an empty slot or after index_size probes, so a corrupt
 ** index cannot loop forever. The first probes may revisit a slot (while
 ** perturb is nonzero); once perturb is 0 (after at most 12 shifts) the
-** sequence i -> 5i+1 has full period. Hence the builder sizes an index of
-** count >= 2 entries at >= count + 12 slots (as well as the 2/3 load bound),
-** so every entry lies within the lookup's probe budget (image.c).
+** sequence i -> 5i+1 has full period. Hence the builder sizes an index at
+** >= count + 12 slots (as well as count <= index_size * 2/3), so every
+** entry lies within the lookup's probe budget (image.c).
 **
 ** Readers below are inline and trust the image: use them on images built in
 ** this process or accepted by fs_image_check().
@@ -98,15 +137,20 @@ extern "C" {
 
 typedef uint64_t fs_ref_t;
 
-#define FS_IMAGE_MAGIC        "FRZSHRV1"
-#define FS_IMAGE_VERSION      1u
-#define FS_IMAGE_HEADER_SIZE  80u
+#define FS_IMAGE_MAGIC        "FRZSHARE"
+#define FS_IMAGE_MAGIC_V1     "FRZSHRV1"      /* the round-1 format: refused */
+#define FS_IMAGE_VERSION      2u
+#define FS_IMAGE_HEADER_SIZE  128u
+#define FS_BYTE_ORDER_LITTLE  1u
+#define FS_BYTE_ORDER_BIG     2u
+#define FS_HASH_PROCESS       1u              /* CPython hash(), this process */
 
 #define FS_TAG_MASK   UINT64_C(7)
 #define FS_TAG_OBJ    0u
 #define FS_TAG_INT    1u
 #define FS_TAG_CONST  2u
 #define FS_TAG_XREF   3u
+#define FS_TAG_FLOAT  4u             /* bit 2 set: tags 4..7, a float immediate */
 
 #define FS_REF_NONE   ((fs_ref_t)((0u << 3) | FS_TAG_CONST))
 #define FS_REF_FALSE  ((fs_ref_t)((1u << 3) | FS_TAG_CONST))
@@ -114,6 +158,10 @@ typedef uint64_t fs_ref_t;
 
 #define FS_SMALL_INT_MAX  ((int64_t)((UINT64_C(1) << 60) - 1))
 #define FS_SMALL_INT_MIN  (-FS_SMALL_INT_MAX - 1)
+
+#define FS_N_LONG         UINT32_MAX          /* hdr.n: a u64 length follows */
+#define FS_MAP_SCAN_MAX   8u                  /* maps this small have no index */
+#define FS_MAP_MAX        (UINT32_C(1) << 30) /* entries of one dict or set */
 
 /* Kinds: object kinds are stored in object headers; NONE/BOOL and the
 ** immediate INT and XREF are reported by fs_ref_kind() for tagged refs. */
@@ -136,53 +184,61 @@ enum {
     FS_KIND__COUNT
 };
 
-#define FS_FLAG_ASCII       0x01u   /* STR: maxchar < 128                */
+#define FS_FLAG_ASCII       0x01u   /* STR: every code point < 128       */
 #define FS_FLAG_FROZENDICT  0x02u   /* DICT: the source was a frozendict */
+#define FS_FLAG_SHAPED      0x04u   /* DICT: keys live in the shape      */
 #define FS_FLAG_SHARED      0x80u   /* any kind: referenced more than once */
 
 typedef struct fs_image_header_s {
     char     magic[8];       /* FS_IMAGE_MAGIC, not NUL-terminated        */
-    uint32_t version;        /* FS_IMAGE_VERSION                          */
-    uint32_t flags;          /* 0 in v1                                   */
+    uint16_t version;        /* FS_IMAGE_VERSION                          */
+    uint8_t  byte_order;     /* FS_BYTE_ORDER_LITTLE                      */
+    uint8_t  word_size;      /* 8                                         */
+    uint8_t  hash_domain;    /* FS_HASH_PROCESS                           */
+    uint8_t  zero8;
+    uint16_t header_size;    /* FS_IMAGE_HEADER_SIZE                      */
+    uint32_t flags;          /* 0                                         */
+    uint32_t nimports;       /* entries in the import table               */
     uint64_t image_size;     /* bytes in use, header included             */
+    uint64_t objects_end;    /* end of the object area                    */
+    uint64_t object_count;   /* objects between header and objects_end    */
     fs_ref_t root;           /* the frozen object                         */
     uint64_t import_off;     /* u64 region ids [nimports]                 */
-    uint32_t nimports;       /* entries in the import table               */
-    uint32_t nxrefs;         /* entries in the xref table                 */
     uint64_t xref_off;       /* fs_xref_t [nxrefs]                        */
-    uint64_t object_count;   /* objects between header and objects_end    */
-    int64_t  hash_check;     /* builder's hash("frozenshare") or -1       */
-    uint64_t objects_end;    /* end of the object area                    */
+    uint32_t nxrefs;         /* entries in the xref table                 */
+    uint32_t checksum_kind;  /* 0: none                                   */
+    uint64_t checksum;       /* of the image, this field read as 0        */
+    int64_t  hash_check;     /* FS_HASH_PROCESS: hash("frozenshare") or -1 */
+    uint8_t  hash_key[16];   /* keyed domains; zero for FS_HASH_PROCESS   */
+    uint64_t zero64[2];
 } fs_image_header_t;
 
 typedef struct fs_obj_hdr_s {
     uint8_t  kind;           /* FS_KIND_*                                 */
     uint8_t  flags;          /* FS_FLAG_*                                 */
-    uint16_t zero16;
-    uint32_t zero32;
+    uint8_t  aux;            /* STR: charsize; else 0                     */
+    uint8_t  zero8;
+    uint32_t n;              /* length / count, or FS_N_LONG              */
 } fs_obj_hdr_t;
 
 typedef struct fs_float_s   { fs_obj_hdr_t h; double value; } fs_float_t;
 typedef struct fs_complex_s { fs_obj_hdr_t h; double real, imag; } fs_complex_t;
-typedef struct fs_bigint_s  { fs_obj_hdr_t h; uint64_t nbytes; uint8_t data[]; } fs_bigint_t;
-typedef struct fs_str_s {
-    fs_obj_hdr_t h;
-    uint64_t length;         /* code points                               */
-    int64_t  hash;           /* CPython hash in the building process      */
-    uint32_t maxchar;        /* largest code point                        */
-    uint8_t  charsize;       /* 1, 2 or 4                                 */
-    uint8_t  zero[3];
-    uint8_t  data[];         /* (length + 1) * charsize                   */
-} fs_str_t;
-typedef struct fs_bytes_s   { fs_obj_hdr_t h; uint64_t length; uint8_t data[]; } fs_bytes_t;
-typedef struct fs_seq_s     { fs_obj_hdr_t h; uint64_t count; fs_ref_t items[]; } fs_seq_t;
-typedef struct fs_map_entry_s { int64_t hash; fs_ref_t key; fs_ref_t value; } fs_map_entry_t;
-typedef struct fs_map_s {
-    fs_obj_hdr_t h;
-    uint64_t count;          /* entries                                   */
-    uint64_t index_size;     /* 0 or a power of two                       */
-    fs_map_entry_t entries[];/* then int32_t index[index_size]            */
+typedef struct fs_bigint_s  { fs_obj_hdr_t h; uint8_t data[]; } fs_bigint_t;
+/* STR, BYTES, BYTEARRAY, TUPLE, LIST: read through the accessors below
+** (the u64 length, when present, shifts what follows). */
+typedef struct fs_str_s     { fs_obj_hdr_t h; } fs_str_t;
+typedef struct fs_bytes_s   { fs_obj_hdr_t h; } fs_bytes_t;
+typedef struct fs_seq_s     { fs_obj_hdr_t h; } fs_seq_t;
+typedef struct fs_map_s {    /* DICT (unshaped), SET, FROZENSET          */
+    fs_obj_hdr_t h;          /* n: entries                                */
+    uint32_t index_size;     /* 0 or a power of two                       */
+    uint32_t zero32;
+    int64_t  hashes[];       /* then keys, values (DICT), index           */
 } fs_map_t;
+typedef struct fs_shaped_s { /* DICT with FS_FLAG_SHAPED: h.n = shape / 8 */
+    fs_obj_hdr_t h;
+    fs_ref_t values[];
+} fs_shaped_t;
 typedef struct fs_xref_s    { uint32_t import_slot; uint32_t zero; fs_ref_t target; } fs_xref_t;
 
 /* ---- inline readers (trust the image) ----------------------------------- */
@@ -190,7 +246,29 @@ typedef struct fs_xref_s    { uint32_t import_slot; uint32_t zero; fs_ref_t targ
 static inline const fs_image_header_t *fs_image_header(const void *base)
 { return (const fs_image_header_t *)base; }
 
-static inline unsigned fs_ref_tag(fs_ref_t r) { return (unsigned)(r & FS_TAG_MASK); }
+/* The tag; FS_TAG_FLOAT for every float immediate (tags 4..7). */
+static inline unsigned fs_ref_tag(fs_ref_t r)
+{ return (r & FS_TAG_FLOAT) ? FS_TAG_FLOAT : (unsigned)(r & FS_TAG_MASK); }
+
+/* The float immediate for v: 1 and *out, or 0 when v needs an object. */
+static inline int fs_ref_float_imm(double v, fs_ref_t *out)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    uint64_t e10 = (bits >> 62) & 1, e9 = (bits >> 61) & 1;
+    if (e10 == e9)
+        return 0;
+    *out = (bits << 3) | FS_TAG_FLOAT | ((bits >> 63) << 1) | e10;
+    return 1;
+}
+static inline double fs_ref_float(fs_ref_t r)
+{
+    uint64_t s = (r >> 1) & 1, e10 = r & 1;
+    uint64_t bits = (r >> 3) | (s << 63) | (e10 << 62) | ((e10 ^ 1) << 61);
+    double v;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
 
 static inline fs_ref_t fs_ref_small_int(int64_t v)
 { return ((uint64_t)v << 3) | FS_TAG_INT; }
@@ -209,7 +287,7 @@ static inline int fs_ref_kind(const void *base, fs_ref_t r)
     case FS_TAG_INT:   return FS_KIND_INT;
     case FS_TAG_CONST: return r == FS_REF_NONE ? FS_KIND_NONE : FS_KIND_BOOL;
     case FS_TAG_XREF:  return FS_KIND_XREF;
-    default:           return FS_KIND_INVALID;
+    default:           return FS_KIND_FLOAT;    /* FS_TAG_FLOAT */
     }
 }
 
@@ -225,16 +303,92 @@ static inline const fs_xref_t *fs_xref(const void *base, fs_ref_t r)
 static inline const uint64_t *fs_image_imports(const void *base)
 { return (const uint64_t *)((const uint8_t *)base + fs_image_header(base)->import_off); }
 
+/* Length (or count) of a STR, BYTES, BYTEARRAY, TUPLE or LIST, and where
+** its body (after the long length) starts. */
+static inline uint64_t fs_obj_len(const fs_obj_hdr_t *h)
+{
+    uint64_t n;
+    if (h->n != FS_N_LONG)
+        return h->n;
+    memcpy(&n, h + 1, sizeof n);
+    return n;
+}
+static inline const uint8_t *fs_obj_body(const fs_obj_hdr_t *h)
+{ return (const uint8_t *)(h + 1) + (h->n == FS_N_LONG ? 8 : 0); }
+
 static inline const fs_str_t *fs_str(const void *base, fs_ref_t r)
 { return (const fs_str_t *)fs_obj(base, r); }
+static inline uint64_t fs_str_len(const fs_str_t *s) { return fs_obj_len(&s->h); }
+static inline unsigned fs_str_charsize(const fs_str_t *s) { return s->h.aux; }
+static inline int fs_str_ascii(const fs_str_t *s) { return (s->h.flags & FS_FLAG_ASCII) != 0; }
+static inline const uint8_t *fs_str_data(const fs_str_t *s)
+{ return fs_obj_body(&s->h); }
+/* The maxchar CPython's PyUnicode_New wants for this canonical str (any
+** value of its charsize's range gives the same kind and ASCII state). */
+static inline uint32_t fs_str_maxchar_class(const fs_str_t *s)
+{
+    unsigned cs = s->h.aux;
+    return cs == 1 ? (fs_str_ascii(s) ? 127u : 255u) : cs == 2 ? 65535u : 0x10ffffu;
+}
+
 static inline const fs_bytes_t *fs_bytes(const void *base, fs_ref_t r)
 { return (const fs_bytes_t *)fs_obj(base, r); }
+static inline uint64_t fs_bytes_len(const fs_bytes_t *b) { return fs_obj_len(&b->h); }
+static inline const uint8_t *fs_bytes_data(const fs_bytes_t *b) { return fs_obj_body(&b->h); }
+
+static inline uint64_t fs_bigint_nbytes(const fs_bigint_t *b) { return b->h.n; }
+
 static inline const fs_seq_t *fs_seq(const void *base, fs_ref_t r)
 { return (const fs_seq_t *)fs_obj(base, r); }
+static inline uint64_t fs_seq_count(const fs_seq_t *s) { return fs_obj_len(&s->h); }
+static inline const fs_ref_t *fs_seq_items(const fs_seq_t *s)
+{ return (const fs_ref_t *)(const void *)fs_obj_body(&s->h); }
+
+/* Maps: a DICT, SET or FROZENSET; a shaped DICT reads its keys through its
+** shape. */
 static inline const fs_map_t *fs_map(const void *base, fs_ref_t r)
 { return (const fs_map_t *)fs_obj(base, r); }
-static inline const int32_t *fs_map_index(const fs_map_t *m)
-{ return (const int32_t *)(const void *)(m->entries + m->count); }
+static inline int fs_map_shaped(const fs_map_t *m) { return (m->h.flags & FS_FLAG_SHAPED) != 0; }
+static inline fs_ref_t fs_map_shape(const fs_map_t *m) { return (fs_ref_t)m->h.n << 3; }
+/* The map holding m's keys: m itself, or its shape. */
+static inline const fs_map_t *fs_map_keyset(const void *base, const fs_map_t *m)
+{
+    return fs_map_shaped(m) ? fs_map(base, fs_map_shape(m)) : m;
+}
+static inline uint64_t fs_map_count(const void *base, const fs_map_t *m)
+{ return fs_map_keyset(base, m)->h.n; }
+static inline const fs_ref_t *fs_keyset_keys(const fs_map_t *ks)
+{ return (const fs_ref_t *)(const void *)(ks->hashes + ks->h.n); }
+static inline const fs_ref_t *fs_map_keys(const void *base, const fs_map_t *m)
+{ return fs_keyset_keys(fs_map_keyset(base, m)); }
+static inline const int64_t *fs_map_hashes(const void *base, const fs_map_t *m)
+{ return fs_map_keyset(base, m)->hashes; }
+/* DICT values (a set has none). */
+static inline const fs_ref_t *fs_map_values(const fs_map_t *m)
+{
+    if (fs_map_shaped(m))
+        return ((const fs_shaped_t *)(const void *)m)->values;
+    return fs_keyset_keys(m) + m->h.n;
+}
+/* Bytes of one index slot for a map of count entries. */
+static inline unsigned fs_index_width(uint64_t count)
+{ return count <= 127 ? 1u : count <= 32767 ? 2u : 4u; }
+/* The index of an unshaped map (a keyset). */
+static inline const void *fs_keyset_index(const fs_map_t *ks)
+{
+    const fs_ref_t *after = fs_keyset_keys(ks) + ks->h.n;
+    if (ks->h.kind == FS_KIND_DICT)
+        after += ks->h.n;                        /* the owner's values */
+    return after;
+}
+static inline int64_t fs_index_slot(const void *index, unsigned width, uint64_t i)
+{
+    if (width == 1)
+        return ((const int8_t *)index)[i];
+    if (width == 2)
+        return ((const int16_t *)index)[i];
+    return ((const int32_t *)index)[i];
+}
 
 /* Equality callback for lookups: 1 equal, 0 not equal, -1 error. */
 typedef int (*fs_eq_fn)(void *ctx, const void *base, fs_ref_t stored_key);
@@ -244,20 +398,32 @@ typedef int (*fs_eq_fn)(void *ctx, const void *base, fs_ref_t stored_key);
 static inline int64_t fs_map_find(const void *base, const fs_map_t *m,
                                   int64_t hash, fs_eq_fn eq, void *ctx)
 {
-    if (m->index_size == 0)
+    const fs_map_t *ks = fs_map_keyset(base, m);
+    uint64_t count = ks->h.n;
+    const int64_t *hashes = ks->hashes;
+    const fs_ref_t *keys = fs_keyset_keys(ks);
+    if (ks->index_size == 0) {                   /* small: scan the hashes */
+        for (uint64_t e = 0; e < count; e++) {
+            if (hashes[e] == hash) {
+                int r = eq(ctx, base, keys[e]);
+                if (r != 0)
+                    return r > 0 ? (int64_t)e : -2;
+            }
+        }
         return -1;
-    const int32_t *index = fs_map_index(m);
-    uint64_t mask = m->index_size - 1, perturb = (uint64_t)hash;
+    }
+    const void *index = fs_keyset_index(ks);
+    unsigned width = fs_index_width(count);
+    uint64_t mask = (uint64_t)ks->index_size - 1, perturb = (uint64_t)hash;
     uint64_t i = (uint64_t)hash & mask;
-    for (uint64_t probes = 0; probes < m->index_size; probes++) {
-        int32_t e = index[i];
+    for (uint64_t probes = 0; probes < ks->index_size; probes++) {
+        int64_t e = fs_index_slot(index, width, i);
         if (e < 0)
             return -1;
-        const fs_map_entry_t *ent = &m->entries[e];
-        if (ent->hash == hash) {
-            int r = eq(ctx, base, ent->key);
+        if (hashes[e] == hash) {
+            int r = eq(ctx, base, keys[e]);
             if (r != 0)
-                return r > 0 ? (int64_t)e : -2;
+                return r > 0 ? e : -2;
         }
         perturb >>= 5;
         i = (i * 5 + perturb + 1) & mask;
@@ -269,8 +435,8 @@ static inline int64_t fs_map_find(const void *base, const fs_map_t *m,
 static inline int fs_str_equals(const fs_str_t *s, unsigned charsize,
                                 uint64_t length, const void *data)
 {
-    return s->charsize == charsize && s->length == length &&
-           memcmp(s->data, data, (size_t)length * charsize) == 0;
+    return fs_str_charsize(s) == charsize && fs_str_len(s) == length &&
+           memcmp(fs_str_data(s), data, (size_t)length * charsize) == 0;
 }
 
 /* ---- builder ------------------------------------------------------------ */
@@ -290,31 +456,57 @@ int fs_build_int64(fs_builder_t *b, int64_t v, fs_ref_t *out);
 /* Two's complement little-endian bytes of any length (>= 1); stored
 ** minimal, as an immediate when it fits. */
 int fs_build_bigint(fs_builder_t *b, const uint8_t *le, size_t nbytes, fs_ref_t *out);
-/* The largest code point of length characters of charsize (1/2/4) bytes:
-** the maxchar fs_build_str expects. */
+/* The largest code point of length characters of charsize (1/2/4) bytes. */
 uint32_t fs_str_maxchar(unsigned charsize, uint64_t length, const void *data);
 /* Canonical str: charsize 1/2/4 must be the smallest that holds maxchar,
 ** and maxchar the true maximum of the data (checked: FS_EINVAL). Pass
-** FS_MAXCHAR_SCAN to have it computed instead (one scan of the data, not two). */
+** FS_MAXCHAR_SCAN to have it computed instead (one scan of the data, not
+** two). hash: any hash of the str that equal strs share (CPython's), used
+** to find an equal str already in the image, which is then not stored
+** again (*out is the earlier one); it is not stored. */
 #define FS_MAXCHAR_SCAN UINT32_MAX
 int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
                  uint32_t maxchar, int64_t hash, const void *data, fs_ref_t *out);
+/* BYTES are deduplicated like str (up to FS_DEDUP_BYTES_MAX bytes: longer
+** blobs would pay a hash of their whole length); BYTEARRAY never is. */
+#define FS_DEDUP_BYTES_MAX 4096u
 int fs_build_bytes(fs_builder_t *b, int kind /* BYTES|BYTEARRAY */,
                    const void *data, uint64_t length, fs_ref_t *out);
 /* Tuple or list of count items, all None until set. */
 int  fs_build_seq(fs_builder_t *b, int kind, uint64_t count, fs_ref_t *out);
 void fs_build_seq_set(fs_builder_t *b, fs_ref_t seq, uint64_t i, fs_ref_t item);
-/* Dict, set or frozenset of exactly count entries: set each entry once with
-** fs_build_map_set (in insertion order), then fs_build_map_finish builds the
-** index. flags: FS_FLAG_FROZENDICT for dicts. */
+/* Dict, set or frozenset of exactly count entries whose keys are not known
+** yet: set each entry once with fs_build_map_set (in insertion order), then
+** fs_build_map_finish builds the index. flags: FS_FLAG_FROZENDICT for
+** dicts. Never shaped. */
 int  fs_build_map(fs_builder_t *b, int kind, unsigned flags, uint64_t count, fs_ref_t *out);
 void fs_build_map_set(fs_builder_t *b, fs_ref_t map, uint64_t i, int64_t hash,
                       fs_ref_t key, fs_ref_t value);
 void fs_build_map_finish(fs_builder_t *b, fs_ref_t map);
+/* A dict of count entries whose hashes and keys are known now (copied; the
+** index is built here): shaped when an earlier dict of this image has the
+** same key references in the same order, else unshaped (and a shape for
+** later ones). Its values are None until fs_build_dict_value sets each. */
+int  fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
+                   const int64_t *hashes, const fs_ref_t *keys, fs_ref_t *out);
+void fs_build_dict_value(fs_builder_t *b, fs_ref_t dict, uint64_t i, fs_ref_t value);
+/* A dict with the keys of `dict` (an earlier result of fs_build_dict, not
+** empty): shaped over the same shape, values None. For a caller that knows
+** the keys are the same (the same key objects as the last dict), without
+** hashing them again. */
+int  fs_build_dict_shape(fs_builder_t *b, unsigned flags, fs_ref_t dict, fs_ref_t *out);
 /* A reference to `target` inside the image of import slot `slot` (slots are
 ** numbered by the caller, 0..nimports-1, and named at fs_builder_finish).
 ** Repeated (slot, target) pairs share one xref entry. */
 int fs_build_xref(fs_builder_t *b, uint32_t slot, fs_ref_t target, fs_ref_t *out);
+
+/* Builder statistics (for tests and fs.stats()). */
+typedef struct fs_build_stats_s {
+    uint64_t dedup_hits;     /* str/bytes stored once, referenced again   */
+    uint64_t shapes;         /* unshaped dicts that became a shape        */
+    uint64_t shaped;         /* dicts stored as values + a shape          */
+} fs_build_stats_t;
+void fs_builder_stats(const fs_builder_t *b, fs_build_stats_t *out);
 
 /* Write the import and xref tables and the header, and shrink the image to
 ** fit. Afterwards only fs_builder_detach / fs_builder_destroy are allowed. */
@@ -328,10 +520,15 @@ void fs_builder_detach(fs_builder_t *b, void **base, size_t *alloc_size);
 /* Prove that an untrusted image is well formed: header fields, every object
 ** in bounds and of a known kind, every reference pointing at an object start,
 ** an immediate, a constant or an existing xref; xref slots < nimports;
-** strings canonical; map entries and index consistent; object_count right.
-** Never reads outside [image, image + size). Iterative (no recursion).
-** Returns FS_OK, FS_ECORRUPT, or FS_ENOMEM (it needs size/64 bytes). */
+** strings canonical; map entries and index consistent; shapes (an unshaped
+** DICT of the same count); FS_FLAG_SHARED exactly where an object has two
+** or more references; object_count right.
+** Never reads outside [image, image + size). Iterative (no recursion), work
+** linear in size. Returns FS_OK, FS_ECORRUPT (why: *why, a static string,
+** when why is not NULL), FS_EVERSION (another format version or platform,
+** named in *why), or FS_ENOMEM (it needs about size/32 bytes). */
 int fs_image_check(const void *image, size_t size);
+int fs_image_check_why(const void *image, size_t size, const char **why);
 
 #ifdef __cplusplus
 }

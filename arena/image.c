@@ -30,8 +30,17 @@
 ** which has full period. So probes 12 .. index_size-1 are distinct slots, and
 ** choosing index_size >= count + 12 (as well as count <= index_size * 2/3)
 ** guarantees a free slot for every entry within the lookup's probe budget.
-** Only maps of 2..42 entries pay for this (a larger index); beyond that the
-** load bound alone implies it.
+** Only maps of 9..42 entries pay for this (a larger index; smaller ones have
+** none); beyond that the load bound alone implies it.
+**
+** Stored once (fs_image.h, format v2). Equal str and short bytes values
+** are looked up in `vals` by value before they are appended: the second
+** one is the first one's ref, whose second store flags it SHARED. Dicts
+** whose hashes and keys are given up front (fs_build_dict) are looked up
+** in `shapes` by their key refs: keys are deduplicated, so equal key refs
+** mean equal keys, and the first dict with a key sequence is stored
+** unshaped and becomes the shape of every later one. Both tables are heap
+** memory of the builder, grown before the object is appended.
 **
 ** Failure leaves the builder valid: every function checks sizes and
 ** allocates before it changes anything, so a failed call (FS_ENOMEM,
@@ -51,6 +60,14 @@
 
 #include "fs_image.h"
 
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__ || UINTPTR_MAX != UINT64_MAX
+#  error "the image format is written little-endian, 64-bit (fs_image.h)"
+#endif
+_Static_assert(sizeof(fs_image_header_t) == FS_IMAGE_HEADER_SIZE, "header layout");
+_Static_assert(sizeof(fs_map_t) == 16 && sizeof(fs_shaped_t) == 8, "map layouts");
+
+typedef struct fs_dedup_s { uint64_t h; fs_ref_t ref; } fs_dedup_t;
+
 struct fs_builder_s {
     uint8_t   *base;         /* image start (arena); NULL once detached       */
     size_t     used;         /* bytes in use, header included                 */
@@ -66,6 +83,11 @@ struct fs_builder_s {
     uint32_t   xmap_size;    /* power of two, or 0; load <= 1/2               */
     uint8_t   *refd;         /* bit per 8-byte word: referenced once already  */
     size_t     refd_size;    /* bytes in refd: covers cap                     */
+    fs_dedup_t *vals;        /* equal str/bytes -> the one stored (dedup)     */
+    uint64_t   vals_size, vals_used;
+    fs_dedup_t *shapes;      /* key refs -> the dict owning them (shapes)     */
+    uint64_t   shapes_size, shapes_used;
+    uint64_t   dedup_hits, nshapes, shaped;   /* fs_builder_stats             */
     int        finished;     /* fs_builder_finish succeeded: no more appends  */
 };
 
@@ -128,6 +150,8 @@ void fs_builder_destroy(fs_builder_t *b)
     fs__free(b->xrefs);
     fs__free(b->xmap);
     fs__free(b->refd);
+    fs__free(b->vals);
+    fs__free(b->shapes);
     fs__free(b);
 }
 
@@ -208,11 +232,41 @@ static size_t sized(uint64_t n, size_t size, size_t extra)
     return (size_t)n * size + extra;
 }
 
+static int vals_reserve(fs_builder_t *b);
+static fs_ref_t vals_find(const fs_builder_t *b, uint64_t h, int kind, unsigned aux,
+                          const void *data, uint64_t nbytes, uint64_t *slot);
+static inline uint64_t mix64(uint64_t x);
+
 int fs_build_float(fs_builder_t *b, double v, fs_ref_t *out)
 {
-    int err = new_object(b, FS_KIND_FLOAT, 0, sizeof(fs_float_t), out);
-    if (!err)
+    if (fs_ref_float_imm(v, out))
+        return FS_OK;
+    if (b->base == NULL || b->finished)
+        return FS_EINVAL;
+    if (v != v) {                /* NaN: two NaN keys of one dict stay two */
+        int err = new_object(b, FS_KIND_FLOAT, 0, sizeof(fs_float_t), out);
+        if (!err)
+            ((fs_float_t *)(void *)(b->base + *out))->value = v;
+        return err;
+    }
+    int err = vals_reserve(b);
+    if (err)
+        return err;
+    uint64_t bits, slot = 0;
+    memcpy(&bits, &v, sizeof bits);
+    uint64_t h = mix64(bits ^ UINT64_C(0xf10a7));
+    fs_ref_t hit = vals_find(b, h, FS_KIND_FLOAT, 0, &v, 8, &slot);
+    if (hit) {
+        b->dedup_hits++;
+        *out = hit;
+        return FS_OK;
+    }
+    err = new_object(b, FS_KIND_FLOAT, 0, sizeof(fs_float_t), out);
+    if (!err) {
         ((fs_float_t *)(void *)(b->base + *out))->value = v;
+        b->vals[slot] = (fs_dedup_t){ h, *out };
+        b->vals_used++;
+    }
     return err;
 }
 
@@ -261,13 +315,13 @@ int fs_build_bigint(fs_builder_t *b, const uint8_t *le, size_t nbytes, fs_ref_t 
             return FS_OK;
         }
     }
-    size_t size = sized(nbytes, 1, sizeof(fs_bigint_t));
-    if (size == SIZE_MAX)
+    if (nbytes >= FS_N_LONG)                        /* hdr.n holds nbytes */
         return FS_ETOOBIG;
-    int err = new_object(b, FS_KIND_INT, 0, size, out);
+    int err = new_object_with(b, FS_KIND_INT, 0, sizeof(fs_bigint_t) + nbytes,
+                              sizeof(fs_bigint_t), nbytes, out);
     if (!err) {
         fs_bigint_t *o = (fs_bigint_t *)(void *)(b->base + *out);
-        o->nbytes = nbytes;
+        o->h.n = (uint32_t)nbytes;
         memcpy(o->data, le, nbytes);
     }
     return err;
@@ -294,6 +348,102 @@ uint32_t fs_str_maxchar(unsigned charsize, uint64_t length, const void *data)
     return max;
 }
 
+/* ---- value dedup: equal str and bytes stored once ----------------------- */
+/* vals: open addressing over (key hash, ref); key hash mixes the kind into
+** the str's own hash, or hashes the bytes. Load <= 1/2, grown before the
+** object is appended, so an insert after it cannot fail. */
+
+static inline uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    return x ^ (x >> 33);
+}
+
+/* A fast hash of n bytes (dedup only: never stored). */
+static uint64_t bytes_hash(const uint8_t *p, uint64_t n)
+{
+    uint64_t h = n * UINT64_C(0x9e3779b97f4a7c15), w;
+    for (; n >= 8; n -= 8, p += 8) {
+        memcpy(&w, p, 8);
+        h = mix64(h ^ w);
+    }
+    w = 0;
+    memcpy(&w, p, (size_t)n);
+    return mix64(h ^ w ^ 0xb5);
+}
+
+static int vals_reserve(fs_builder_t *b)
+{
+    if (b->vals_used + 1 <= b->vals_size / 2)
+        return FS_OK;
+    uint64_t size = b->vals_size ? b->vals_size * 2 : 256;
+    fs_dedup_t *t = fs__calloc((size_t)size, sizeof *t);
+    if (t == NULL)
+        return FS_ENOMEM;
+    for (uint64_t i = 0; i < b->vals_size; i++) {
+        if (b->vals[i].ref == 0)
+            continue;
+        uint64_t j = b->vals[i].h & (size - 1);
+        while (t[j].ref)
+            j = (j + 1) & (size - 1);
+        t[j] = b->vals[i];
+    }
+    fs__free(b->vals);
+    b->vals = t;
+    b->vals_size = size;
+    return FS_OK;
+}
+
+/* The stored str/bytes equal to (kind, aux, data, length) with key hash h,
+** or 0. *slot: where to insert it when absent. */
+static fs_ref_t vals_find(const fs_builder_t *b, uint64_t h, int kind, unsigned aux,
+                          const void *data, uint64_t nbytes, uint64_t *slot)
+{
+    uint64_t mask = b->vals_size - 1, i = h & mask;
+    for (; b->vals[i].ref; i = (i + 1) & mask) {
+        if (b->vals[i].h != h)
+            continue;
+        const fs_obj_hdr_t *o = (const fs_obj_hdr_t *)(const void *)(b->base + b->vals[i].ref);
+        if (o->kind != kind || o->aux != aux)
+            continue;
+        if (kind != FS_KIND_FLOAT && fs_obj_len(o) * (aux ? aux : 1) != nbytes)
+            continue;
+        const uint8_t *d = kind == FS_KIND_FLOAT ? (const uint8_t *)(o + 1) : fs_obj_body(o);
+        if (memcmp(d, data, (size_t)nbytes) == 0)
+            return b->vals[i].ref;
+    }
+    *slot = i;
+    return 0;
+}
+
+/* Append a STR or BYTES-like object: header (kind, flags, aux, n), the
+** long length when needed, `pre` bytes (the str's hash), then the payload. */
+static int new_blob(fs_builder_t *b, int kind, unsigned flags, unsigned aux, uint64_t n,
+                    const void *pre, size_t npre, const void *data, size_t nbytes,
+                    fs_ref_t *out)
+{
+    size_t lng = n >= FS_N_LONG ? 8 : 0, head = sizeof(fs_obj_hdr_t) + lng + npre;
+    if (nbytes > SIZE_MAX - head - 8)
+        return FS_ETOOBIG;
+    int err = new_object_with(b, kind, flags, head + nbytes, head, nbytes, out);
+    if (err)
+        return err;
+    uint8_t *o = b->base + *out;
+    fs_obj_hdr_t *h = (fs_obj_hdr_t *)(void *)o;
+    h->aux = (uint8_t)aux;
+    h->n = lng ? FS_N_LONG : (uint32_t)n;
+    if (lng)
+        memcpy(o + sizeof *h, &n, 8);
+    if (npre)
+        memcpy(o + sizeof *h + lng, pre, npre);
+    if (nbytes)
+        memcpy(o + head, data, nbytes);
+    return FS_OK;
+}
+
 int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
                  uint32_t maxchar, int64_t hash, const void *data, fs_ref_t *out)
 {
@@ -307,23 +457,28 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
         return FS_EINVAL;
     if (length >= SIZE_MAX / 4)
         return FS_ETOOBIG;
-    size_t size = sized(length + 1, charsize, sizeof(fs_str_t));
-    if (size == SIZE_MAX)
-        return FS_ETOOBIG;
     /* Canonical form is what fs_image_check demands and what readers compare
     ** with memcmp: refuse a maxchar that is not the true maximum. */
     if (!scanned && fs_str_maxchar(charsize, length, data) != maxchar)
         return FS_EINVAL;
-    int err = new_object_with(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, size,
-                              sizeof(fs_str_t), (size_t)length * charsize, out);
+    if (b->base == NULL || b->finished)
+        return FS_EINVAL;
+    int err = vals_reserve(b);
+    if (err)
+        return err;
+    size_t nbytes = (size_t)length * charsize;
+    uint64_t h = mix64((uint64_t)hash ^ ((uint64_t)charsize << 56)), slot = 0;
+    fs_ref_t hit = vals_find(b, h, FS_KIND_STR, charsize, data, nbytes, &slot);
+    if (hit) {
+        b->dedup_hits++;
+        *out = hit;
+        return FS_OK;
+    }
+    err = new_blob(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, charsize, length,
+                   NULL, 0, data, nbytes, out);
     if (!err) {
-        fs_str_t *s = (fs_str_t *)(void *)(b->base + *out);
-        s->length = length;
-        s->hash = hash;
-        s->maxchar = maxchar;
-        s->charsize = (uint8_t)charsize;
-        if (length)
-            memcpy(s->data, data, (size_t)length * charsize);   /* NUL: zeroed by grow_fill */
+        b->vals[slot] = (fs_dedup_t){ h, *out };
+        b->vals_used++;
     }
     return err;
 }
@@ -332,15 +487,28 @@ int fs_build_bytes(fs_builder_t *b, int kind, const void *data, uint64_t length,
 {
     if ((kind != FS_KIND_BYTES && kind != FS_KIND_BYTEARRAY) || (length && data == NULL))
         return FS_EINVAL;
-    size_t size = sized(length, 1, sizeof(fs_bytes_t) + 1);
-    if (size == SIZE_MAX)
+    if (length > SIZE_MAX / 2)
         return FS_ETOOBIG;
-    int err = new_object_with(b, kind, 0, size, sizeof(fs_bytes_t), (size_t)length, out);
-    if (!err) {
-        fs_bytes_t *o = (fs_bytes_t *)(void *)(b->base + *out);
-        o->length = length;
-        if (length)
-            memcpy(o->data, data, (size_t)length);          /* NUL: zeroed by grow_fill */
+    if (b->base == NULL || b->finished)
+        return FS_EINVAL;
+    int dedup = kind == FS_KIND_BYTES && length <= FS_DEDUP_BYTES_MAX;
+    uint64_t h = 0, slot = 0;
+    if (dedup) {
+        int err = vals_reserve(b);
+        if (err)
+            return err;
+        h = bytes_hash(data, length);
+        fs_ref_t hit = vals_find(b, h, kind, 0, data, length, &slot);
+        if (hit) {
+            b->dedup_hits++;
+            *out = hit;
+            return FS_OK;
+        }
+    }
+    int err = new_blob(b, kind, 0, 0, length, NULL, 0, data, (size_t)length, out);
+    if (!err && dedup) {
+        b->vals[slot] = (fs_dedup_t){ h, *out };
+        b->vals_used++;
     }
     return err;
 }
@@ -349,37 +517,50 @@ int fs_build_seq(fs_builder_t *b, int kind, uint64_t count, fs_ref_t *out)
 {
     if (kind != FS_KIND_TUPLE && kind != FS_KIND_LIST)
         return FS_EINVAL;
-    size_t size = sized(count, sizeof(fs_ref_t), sizeof(fs_seq_t));
+    size_t lng = count >= FS_N_LONG ? 8 : 0;
+    size_t size = sized(count, sizeof(fs_ref_t), sizeof(fs_obj_hdr_t) + lng);
     if (size == SIZE_MAX)
         return FS_ETOOBIG;
     int err = new_object(b, kind, 0, size, out);
     if (!err) {
-        fs_seq_t *s = (fs_seq_t *)(void *)(b->base + *out);
-        s->count = count;
+        uint8_t *o = b->base + *out;
+        fs_obj_hdr_t *h = (fs_obj_hdr_t *)(void *)o;
+        h->n = lng ? FS_N_LONG : (uint32_t)count;
+        if (lng)
+            memcpy(o + sizeof *h, &count, 8);
+        fs_ref_t *items = (fs_ref_t *)(void *)(o + sizeof *h + lng);
         for (uint64_t i = 0; i < count; i++)
-            s->items[i] = FS_REF_NONE;
+            items[i] = FS_REF_NONE;
     }
     return err;
 }
 
 void fs_build_seq_set(fs_builder_t *b, fs_ref_t seq, uint64_t i, fs_ref_t item)
 {
-    ((fs_seq_t *)(void *)(b->base + seq))->items[i] = item;
+    ((fs_ref_t *)(void *)fs_seq_items(fs_seq(b->base, seq)))[i] = item;
     note_ref(b, item);
 }
 
-/* The index size for count entries: 0 when empty, else the smallest power of
-** two with count <= size * 2/3 and (count > 1) size >= count + 12 (see the
-** header comment: every entry then lies within size probes). */
+/* ---- maps ---------------------------------------------------------------- */
+
+/* The index size for count entries: 0 up to FS_MAP_SCAN_MAX (a lookup scans
+** the hashes: no index), else the smallest power of two with count <=
+** size * 2/3 and size >= count + 12 (see the header comment: every entry
+** then lies within size probes). */
 static uint64_t index_size_for(uint64_t count)
 {
-    if (count == 0)
+    if (count <= FS_MAP_SCAN_MAX)
         return 0;
-    uint64_t n = 8;
-    while (n * 2 < count * 3 || (count > 1 && n < count + MAX_PROBE_LAG))
+    uint64_t n = 16;
+    while (n * 2 < count * 3 || n < count + MAX_PROBE_LAG)
         n *= 2;
     return n;
 }
+
+static inline fs_map_t *map_at(fs_builder_t *b, fs_ref_t r)
+{ return (fs_map_t *)(void *)(b->base + r); }
+static inline fs_ref_t *keys_of(fs_map_t *m)
+{ return (fs_ref_t *)(void *)(m->hashes + m->h.n); }
 
 int fs_build_map(fs_builder_t *b, int kind, unsigned flags, uint64_t count, fs_ref_t *out)
 {
@@ -388,25 +569,24 @@ int fs_build_map(fs_builder_t *b, int kind, unsigned flags, uint64_t count, fs_r
     if ((flags & ~(unsigned)FS_FLAG_FROZENDICT) ||
         (flags && kind != FS_KIND_DICT))
         return FS_EINVAL;
-    if (count > INT32_MAX)                   /* index entries are i32 */
+    if (count > FS_MAP_MAX)
         return FS_ETOOBIG;
     uint64_t isize = index_size_for(count);
-    size_t size = sized(count, sizeof(fs_map_entry_t), sizeof(fs_map_t));
-    size_t idx = sized(isize, sizeof(int32_t), 0);
+    size_t per = sizeof(int64_t) + sizeof(fs_ref_t) * (kind == FS_KIND_DICT ? 2 : 1);
+    size_t size = sized(count, per, sizeof(fs_map_t));
+    size_t idx = sized(isize, fs_index_width(count), 0);
     if (size == SIZE_MAX || idx == SIZE_MAX || size + idx < size)
         return FS_ETOOBIG;
     int err = new_object(b, kind, flags, size + idx, out);
     if (!err) {
-        fs_map_t *m = (fs_map_t *)(void *)(b->base + *out);
-        m->count = count;
-        m->index_size = isize;
-        for (uint64_t i = 0; i < count; i++) {
-            m->entries[i].key = FS_REF_NONE;
-            m->entries[i].value = FS_REF_NONE;
-        }
-        int32_t *index = (int32_t *)(void *)(m->entries + count);
-        for (uint64_t i = 0; i < isize; i++)    /* finish rebuilds it; until  */
-            index[i] = -1;                      /* then lookups simply miss   */
+        fs_map_t *m = map_at(b, *out);
+        m->h.n = (uint32_t)count;
+        m->index_size = (uint32_t)isize;
+        fs_ref_t *refs = keys_of(m);
+        for (uint64_t i = 0; i < count * (kind == FS_KIND_DICT ? 2 : 1); i++)
+            refs[i] = FS_REF_NONE;
+        /* finish builds the index; until then lookups simply miss */
+        memset((void *)fs_keyset_index(m), 0xff, idx);
     }
     return err;
 }
@@ -414,35 +594,178 @@ int fs_build_map(fs_builder_t *b, int kind, unsigned flags, uint64_t count, fs_r
 void fs_build_map_set(fs_builder_t *b, fs_ref_t map, uint64_t i, int64_t hash,
                       fs_ref_t key, fs_ref_t value)
 {
-    fs_map_entry_t *e = &((fs_map_t *)(void *)(b->base + map))->entries[i];
-    e->hash = hash;
-    e->key = key;
-    e->value = value;
+    fs_map_t *m = map_at(b, map);
+    m->hashes[i] = hash;
+    keys_of(m)[i] = key;
     note_ref(b, key);
-    note_ref(b, value);
+    if (m->h.kind == FS_KIND_DICT) {
+        keys_of(m)[m->h.n + i] = value;
+        note_ref(b, value);
+    }
+}
+
+static inline void slot_put(void *index, unsigned width, uint64_t i, int64_t e)
+{
+    if (width == 1)
+        ((int8_t *)index)[i] = (int8_t)e;
+    else if (width == 2)
+        ((int16_t *)index)[i] = (int16_t)e;
+    else
+        ((int32_t *)index)[i] = (int32_t)e;
 }
 
 void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
 {
-    fs_map_t *m = (fs_map_t *)(void *)(b->base + map);
+    fs_map_t *m = map_at(b, map);
     if (m->index_size == 0)
         return;
-    int32_t *index = (int32_t *)(void *)(m->entries + m->count);
-    uint64_t mask = m->index_size - 1;
-    for (uint64_t i = 0; i < m->index_size; i++)
-        index[i] = -1;
+    void *index = (void *)fs_keyset_index(m);
+    unsigned width = fs_index_width(m->h.n);
+    uint64_t mask = (uint64_t)m->index_size - 1;
+    memset(index, 0xff, (size_t)m->index_size * width);
     /* Entries go in insertion order along the probing sequence of fs_map_find
     ** (fs_image.h). index_size_for() guarantees a free slot within
     ** index_size probes, so the loop ends and every entry is found. */
-    for (uint64_t e = 0; e < m->count; e++) {
-        uint64_t perturb = (uint64_t)m->entries[e].hash;
+    for (uint64_t e = 0; e < m->h.n; e++) {
+        uint64_t perturb = (uint64_t)m->hashes[e];
         uint64_t i = perturb & mask;
-        while (index[i] >= 0) {
+        while (fs_index_slot(index, width, i) >= 0) {
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
         }
-        index[i] = (int32_t)e;
+        slot_put(index, width, i, (int64_t)e);
     }
+}
+
+/* ---- shapes: dicts with the same keys in the same order ------------------ */
+/* shapes: open addressing over (hash of the key refs, owner dict ref), load
+** <= 1/2, grown before the dict is appended. */
+
+static uint64_t keys_hash(uint64_t count, const fs_ref_t *keys)
+{
+    uint64_t h = mix64(count);
+    for (uint64_t i = 0; i < count; i++)
+        h = mix64(h ^ keys[i]) + i;
+    return h | 1;                                /* 0 never: marks a free slot */
+}
+
+static int shapes_reserve(fs_builder_t *b)
+{
+    if (b->shapes_used + 1 <= b->shapes_size / 2)
+        return FS_OK;
+    uint64_t size = b->shapes_size ? b->shapes_size * 2 : 64;
+    fs_dedup_t *t = fs__calloc((size_t)size, sizeof *t);
+    if (t == NULL)
+        return FS_ENOMEM;
+    for (uint64_t i = 0; i < b->shapes_size; i++) {
+        if (b->shapes[i].h == 0)
+            continue;
+        uint64_t j = b->shapes[i].h & (size - 1);
+        while (t[j].h)
+            j = (j + 1) & (size - 1);
+        t[j] = b->shapes[i];
+    }
+    fs__free(b->shapes);
+    b->shapes = t;
+    b->shapes_size = size;
+    return FS_OK;
+}
+
+/* A shaped dict over the unshaped dict `owner`: its values None. */
+static int new_shaped(fs_builder_t *b, unsigned flags, fs_ref_t owner, fs_ref_t *out)
+{
+    if ((owner >> 3) > UINT32_MAX)             /* beyond what hdr.n can name */
+        return FS_ETOOBIG;
+    uint64_t count = map_at(b, owner)->h.n;
+    size_t size = sized(count, sizeof(fs_ref_t), sizeof(fs_shaped_t));
+    if (size == SIZE_MAX)
+        return FS_ETOOBIG;
+    int err = new_object(b, FS_KIND_DICT, flags | FS_FLAG_SHAPED, size, out);
+    if (err)
+        return err;
+    fs_shaped_t *d = (fs_shaped_t *)(void *)(b->base + *out);
+    const fs_ref_t *keys = keys_of(map_at(b, owner));
+    d->h.n = (uint32_t)(owner >> 3);
+    for (uint64_t k = 0; k < count; k++) {
+        d->values[k] = FS_REF_NONE;
+        note_ref(b, keys[k]);                 /* a shaped dict refers to its keys */
+    }
+    b->shaped++;
+    return FS_OK;
+}
+
+int fs_build_dict_shape(fs_builder_t *b, unsigned flags, fs_ref_t dict, fs_ref_t *out)
+{
+    if ((flags & ~(unsigned)FS_FLAG_FROZENDICT) || b->base == NULL || b->finished ||
+        fs_ref_tag(dict) != FS_TAG_OBJ || dict >= b->used)
+        return FS_EINVAL;
+    fs_map_t *m = map_at(b, dict);
+    if (m->h.kind != FS_KIND_DICT || m->h.n == 0)
+        return FS_EINVAL;
+    /* An unshaped dict is a shape as soon as its keys are final: true of
+    ** whatever fs_build_dict returned (fs_image.h). */
+    fs_ref_t owner = fs_map_shaped(m) ? fs_map_shape(m) : dict;
+    return new_shaped(b, flags, owner, out);
+}
+
+int fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
+                  const int64_t *hashes, const fs_ref_t *keys, fs_ref_t *out)
+{
+    if ((flags & ~(unsigned)FS_FLAG_FROZENDICT) || (count && (hashes == NULL || keys == NULL)))
+        return FS_EINVAL;
+    if (count > FS_MAP_MAX)
+        return FS_ETOOBIG;
+    if (b->base == NULL || b->finished)
+        return FS_EINVAL;
+    if (count == 0)
+        return fs_build_map(b, FS_KIND_DICT, flags, 0, out);
+    int err = shapes_reserve(b);
+    if (err)
+        return err;
+    uint64_t h = keys_hash(count, keys), mask = b->shapes_size - 1, i = h & mask;
+    fs_ref_t owner = 0;
+    for (; b->shapes[i].h; i = (i + 1) & mask) {
+        fs_map_t *m = map_at(b, b->shapes[i].ref);
+        if (b->shapes[i].h == h && m->h.n == count &&
+            memcmp(keys_of(m), keys, (size_t)count * sizeof *keys) == 0) {
+            owner = b->shapes[i].ref;
+            break;
+        }
+    }
+    if (owner && (owner >> 3) <= UINT32_MAX)
+        return new_shaped(b, flags, owner, out);
+    /* Not found (or too far away to name): this dict is stored unshaped and
+    ** becomes the shape for its key sequence from now on. */
+    err = fs_build_map(b, FS_KIND_DICT, flags, count, out);
+    if (err)
+        return err;
+    fs_map_t *m = map_at(b, *out);
+    memcpy(m->hashes, hashes, (size_t)count * sizeof *hashes);
+    memcpy(keys_of(m), keys, (size_t)count * sizeof *keys);
+    for (uint64_t k = 0; k < count; k++)
+        note_ref(b, keys[k]);
+    fs_build_map_finish(b, *out);
+    if (owner)
+        b->shapes[i].ref = *out;             /* the slot of the far one */
+    else {
+        b->shapes[i] = (fs_dedup_t){ h, *out };
+        b->shapes_used++;
+    }
+    b->nshapes++;
+    return FS_OK;
+}
+
+void fs_build_dict_value(fs_builder_t *b, fs_ref_t dict, uint64_t i, fs_ref_t value)
+{
+    ((fs_ref_t *)(void *)fs_map_values(map_at(b, dict)))[i] = value;
+    note_ref(b, value);
+}
+
+void fs_builder_stats(const fs_builder_t *b, fs_build_stats_t *out)
+{
+    out->dedup_hits = b->dedup_hits;
+    out->shapes = b->nshapes;
+    out->shaped = b->shaped;
 }
 
 static uint32_t xhash(uint32_t slot, fs_ref_t target)
@@ -487,8 +810,7 @@ int fs_build_xref(fs_builder_t *b, uint32_t slot, fs_ref_t target, fs_ref_t *out
     /* The target is a reference inside the imported image: never itself an
     ** xref (the imported image resolves its own), never a bad constant. */
     if (fs_ref_tag(target) == FS_TAG_XREF ||
-        (fs_ref_tag(target) == FS_TAG_CONST && (target >> 3) > 2) ||
-        fs_ref_tag(target) > FS_TAG_XREF)
+        (fs_ref_tag(target) == FS_TAG_CONST && (target >> 3) > 2))
         return FS_EINVAL;
     if (b->xmap_size) {
         uint32_t mask = b->xmap_size - 1;
@@ -544,9 +866,13 @@ int fs_builder_finish(fs_builder_t *b, fs_ref_t root, const uint64_t *import_ids
     if (b->nxrefs)
         memcpy(b->base + xr, b->xrefs, (size_t)b->nxrefs * sizeof(fs_xref_t));
     fs_image_header_t *h = (fs_image_header_t *)(void *)b->base;
+    memset(h, 0, sizeof *h);
     memcpy(h->magic, FS_IMAGE_MAGIC, 8);
     h->version = FS_IMAGE_VERSION;
-    h->flags = 0;
+    h->byte_order = FS_BYTE_ORDER_LITTLE;
+    h->word_size = 8;
+    h->hash_domain = FS_HASH_PROCESS;
+    h->header_size = FS_IMAGE_HEADER_SIZE;
     h->image_size = b->used;
     note_ref(b, root);
     h->root = root;

@@ -19,21 +19,21 @@ static inline const fs_bytes_t *P_BYTES(fs_proxy *p) { return fs_bytes(p->h->bas
 /* sq_length / mp_length; self borrowed. */
 static Py_ssize_t fbytes_length(PyObject *self)
 {
-    return (Py_ssize_t)P_BYTES(FS_PROXY(self))->length;
+    return (Py_ssize_t)fs_bytes_len(P_BYTES(FS_PROXY(self)));
 }
 
 /* New reference: an equal bytes object; p borrowed. */
 static PyObject *fbytes_materialize(fs_proxy *p)
 {
     const fs_bytes_t *b = P_BYTES(p);
-    return PyBytes_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->length);
+    return PyBytes_FromStringAndSize((const char *)fs_bytes_data(b), (Py_ssize_t)fs_bytes_len(b));
 }
 
 /* bf_getbuffer (read-only, I1): view->obj gets a new reference to self (borrowed). */
 static int fbytes_getbuffer(PyObject *self, Py_buffer *view, int flags)
 {
     const fs_bytes_t *b = P_BYTES(FS_PROXY(self));
-    return PyBuffer_FillInfo(view, self, (void *)b->data, (Py_ssize_t)b->length,
+    return PyBuffer_FillInfo(view, self, (void *)fs_bytes_data(b), (Py_ssize_t)fs_bytes_len(b),
                              1 /* readonly: I1 */, flags);
 }
 
@@ -41,11 +41,11 @@ static int fbytes_getbuffer(PyObject *self, Py_buffer *view, int flags)
 static PyObject *fbytes_item(PyObject *self, Py_ssize_t i)
 {
     const fs_bytes_t *b = P_BYTES(FS_PROXY(self));
-    if (i < 0 || (uint64_t)i >= b->length) {
+    if (i < 0 || (uint64_t)i >= fs_bytes_len(b)) {
         PyErr_SetString(PyExc_IndexError, "index out of range");
         return NULL;
     }
-    return PyLong_FromLong(b->data[i]);
+    return PyLong_FromLong(fs_bytes_data(b)[i]);
 }
 
 /* mp_subscript: new reference (int, or bytes for a slice); self, key borrowed. */
@@ -57,22 +57,22 @@ static PyObject *fbytes_subscript(PyObject *self, PyObject *key)
         if (i == -1 && PyErr_Occurred())
             return NULL;
         if (i < 0)
-            i += (Py_ssize_t)b->length;
+            i += (Py_ssize_t)fs_bytes_len(b);
         return fbytes_item(self, i);
     }
     if (PySlice_Check(key)) {
         Py_ssize_t start, stop, step;
         if (PySlice_Unpack(key, &start, &stop, &step) < 0)
             return NULL;
-        Py_ssize_t len = PySlice_AdjustIndices((Py_ssize_t)b->length, &start, &stop, step);
+        Py_ssize_t len = PySlice_AdjustIndices((Py_ssize_t)fs_bytes_len(b), &start, &stop, step);
         if (step == 1)
-            return PyBytes_FromStringAndSize((const char *)b->data + start, len);
+            return PyBytes_FromStringAndSize((const char *)fs_bytes_data(b) + start, len);
         PyObject *out = PyBytes_FromStringAndSize(NULL, len);
         if (out == NULL)
             return NULL;
         char *dst = PyBytes_AS_STRING(out);
         for (Py_ssize_t k = 0, i = start; k < len; k++, i += step)
-            dst[k] = (char)b->data[i];
+            dst[k] = (char)fs_bytes_data(b)[i];
         return out;
     }
     PyErr_Format(PyExc_TypeError, "byte indices must be integers or slices, not %.200s",
@@ -92,13 +92,13 @@ static int fbytes_contains(PyObject *self, PyObject *needle)
             PyErr_SetString(PyExc_ValueError, "byte must be in range(0, 256)");
             return -1;
         }
-        return b->length != 0 && memchr(b->data, (int)c, (size_t)b->length) != NULL;
+        return fs_bytes_len(b) != 0 && memchr(fs_bytes_data(b), (int)c, (size_t)fs_bytes_len(b)) != NULL;
     }
     Py_buffer view;
     if (PyObject_GetBuffer(needle, &view, PyBUF_SIMPLE) < 0)
         return -1;
     int found = view.len == 0 ||
-                memmem(b->data, (size_t)b->length, view.buf, (size_t)view.len) != NULL;
+                memmem(fs_bytes_data(b), (size_t)fs_bytes_len(b), view.buf, (size_t)view.len) != NULL;
     PyBuffer_Release(&view);
     return found;
 }
@@ -130,8 +130,8 @@ static int fbytes_operand(PyObject *o, const char **data, Py_ssize_t *len)
     if (Py_TYPE(o)->tp_as_sequence != NULL &&
         Py_TYPE(o)->tp_as_sequence->sq_contains == fbytes_contains) {
         const fs_bytes_t *b = P_BYTES(FS_PROXY(o));
-        *data = (const char *)b->data;
-        *len = (Py_ssize_t)b->length;
+        *data = (const char *)fs_bytes_data(b);
+        *len = (Py_ssize_t)fs_bytes_len(b);
         return 1;
     }
     return 0;
@@ -162,7 +162,7 @@ static Py_hash_t fbytes_hash(PyObject *self)
         return p->hash;
 #if PY_VERSION_HEX >= 0x030E0000
     const fs_bytes_t *b = P_BYTES(p);
-    p->hash = Py_HashBuffer(b->data, (Py_ssize_t)b->length);
+    p->hash = Py_HashBuffer(fs_bytes_data(b), (Py_ssize_t)fs_bytes_len(b));
 #else
     PyObject *bytes = fbytes_materialize(p);  /* same hash as the equal bytes */
     if (bytes == NULL)
@@ -199,7 +199,7 @@ static PyObject *fbytes_decode(PyObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|ss:decode", kwlist, &encoding, &errors))
         return NULL;
     const fs_bytes_t *b = P_BYTES(FS_PROXY(self));
-    return PyUnicode_Decode((const char *)b->data, (Py_ssize_t)b->length, encoding, errors);
+    return PyUnicode_Decode((const char *)fs_bytes_data(b), (Py_ssize_t)fs_bytes_len(b), encoding, errors);
 }
 
 /* Other bytes methods (hex, startswith, find, split, ...) are delegated to an

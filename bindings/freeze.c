@@ -49,6 +49,8 @@
 
 enum { SEG_ROOT, SEG_INDEX, SEG_VALUE, SEG_KEY, SEG_MEMBER };
 
+#define FS_LAST_KEYS 32      /* keys of the last keyed dict remembered    */
+
 typedef struct fframe_s {
     PyObject  *obj;          /* strong: the container                      */
     PyObject  *iter;         /* strong: set iterator, or NULL             */
@@ -64,6 +66,10 @@ typedef struct fframe_s {
     uint64_t   acc;          /* dict/set: order-sensitive digest of the
                                 (key, value) identities stored so far     */
     uint64_t   hashes0;      /* fctx.code_hashes when the frame began     */
+    int        keyed;        /* dict built by fs_build_dict: keys stored,
+                                the frame converts values only            */
+    uint64_t   kacc;         /* keyed: digest of the key identities stored */
+    uint64_t   kacc2;        /* keyed: same, of the keys met with values  */
 } fframe;
 
 /* One step of the digest over the identities of what a dict or set frame
@@ -115,6 +121,14 @@ typedef struct fctx_s {
     fframe       *stack;     /* fs__realloc'd                             */
     size_t        depth, cap;
     uint64_t      code_hashes; /* hashes computed that may have run Python code */
+    PyObject     *lkeys[FS_LAST_KEYS]; /* strong: the keys of the last keyed
+                                dict, in order (lk_n of them) ...         */
+    Py_ssize_t    lk_n;
+    fs_ref_t      lk_dict;   /* ... and that dict: a dict with the same key
+                                objects is shaped like it, unhashed       */
+    int64_t      *khash;     /* scratch: a keyed dict's hashes ...        */
+    fs_ref_t     *kref;      /* ... and key refs (fs_build_dict copies)   */
+    size_t        kcap;
 } fctx;
 
 /* 1 if hashing o cannot run Python code: the exact scalar types whose hash
@@ -256,6 +270,8 @@ static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n
     f->pos = 0;
     f->acc = 0;
     f->hashes0 = c->code_hashes;
+    f->keyed = 0;
+    f->kacc = f->kacc2 = 0;
     return 0;
 }
 
@@ -383,6 +399,117 @@ static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
     return memo_put(c, o, *out);
 }
 
+static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObject *key,
+                   Py_ssize_t index, fs_ref_t *out);
+static int changed_size(const char *what);
+
+/* 1 if every key of dict o is a scalar whose hash runs no Python code and
+** whose conversion pushes no frame: such a dict's keys are converted first
+** and it is built with fs_build_dict (a shape when another dict of the
+** image has the same keys). */
+static int scalar_keys(PyObject *o)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        PyTypeObject *tp = Py_TYPE(k);
+        if (!(tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
+              tp == &PyBytes_Type || tp == &PyBool_Type || k == Py_None ||
+              tp == &PyComplex_Type))
+            return 0;
+    }
+    return 1;
+}
+
+/* 1 if dict o has exactly the key objects of the last keyed dict, in
+** order (*kacc: their digest); 0 if not. Runs no Python code. */
+static int same_keys_as_last(fctx *c, PyObject *o, Py_ssize_t n, uint64_t *kacc)
+{
+    if (n != c->lk_n)
+        return 0;
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    uint64_t acc = 0;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        if (i >= n || k != c->lkeys[i++])
+            return 0;
+        acc = digest(acc, k, NULL);
+    }
+    *kacc = acc;
+    return i == n;
+}
+
+/* Remember dict o's keys (n <= FS_LAST_KEYS) and its ref. */
+static void remember_keys(fctx *c, PyObject *o, Py_ssize_t n, fs_ref_t ref)
+{
+    for (Py_ssize_t i = 0; i < c->lk_n; i++)
+        Py_CLEAR(c->lkeys[i]);
+    c->lk_n = 0;
+    if (n > FS_LAST_KEYS)
+        return;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (c->lk_n < n && PyDict_Next(o, &pos, &k, &v))
+        c->lkeys[c->lk_n++] = Py_NewRef(k);
+    c->lk_dict = ref;
+}
+
+/* Convert the n keys of dict o (scalar_keys) and build the dict: *ref.
+** *kacc: digest of the key identities, in order. A dict with the same key
+** objects as the last one (records) skips the conversion and the shape
+** lookup. 0, or -1 with an exception. */
+static int build_keyed_dict(fctx *c, PyObject *o, unsigned flags, Py_ssize_t n, size_t parent,
+                            fs_ref_t *ref, uint64_t *kacc)
+{
+    int err;
+    if (same_keys_as_last(c, o, n, kacc)) {
+        err = fs_build_dict_shape(c->b, flags, c->lk_dict, ref);
+        if (err != FS_OK) {
+            fs__raise(err, NULL);
+            return -1;
+        }
+        return 0;
+    }
+    if ((size_t)n > c->kcap) {
+        size_t cap = (size_t)n > c->kcap * 2 ? (size_t)n : c->kcap * 2;
+        int64_t *kh = fs__realloc(c->khash, cap * sizeof *kh);
+        if (kh != NULL)
+            c->khash = kh;
+        fs_ref_t *kr = kh != NULL ? fs__realloc(c->kref, cap * sizeof *kr) : NULL;
+        if (kr == NULL) {
+            fs__raise(FS_ENOMEM, NULL);
+            return -1;
+        }
+        c->kref = kr;
+        c->kcap = cap;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    uint64_t acc = 0;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        if (i >= n)
+            return changed_size("dictionary");
+        Py_hash_t hash = PyObject_Hash(k);       /* scalars: runs no code */
+        if (hash == -1)
+            return -1;
+        int uniq_k = Py_REFCNT(k) == 1;
+        if (convert(c, k, uniq_k, parent, SEG_KEY, k, 0, &c->kref[i]) < 0)
+            return -1;
+        c->khash[i++] = (int64_t)hash;
+        acc = digest(acc, k, NULL);
+    }
+    if (i != n)
+        return changed_size("dictionary");
+    err = fs_build_dict(c->b, flags, (uint64_t)n, c->khash, c->kref, ref);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    remember_keys(c, o, n, *ref);
+    *kacc = acc;
+    return 0;
+}
+
 /* The reference for o, an item of frame `parent` reached by (seg, key,
 ** index). Containers are allocated now and a frame is pushed to fill them.
 ** uniq: the container item is o's only reference (its refcount was 1), so
@@ -407,26 +534,37 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
             return 0;
         }
     }
+    /* str, float and short bytes need no identity memo: the builder stores
+    ** equal values once, so the same object gives the same ref (fs_image.h;
+    ** a NaN, never equal to itself, is stored per object: it is memoized). */
+    if (tp == &PyUnicode_Type)
+        return build_str(c, o, out);
+    if (tp == &PyFloat_Type && !Py_IS_NAN(PyFloat_AS_DOUBLE(o))) {   /* immediate or once */
+        int err = fs_build_float(c->b, PyFloat_AS_DOUBLE(o), out);
+        return err == FS_OK ? 0 : (fs__raise(err, NULL), -1);
+    }
+    if (tp == &PyBytes_Type && (uint64_t)PyBytes_GET_SIZE(o) <= FS_DEDUP_BYTES_MAX) {
+        int err = fs_build_bytes(c->b, FS_KIND_BYTES, PyBytes_AS_STRING(o),
+                                 (uint64_t)PyBytes_GET_SIZE(o), out);
+        return err == FS_OK ? 0 : (fs__raise(err, NULL), -1);
+    }
     uint64_t *hit = uniq ? NULL : fs__tab_get(&c->memo, (uintptr_t)o, 0);
     if (hit != NULL) {
         *out = *hit;
         return 0;
     }
 
-    int err = FS_OK, kind = 0;
+    int err = FS_OK, kind = 0, keyed = 0;
     Py_ssize_t n = 0;
     fs_ref_t ref = 0;
+    uint64_t kacc = 0;
     if (tp == &PyLong_Type) {
         if (!overflow)
             err = fs_build_int64(c->b, small, &ref);
         else if (build_bigint(c, o, &ref) < 0)
             return -1;
     }
-    else if (tp == &PyUnicode_Type) {
-        if (build_str(c, o, &ref) < 0)
-            return -1;
-    }
-    else if (tp == &PyFloat_Type) {
+    else if (tp == &PyFloat_Type) {                 /* a NaN: one object per object */
         err = fs_build_float(c->b, PyFloat_AS_DOUBLE(o), &ref);
     }
     else if (tp == &PyComplex_Type) {
@@ -446,18 +584,23 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
         n = Py_SIZE(o);
         err = fs_build_seq(c->b, kind, (uint64_t)n, &ref);
     }
-    else if (tp == &PyDict_Type) {
-        kind = FS_KIND_DICT;
-        n = PyDict_GET_SIZE(o);
-        err = fs_build_map(c->b, kind, 0, (uint64_t)n, &ref);
-    }
+    else if (tp == &PyDict_Type
 #ifdef PyFrozenDict_CheckExact
-    else if (tp == &PyFrozenDict_Type) {           /* 3.15+: a builtin */
+             || tp == &PyFrozenDict_Type               /* 3.15+: a builtin */
+#endif
+             ) {
         kind = FS_KIND_DICT;
         n = PyDict_GET_SIZE(o);
-        err = fs_build_map(c->b, kind, FS_FLAG_FROZENDICT, (uint64_t)n, &ref);
+        unsigned flags = tp == &PyDict_Type ? 0 : FS_FLAG_FROZENDICT;
+        if (n > 0 && scalar_keys(o)) {
+            keyed = 1;
+            if (build_keyed_dict(c, o, flags, n, parent, &ref, &kacc) < 0)
+                return -1;
+        }
+        else {
+            err = fs_build_map(c->b, kind, flags, (uint64_t)n, &ref);
+        }
     }
-#endif
     else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
         kind = tp == &PySet_Type ? FS_KIND_SET : FS_KIND_FROZENSET;
         n = PySet_GET_SIZE(o);
@@ -480,6 +623,8 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
         if (n > 0) {
             if (push_frame(c, o, kind, ref, n, parent, seg, key, index) < 0)
                 return -1;
+            c->stack[c->depth - 1].keyed = keyed;
+            c->stack[c->depth - 1].kacc = kacc;
         }
         else if (kind != FS_KIND_TUPLE && kind != FS_KIND_LIST) {
             fs_build_map_finish(c->b, ref);
@@ -508,9 +653,10 @@ static int finish_map(fctx *c, fframe *f, const char *what)
     int r = c->code_hashes == f->hashes0 ? 1 : unchanged(f, f->obj);
     if (r < 0)
         return -1;
-    if (r == 0)
+    if (r == 0 || (f->keyed && f->kacc != f->kacc2))
         return changed(what);
-    fs_build_map_finish(c->b, f->ref);
+    if (!f->keyed)                         /* fs_build_dict built its index */
+        fs_build_map_finish(c->b, f->ref);
     return 0;
 }
 
@@ -550,6 +696,28 @@ static int step(fctx *c)
         break;
 
     case FS_KIND_DICT:
+        while (f->keyed && f->i < f->n) {
+            PyObject *k, *v;
+            if (PyDict_GET_SIZE(o) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
+                return changed_size("dictionary");
+            int uniq_v = Py_REFCNT(v) == 1;
+            Py_INCREF(k);
+            Py_INCREF(v);
+            size_t depth = c->depth;
+            fs_ref_t vref = 0;
+            rc = convert(c, v, uniq_v, fi, SEG_VALUE, k, 0, &vref);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (rc < 0)
+                return -1;
+            f = &c->stack[fi];
+            fs_build_dict_value(c->b, f->ref, (uint64_t)f->i, vref);
+            f->acc = digest(f->acc, k, v);       /* identities only */
+            f->kacc2 = digest(f->kacc2, k, NULL);
+            f->i++;
+            if (c->depth != depth)
+                return 0;
+        }
         while (f->i < f->n) {
             PyObject *k, *v, *k2, *v2;
             Py_ssize_t pos0 = f->pos;
@@ -632,6 +800,8 @@ static int step(fctx *c)
 
 static void fctx_fini(fctx *c)
 {
+    for (Py_ssize_t i = 0; i < c->lk_n; i++)
+        Py_CLEAR(c->lkeys[i]);
     while (c->depth > 0)
         pop_frame(c);
     fs__free(c->stack);
@@ -643,6 +813,8 @@ static void fctx_fini(fctx *c)
     fs__tab_fini(&c->memo);
     fs__tab_fini(&c->slot_of);
     fs__free(c->imports);
+    fs__free(c->khash);
+    fs__free(c->kref);
     fs_builder_destroy(c->b);                   /* NULL once consumed */
 }
 

@@ -186,6 +186,18 @@ PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref);
 ** region's handle when ref is an XREF). h is borrowed. */
 PyObject *fs__read(fs_handle *h, fs_ref_t ref);
 
+/* The process's hash("frozenshare") (the same in every interpreter: one
+** hash secret per process), set at module exec; -1 until then. */
+extern int64_t fs__process_hash_check;
+
+/* 1 if the image at base stores hashes of this process (its str hashes are
+** CPython's own here). */
+static inline int fs__same_hashes(const uint8_t *base)
+{
+    int64_t hc = fs_image_header(base)->hash_check;
+    return hc == fs__process_hash_check && hc != -1;
+}
+
 /* New reference: a scalar (kind is not a container) materialized from base.
 ** as_thaw: BYTEARRAY gives a bytearray (thaw) rather than bytes (reading). */
 PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw);
@@ -207,6 +219,11 @@ static inline const uint8_t *P_BASE(fs_proxy *p) { return p->h->base; }
 static inline fs_state *P_ST(fs_proxy *p) { return p->h->st; }
 static inline const fs_seq_t *P_SEQ(fs_proxy *p) { return fs_seq(p->h->base, p->ref); }
 static inline const fs_map_t *P_MAP(fs_proxy *p) { return fs_map(p->h->base, p->ref); }
+static inline uint64_t P_SEQ_COUNT(fs_proxy *p) { return fs_seq_count(P_SEQ(p)); }
+static inline fs_ref_t P_ITEM(fs_proxy *p, uint64_t i) { return fs_seq_items(P_SEQ(p))[i]; }
+static inline uint64_t P_MAP_COUNT(fs_proxy *p) { return fs_map_count(p->h->base, P_MAP(p)); }
+static inline fs_ref_t P_KEY(fs_proxy *p, uint64_t e) { return fs_map_keys(p->h->base, P_MAP(p))[e]; }
+static inline fs_ref_t P_VALUE(fs_proxy *p, uint64_t e) { return fs_map_values(P_MAP(p))[e]; }
 static inline int P_KIND(fs_proxy *p) { return fs_ref_kind(p->h->base, p->ref); }
 
 /* a, b borrowed: 1 if they denote the same object of the same region. */

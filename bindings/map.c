@@ -18,7 +18,7 @@
 /* mp_length; self borrowed. */
 static Py_ssize_t map_length(PyObject *self)
 {
-    return (Py_ssize_t)P_MAP(FS_PROXY(self))->count;
+    return (Py_ssize_t)P_MAP_COUNT(FS_PROXY(self));
 }
 
 /* mp_subscript: new reference, KeyError when absent; self, key borrowed. */
@@ -33,7 +33,7 @@ static PyObject *map_subscript(PyObject *self, PyObject *key)
         fs__raise(FS_ENOTFOUND, key);
         return NULL;
     }
-    return fs__read(p->h, P_MAP(p)->entries[e].value);
+    return fs__read(p->h, P_VALUE(p, e));
 }
 
 /* sq_contains: 1, 0 or -1; self, key borrowed. */
@@ -70,7 +70,7 @@ static PyObject *map_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     if (r == 0)
         return Py_NewRef(nargs == 2 ? args[1] : Py_None);
-    return fs__read(p->h, P_MAP(p)->entries[e].value);
+    return fs__read(p->h, P_VALUE(p, e));
 }
 
 /* FrozenMap.fromkeys(iterable, value=None, /): the frozen dict.fromkeys.
@@ -128,9 +128,9 @@ static PyObject *map_richcompare(PyObject *self, PyObject *other, int op)
     Py_ssize_t n = PyObject_Size(other);
     if (n < 0)
         return NULL;
-    int equal = (uint64_t)n == P_MAP(p)->count;
-    for (uint64_t e = 0; equal && e < P_MAP(p)->count; e++) {
-        PyObject *k = fs__read(p->h, P_MAP(p)->entries[e].key);
+    int equal = (uint64_t)n == P_MAP_COUNT(p);
+    for (uint64_t e = 0; equal && e < P_MAP_COUNT(p); e++) {
+        PyObject *k = fs__read(p->h, P_KEY(p, e));
         if (k == NULL)
             return NULL;
         PyObject *ov;
@@ -153,7 +153,7 @@ static PyObject *map_richcompare(PyObject *self, PyObject *other, int op)
             equal = 0;
             break;
         }
-        PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+        PyObject *v = fs__read(p->h, P_VALUE(p, e));
         if (v == NULL) {
             Py_DECREF(ov);
             return NULL;
@@ -178,11 +178,11 @@ static int merge_into(PyObject *d, PyObject *o)
     if (!(Py_TYPE(o)->tp_as_number != NULL && Py_TYPE(o)->tp_as_number->nb_or == map_or))
         return PyDict_Update(d, o);
     fs_proxy *p = FS_PROXY(o);
-    for (uint64_t e = 0; e < P_MAP(p)->count; e++) {
-        PyObject *k = fs__read(p->h, P_MAP(p)->entries[e].key);
+    for (uint64_t e = 0; e < P_MAP_COUNT(p); e++) {
+        PyObject *k = fs__read(p->h, P_KEY(p, e));
         if (k == NULL)
             return -1;
-        PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+        PyObject *v = fs__read(p->h, P_VALUE(p, e));
         int rc = v != NULL ? PyDict_SetItem(d, k, v) : -1;
         Py_DECREF(k);
         Py_XDECREF(v);
@@ -224,10 +224,10 @@ static Py_hash_t map_hash(PyObject *self)
         return -1;
     /* hash(frozenset(self.items())) */
     Py_hash_t h = -1;
-    PyObject *fz = NULL, *items = PyList_New((Py_ssize_t)P_MAP(p)->count);
+    PyObject *fz = NULL, *items = PyList_New((Py_ssize_t)P_MAP_COUNT(p));
     if (items == NULL)
         goto error;
-    for (uint64_t e = 0; e < P_MAP(p)->count; e++) {
+    for (uint64_t e = 0; e < P_MAP_COUNT(p); e++) {
         PyObject *t = fs__map_item_tuple(p, e);
         if (t == NULL)
             goto error;
@@ -323,7 +323,7 @@ static int view_mode(PyObject *self)
 /* sq_length; self borrowed. */
 static Py_ssize_t mapview_length(PyObject *self)
 {
-    return (Py_ssize_t)P_MAP(VIEW_MAP(self))->count;
+    return (Py_ssize_t)P_MAP_COUNT(VIEW_MAP(self));
 }
 
 /* tp_iter: new reference; self borrowed. */
@@ -371,7 +371,7 @@ static int items_contains(PyObject *self, PyObject *item)
     int r = fs__map_find(p, PyTuple_GET_ITEM(item, 0), &e);
     if (r <= 0)
         return r;
-    PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+    PyObject *v = fs__read(p->h, P_VALUE(p, e));
     if (v == NULL)
         return -1;
     r = PyObject_RichCompareBool(v, PyTuple_GET_ITEM(item, 1), Py_EQ);
@@ -383,8 +383,8 @@ static int items_contains(PyObject *self, PyObject *item)
 static int values_contains(PyObject *self, PyObject *value)
 {
     fs_proxy *p = VIEW_MAP(self);
-    for (uint64_t e = 0; e < P_MAP(p)->count; e++) {
-        PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+    for (uint64_t e = 0; e < P_MAP_COUNT(p); e++) {
+        PyObject *v = fs__read(p->h, P_VALUE(p, e));
         if (v == NULL)
             return -1;
         int r = PyObject_RichCompareBool(v, value, Py_EQ);

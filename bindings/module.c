@@ -413,6 +413,7 @@ static int module_exec(PyObject *module)
     Py_DECREF(probe);
     if (st->hash_check == -1)
         return -1;
+    fs__process_hash_check = (int64_t)st->hash_check;   /* same value everywhere */
 
     st->handle_type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &fs__handle_spec, NULL);
     if (st->handle_type == NULL)

@@ -147,8 +147,8 @@ static PyObject *view_of(fs_handle *h, fs_ref_t ref, PyObject *where)
     }
     const fs_bytes_t *bs = fs_bytes(base, ref);
     b->h = owner_h;
-    b->data = bs->data;
-    b->len = (Py_ssize_t)bs->length;
+    b->data = fs_bytes_data(bs);
+    b->len = (Py_ssize_t)fs_bytes_len(bs);
     PyObject *mv = PyMemoryView_FromObject((PyObject *)b);
     Py_DECREF(b);
     return mv;
@@ -190,10 +190,10 @@ static void mapiter_dealloc(PyObject *self)
 /* New reference: (key, value) of entry e as a plain tuple. */
 PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e)
 {
-    PyObject *k = fs__read(p->h, P_MAP(p)->entries[e].key);
+    PyObject *k = fs__read(p->h, P_KEY(p, e));
     if (k == NULL)
         return NULL;
-    PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+    PyObject *v = fs__read(p->h, P_VALUE(p, e));
     if (v == NULL) {
         Py_DECREF(k);
         return NULL;
@@ -216,13 +216,12 @@ static PyObject *mapiter_next(PyObject *self)
     fs_proxy *p = it->p;
     if (p == NULL)
         return NULL;
-    const fs_map_t *m = P_MAP(p);
-    if (it->i >= 0 && (uint64_t)it->i < m->count) {
+    if (it->i >= 0 && (uint64_t)it->i < P_MAP_COUNT(p)) {
         uint64_t e = (uint64_t)it->i;
         it->i += it->reverse ? -1 : 1;
         switch (it->mode) {
-        case IT_KEYS:   return fs__read(p->h, m->entries[e].key);
-        case IT_VALUES: return fs__read(p->h, m->entries[e].value);
+        case IT_KEYS:   return fs__read(p->h, P_KEY(p, e));
+        case IT_VALUES: return fs__read(p->h, P_VALUE(p, e));
         default:        return fs__map_item_tuple(p, e);
         }
     }
@@ -238,7 +237,7 @@ static PyObject *mapiter_length_hint(PyObject *self, PyObject *unused)
     fs_mapiter *it = (fs_mapiter *)self;
     if (it->p == NULL)
         return PyLong_FromLong(0);
-    Py_ssize_t n = (Py_ssize_t)P_MAP(it->p)->count;
+    Py_ssize_t n = (Py_ssize_t)P_MAP_COUNT(it->p);
     Py_ssize_t left = it->reverse ? it->i + 1 : n - it->i;
     return PyLong_FromSsize_t(left < 0 ? 0 : left);
 }
@@ -258,11 +257,11 @@ static PyObject *mapiter_reduce(PyObject *self, PyObject *unused)
         return NULL;
     }
     fs_proxy *p = it->p;
-    Py_ssize_t n = p != NULL ? (Py_ssize_t)P_MAP(p)->count : 0;
+    Py_ssize_t n = p != NULL ? (Py_ssize_t)P_MAP_COUNT(p) : 0;
     for (Py_ssize_t i = it->i; p != NULL && i >= 0 && i < n; i += it->reverse ? -1 : 1) {
         uint64_t e = (uint64_t)i;
-        PyObject *v = it->mode == IT_KEYS ? fs__read(p->h, P_MAP(p)->entries[e].key)
-                    : it->mode == IT_VALUES ? fs__read(p->h, P_MAP(p)->entries[e].value)
+        PyObject *v = it->mode == IT_KEYS ? fs__read(p->h, P_KEY(p, e))
+                    : it->mode == IT_VALUES ? fs__read(p->h, P_VALUE(p, e))
                     : fs__map_item_tuple(p, e);
         if (v == NULL || PyList_Append(left, v) < 0) {
             Py_XDECREF(v);
@@ -284,7 +283,7 @@ PyObject *fs__mapiter_new(fs_proxy *p, int mode, int reverse)
     it->p = (fs_proxy *)Py_NewRef(p);
     it->mode = mode;
     it->reverse = reverse;
-    it->i = reverse ? (Py_ssize_t)P_MAP(p)->count - 1 : 0;
+    it->i = reverse ? (Py_ssize_t)P_MAP_COUNT(p) - 1 : 0;
     return (PyObject *)it;
 }
 
@@ -293,16 +292,15 @@ PyObject *fs__mapiter_new(fs_proxy *p, int mode, int reverse)
 /* New reference: ", ".join of "repr(k): repr(v)" (or of repr(k) for sets). */
 PyObject *fs__join_reprs(fs_proxy *p, int with_values)
 {
-    const fs_map_t *m = P_MAP(p);
-    PyObject *sep = NULL, *res = NULL, *parts = PyList_New((Py_ssize_t)m->count);
+    PyObject *sep = NULL, *res = NULL, *parts = PyList_New((Py_ssize_t)P_MAP_COUNT(p));
     if (parts == NULL)
         return NULL;
-    for (uint64_t e = 0; e < P_MAP(p)->count; e++) {
-        PyObject *k = fs__read(p->h, P_MAP(p)->entries[e].key), *s;
+    for (uint64_t e = 0; e < P_MAP_COUNT(p); e++) {
+        PyObject *k = fs__read(p->h, P_KEY(p, e)), *s;
         if (k == NULL)
             goto error;
         if (with_values) {
-            PyObject *v = fs__read(p->h, P_MAP(p)->entries[e].value);
+            PyObject *v = fs__read(p->h, P_VALUE(p, e));
             if (v == NULL) {
                 Py_DECREF(k);
                 goto error;
@@ -414,14 +412,14 @@ PyObject *fs__container_view(PyObject *self, PyObject *key)
         Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
         if (i == -1 && PyErr_Occurred())
             return NULL;
-        Py_ssize_t n = (Py_ssize_t)P_SEQ(p)->count;
+        Py_ssize_t n = (Py_ssize_t)P_SEQ_COUNT(p);
         if (i < 0)
             i += n;
         if (i < 0 || i >= n) {
             PyErr_SetString(PyExc_IndexError, "view() index out of range");
             return NULL;
         }
-        ref = P_SEQ(p)->items[i];
+        ref = P_ITEM(p, i);
     }
     else {
         int64_t e;
@@ -432,7 +430,7 @@ PyObject *fs__container_view(PyObject *self, PyObject *key)
             fs__raise(FS_ENOTFOUND, key);
             return NULL;
         }
-        ref = kind == FS_KIND_DICT ? P_MAP(p)->entries[e].value : P_MAP(p)->entries[e].key;
+        ref = kind == FS_KIND_DICT ? P_VALUE(p, e) : P_KEY(p, e);
     }
     return view_of(p->h, ref, key);
 }

@@ -26,6 +26,8 @@
 */
 #include "fs_py.h"
 
+int64_t fs__process_hash_check = -1;
+
 /* ---- kinds and proxy types ---------------------------------------------- */
 
 static int tc_for_kind(int kind)
@@ -100,6 +102,8 @@ PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw)
         if (ref == FS_REF_NONE)
             Py_RETURN_NONE;
         return PyBool_FromLong(ref == FS_REF_TRUE);
+    case FS_TAG_FLOAT:
+        return PyFloat_FromDouble(fs_ref_float(ref));
     case FS_TAG_OBJ:
         break;
     default:
@@ -116,25 +120,28 @@ PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw)
     }
     case FS_KIND_INT: {
         const fs_bigint_t *bi = o;
-        return bigint_from_le(bi->data, bi->nbytes);
+        return bigint_from_le(bi->data, fs_bigint_nbytes(bi));
     }
     case FS_KIND_STR: {
-        /* Canonical form: PyUnicode_New picks the same kind from maxchar,
-        ** so one allocation and one copy. */
+        /* Canonical form: PyUnicode_New picks the same kind from the
+        ** charsize class, so one allocation and one copy. */
         const fs_str_t *s = o;
-        PyObject *u = PyUnicode_New((Py_ssize_t)s->length, (Py_UCS4)s->maxchar);
+        Py_ssize_t n = (Py_ssize_t)fs_str_len(s);
+        PyObject *u = PyUnicode_New(n, (Py_UCS4)fs_str_maxchar_class(s));
         if (u == NULL)
             return NULL;
-        if (s->length != 0)
-            memcpy(PyUnicode_DATA(u), s->data, (size_t)s->length * s->charsize);
+        if (n != 0)
+            memcpy(PyUnicode_DATA(u), fs_str_data(s), (size_t)n * fs_str_charsize(s));
         return u;
     }
     case FS_KIND_BYTES:
     case FS_KIND_BYTEARRAY: {
         const fs_bytes_t *b = o;
+        const char *d = (const char *)fs_bytes_data(b);
+        Py_ssize_t n = (Py_ssize_t)fs_bytes_len(b);
         if (kind == FS_KIND_BYTEARRAY && as_thaw)
-            return PyByteArray_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->length);
-        return PyBytes_FromStringAndSize((const char *)b->data, (Py_ssize_t)b->length);
+            return PyByteArray_FromStringAndSize(d, n);
+        return PyBytes_FromStringAndSize(d, n);
     }
     default:
         PyErr_Format(PyExc_SystemError, "frozenshare: kind %d is not a scalar", kind);
@@ -230,9 +237,11 @@ static int eq_tuple_deep(fs_handle *h, fs_ref_t stored, PyObject *probe)
             continue;
         }
         const fs_seq_t *sq = fs_seq(h->base, it.ref);
+        const fs_ref_t *items = fs_seq_items(sq);
+        uint64_t count = fs_seq_count(sq);
         size_t n = (size_t)PyTuple_GET_SIZE(it.probe), common = n;
-        if (sq->count < common)
-            common = (size_t)sq->count;
+        if (count < common)
+            common = (size_t)count;
         size_t need = depth + common + 1;
         if (need > cap) {
             size_t ncap = cap * 2 > need ? cap * 2 : need;
@@ -248,10 +257,10 @@ static int eq_tuple_deep(fs_handle *h, fs_ref_t stored, PyObject *probe)
             stack = ns;
             cap = ncap;
         }
-        if (sq->count != n)                      /* checked after the items */
+        if (count != n)                          /* checked after the items */
             stack[depth++] = (cmp_item){0, NULL};
         for (size_t i = common; i-- > 0;)
-            stack[depth++] = (cmp_item){sq->items[i], PyTuple_GET_ITEM(it.probe, i)};
+            stack[depth++] = (cmp_item){items[i], PyTuple_GET_ITEM(it.probe, i)};
     }
     if (stack != local)
         fs__free(stack);
@@ -297,8 +306,9 @@ int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
         return 1;
     }
     /* Foreign hashes (another process built the image): scan. */
-    for (uint64_t i = 0; i < m->count; i++) {
-        int r = eq_stored(&c, P_BASE(p), m->entries[i].key);
+    const fs_ref_t *keys = fs_map_keys(P_BASE(p), m);
+    for (uint64_t i = 0, n = fs_map_count(P_BASE(p), m); i < n; i++) {
+        int r = eq_stored(&c, P_BASE(p), keys[i]);
         if (r < 0)
             return -1;
         if (r > 0) {
@@ -330,13 +340,12 @@ int fs__set_find(fs_proxy *p, PyObject *key, int64_t *entry)
 /* New reference: a plain tuple or list of the items, read (shallow). */
 PyObject *fs__seq_materialize(fs_proxy *p, int as_list)
 {
-    const fs_seq_t *s = P_SEQ(p);
-    Py_ssize_t n = (Py_ssize_t)s->count;
+    Py_ssize_t n = (Py_ssize_t)fs_seq_count(P_SEQ(p));
     PyObject *out = as_list ? PyList_New(n) : PyTuple_New(n);
     if (out == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = fs__read(p->h, P_SEQ(p)->items[i]);
+        PyObject *v = fs__read(p->h, fs_seq_items(P_SEQ(p))[i]);
         if (v == NULL) {
             Py_DECREF(out);
             return NULL;

@@ -18,7 +18,7 @@
 /* sq_length / mp_length; self borrowed. */
 static Py_ssize_t seq_length(PyObject *self)
 {
-    return (Py_ssize_t)P_SEQ(FS_PROXY(self))->count;
+    return (Py_ssize_t)P_SEQ_COUNT(FS_PROXY(self));
 }
 
 /* sq_item: new reference; self borrowed. */
@@ -26,12 +26,12 @@ static PyObject *seq_item(PyObject *self, Py_ssize_t i)
 {
     fs_proxy *p = FS_PROXY(self);
     const fs_seq_t *s = P_SEQ(p);
-    if (i < 0 || (uint64_t)i >= s->count) {
+    if (i < 0 || (uint64_t)i >= fs_seq_count(s)) {
         PyErr_SetString(PyExc_IndexError, Py_TYPE(self) == P_ST(p)->types[FS_PT_TUPLE]
                         ? "tuple index out of range" : "list index out of range");
         return NULL;
     }
-    return fs__read(p->h, s->items[i]);
+    return fs__read(p->h, fs_seq_items(s)[i]);
 }
 
 /* New reference: a list or tuple of len items from start by step; p borrowed. */
@@ -42,7 +42,7 @@ static PyObject *seq_slice(fs_proxy *p, Py_ssize_t start, Py_ssize_t step,
     if (out == NULL)
         return NULL;
     for (Py_ssize_t k = 0, i = start; k < len; k++, i += step) {
-        PyObject *v = fs__read(p->h, P_SEQ(p)->items[i]);
+        PyObject *v = fs__read(p->h, P_ITEM(p, i));
         if (v == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -89,8 +89,8 @@ static PyObject *seq_subscript(PyObject *self, PyObject *key)
 static int seq_contains(PyObject *self, PyObject *value)
 {
     fs_proxy *p = FS_PROXY(self);
-    for (uint64_t i = 0; i < P_SEQ(p)->count; i++) {
-        PyObject *v = fs__read(p->h, P_SEQ(p)->items[i]);
+    for (uint64_t i = 0; i < P_SEQ_COUNT(p); i++) {
+        PyObject *v = fs__read(p->h, P_ITEM(p, i));
         if (v == NULL)
             return -1;
         int r = PyObject_RichCompareBool(v, value, Py_EQ);
@@ -135,7 +135,7 @@ static PyObject *seq_index(PyObject *self, PyObject *args)
     if (stop < 0 && (stop += n) < 0)
         stop = 0;
     for (Py_ssize_t i = start; i < stop && i < n; i++) {
-        PyObject *v = fs__read(p->h, P_SEQ(p)->items[i]);
+        PyObject *v = fs__read(p->h, P_ITEM(p, i));
         if (v == NULL)
             return NULL;
         int r = PyObject_RichCompareBool(v, value, Py_EQ);
@@ -156,8 +156,8 @@ static PyObject *seq_count(PyObject *self, PyObject *value)
 {
     fs_proxy *p = FS_PROXY(self);
     Py_ssize_t count = 0;
-    for (uint64_t i = 0; i < P_SEQ(p)->count; i++) {
-        PyObject *v = fs__read(p->h, P_SEQ(p)->items[i]);
+    for (uint64_t i = 0; i < P_SEQ_COUNT(p); i++) {
+        PyObject *v = fs__read(p->h, P_ITEM(p, i));
         if (v == NULL)
             return NULL;
         int r = PyObject_RichCompareBool(v, value, Py_EQ);
@@ -175,9 +175,9 @@ static PyObject *any_item(PyObject *o, int is_proxy, Py_ssize_t i)
 {
     if (is_proxy) {
         fs_proxy *p = FS_PROXY(o);
-        if ((uint64_t)i >= P_SEQ(p)->count)
+        if ((uint64_t)i >= P_SEQ_COUNT(p))
             return NULL;
-        return fs__read(p->h, P_SEQ(p)->items[i]);
+        return fs__read(p->h, P_ITEM(p, i));
     }
     if (i >= PySequence_Fast_GET_SIZE(o))
         return NULL;
@@ -373,11 +373,13 @@ static PyObject *seqiter_next(PyObject *self)
     if (p == NULL)
         return NULL;
     const fs_seq_t *s = P_SEQ(p);
-    if (it->i >= 0 && (uint64_t)it->i < s->count) {
-        fs_ref_t r = s->items[it->i];
+    if (it->i >= 0 && (uint64_t)it->i < fs_seq_count(s)) {
+        fs_ref_t r = fs_seq_items(s)[it->i];
         it->i += it->reverse ? -1 : 1;
-        if (fs_ref_tag(r) == FS_TAG_INT)                /* the common leaf, inline */
+        if (fs_ref_tag(r) == FS_TAG_INT)                /* the common leaves, inline */
             return PyLong_FromLongLong(fs_ref_int_value(r));
+        if (fs_ref_tag(r) == FS_TAG_FLOAT)
+            return PyFloat_FromDouble(fs_ref_float(r));
         return fs__read(p->h, r);
     }
     it->p = NULL;
@@ -392,7 +394,7 @@ static PyObject *seqiter_length_hint(PyObject *self, PyObject *unused)
     fs_seqiter *it = (fs_seqiter *)self;
     if (it->p == NULL)
         return PyLong_FromLong(0);
-    Py_ssize_t n = (Py_ssize_t)P_SEQ(it->p)->count;
+    Py_ssize_t n = (Py_ssize_t)P_SEQ_COUNT(it->p);
     Py_ssize_t left = it->reverse ? it->i + 1 : n - it->i;
     return PyLong_FromSsize_t(left < 0 ? 0 : left);
 }
@@ -420,7 +422,7 @@ static PyObject *seqiter_setstate(PyObject *self, PyObject *state)
     if (i == -1 && PyErr_Occurred())
         return NULL;
     if (it->p != NULL) {
-        Py_ssize_t n = (Py_ssize_t)P_SEQ(it->p)->count;
+        Py_ssize_t n = (Py_ssize_t)P_SEQ_COUNT(it->p);
         if (it->reverse)
             it->i = i < -1 ? -1 : i >= n ? n - 1 : i;
         else
@@ -438,7 +440,7 @@ static PyObject *seqiter_new(PyObject *self, int reverse)
         return NULL;
     it->p = (fs_proxy *)Py_NewRef(self);
     it->reverse = reverse;
-    it->i = reverse ? (Py_ssize_t)P_SEQ(p)->count - 1 : 0;
+    it->i = reverse ? (Py_ssize_t)P_SEQ_COUNT(p) - 1 : 0;
     return (PyObject *)it;
 }
 

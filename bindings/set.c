@@ -15,7 +15,7 @@
 /* sq_length; self borrowed. */
 static Py_ssize_t set_length(PyObject *self)
 {
-    return (Py_ssize_t)P_MAP(FS_PROXY(self))->count;
+    return (Py_ssize_t)P_MAP_COUNT(FS_PROXY(self));
 }
 
 /* sq_contains: 1, 0 or -1; self, key borrowed. */
@@ -149,7 +149,7 @@ static Py_hash_t set_hash(PyObject *self)
 static PyObject *set_repr(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
-    if (P_MAP(p)->count == 0)
+    if (P_MAP_COUNT(p) == 0)
         return PyUnicode_FromString("FrozenSet()");
     int r = fs__repr_enter(p);
     if (r < 0)

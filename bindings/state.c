@@ -45,6 +45,7 @@ PyObject *fs__raise(int err, PyObject *key)
         return NULL;
     case FS_EINVAL:
     case FS_ECORRUPT:
+    case FS_EVERSION:
         PyErr_Format(PyExc_ValueError, "frozenshare: %s", fs_strerror(err));
         return NULL;
     case FS_ESYS:

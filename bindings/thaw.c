@@ -319,11 +319,11 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
     switch (kind) {
     case FS_KIND_LIST:
     case FS_KIND_TUPLE:
-        n = (Py_ssize_t)fs_seq(base, ref)->count;
+        n = (Py_ssize_t)fs_seq_count(fs_seq(base, ref));
         o = kind == FS_KIND_LIST ? PyList_New(n) : PyTuple_New(n);
         break;
     case FS_KIND_DICT:
-        n = (Py_ssize_t)fs_map(base, ref)->count;
+        n = (Py_ssize_t)fs_map_count(base, fs_map(base, ref));
 #ifdef PyFrozenDict_CheckExact
         frozen = hctx ||
                  (((const fs_obj_hdr_t *)fs_obj(base, ref))->flags & FS_FLAG_FROZENDICT) != 0;
@@ -347,7 +347,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
         break;
     case FS_KIND_SET:
     case FS_KIND_FROZENSET:
-        n = (Py_ssize_t)fs_map(base, ref)->count;
+        n = (Py_ssize_t)fs_map_count(base, fs_map(base, ref));
         frozen = hctx || kind == FS_KIND_FROZENSET;
         if (frozen) {
             kind = FS_KIND_FROZENSET;
@@ -477,16 +477,16 @@ static int tstep(tctx *c)
     switch (f->kind) {
     case FS_KIND_LIST:
     case FS_KIND_TUPLE:
-        child = fs_seq(f->base, f->ref)->items[f->i];
+        child = fs_seq_items(fs_seq(f->base, f->ref))[f->i];
         break;
     case FS_KIND_DICT: {
-        const fs_map_entry_t *e = &fs_map(f->base, f->ref)->entries[f->i];
-        child = f->phase == 0 ? e->key : e->value;
+        const fs_map_t *m = fs_map(f->base, f->ref);
+        child = f->phase == 0 ? fs_map_keys(f->base, m)[f->i] : fs_map_values(m)[f->i];
         hctx |= f->phase == 0;
         break;
     }
     default:
-        child = fs_map(f->base, f->ref)->entries[f->i].key;
+        child = fs_map_keys(f->base, fs_map(f->base, f->ref))[f->i];
         hctx = 1;
         break;
     }
