@@ -6,8 +6,17 @@ subinterpreter cannot import orjson/msgspec, so nothing here may depend on a
 third-party package).
 
   * locating the built `frozenshare` package ($FS_PYPATH, else under build/),
-  * deterministic data sets (JSON-like records, a non-ASCII str->int
-    vocabulary, a nested config, a bytes blob), sized by their pickle size,
+  * deterministic data sets, sized by their pickle size (or, for the two
+    modelled on issue 12, by item count):
+      records   JSON-like user records (11 keys, nested dict and list),
+      records7  flat same-keyed records (7 keys: id, token, rank, count,
+                score, lang, flag) -- the list-of-dicts case of issue 12,
+      vocab     str->int vocabulary, long mostly non-ASCII keys,
+      tokens    str->int vocabulary of short BPE-like tokens (GPT-2-like:
+                2-10 chars, mostly ASCII, some 'Ġ'-prefixed),
+      config    a nested service configuration,
+      blob      random bytes,
+      mixed     records + vocab + config + blob in one dict,
   * subinterpreters and queues for 3.12 (_xxsubinterpreters/_xxinterpchannels)
     and 3.13 (_interpreters/_interpqueues) behind one small API,
   * memory (/proc/self/statm, /proc/self/smaps_rollup), timing helpers,
@@ -258,6 +267,19 @@ _LAST = ["Ødegaard", "Müller", "García", "Nakamura", "Ковалёв", "Πα�
 _CITY = ["Zürich", "São Paulo", "Kraków", "Reykjavík", "東京", "Москва", "Αθήνα",
          "Montréal", "Berlin", "Lagos", "İstanbul", "Hà Nội", "Bogotá", "Oslo"]
 _TAGS = ["admin", "beta", "vip", "trial", "früh", "nuevo", "старый", "新", "ops", "ml"]
+_LANGS = ["en", "de", "fr", "es", "pt", "ja", "zh", "ru"]
+
+# Short-token vocabulary (gen_tokens). GPT-2's BPE file (50,257 tokens) cannot
+# be downloaded here, so its shape is imitated: letters in English frequency,
+# word pieces of 1-9 letters, 'Ġ' (U+0120, GPT-2's marker for "preceded by a
+# space": a 2-byte-kind str) on about a quarter of them, some capitalized,
+# some digit and punctuation tokens.
+_TOK_LETTERS = "etaoinshrdlcumwfgypbvkjxqz"
+_TOK_WEIGHTS = [127, 91, 82, 75, 70, 67, 63, 61, 60, 43, 40, 28, 28, 24, 24, 22, 20, 20, 19, 15,
+                10, 8, 2, 2, 1, 1]
+_TOK_LEN = [1, 2, 3, 4, 5, 6, 7, 8, 9]               # letters of the word piece
+_TOK_LEN_W = [3, 10, 16, 18, 17, 14, 10, 7, 5]
+_TOK_PUNCT = [".", ",", "!", "?", "-", "'", ":", ";", "(", ")", "\"", "/", "$", "%"]
 
 
 def gen_vocab(n, seed=1, progress=None):
@@ -278,11 +300,64 @@ def gen_vocab(n, seed=1, progress=None):
     return out
 
 
-def gen_records(n, seed=2, progress=None):
-    """n JSON-like user records (dicts of str/int/float/bool/None, lists, nested dicts)."""
+def gen_tokens(n=200_000, seed=5, progress=None):
+    """str -> int vocabulary of n unique short tokens (2-10 chars), valued by
+    rank 0..n-1 as a BPE vocabulary is: ~70% lowercase ASCII pieces, ~25%
+    'Ġ'-prefixed, the rest capitalized, numbers and punctuation.  The first m
+    tokens of gen_tokens(n) are gen_tokens(m) (one random stream)."""
+    rng = random.Random(seed)
+    choices, choice, rnd, randint = rng.choices, rng.choice, rng.random, rng.randint
+    out = {}
+    while len(out) < n:
+        u = rnd()
+        if u < 0.04:
+            w = choice(_TOK_PUNCT) + choice(_TOK_PUNCT) if rnd() < 0.3 else str(randint(0, 99999))
+        else:
+            k = choices(_TOK_LEN, _TOK_LEN_W)[0]
+            w = "".join(choices(_TOK_LETTERS, _TOK_WEIGHTS, k=k))
+            if u < 0.29:
+                w = "\u0120" + w                       # 'Ġ': a space before the piece
+            elif u < 0.35:
+                w = w.capitalize()
+        if len(w) < 2 or len(w) > 10 or w in out:
+            continue
+        out[w] = len(out)
+        if progress and not len(out) % 100000:
+            progress("tokens %d/%d" % (len(out), n))
+    return out
+
+
+_TOKS50K = None
+
+
+def gen_records(n, seed=2, progress=None, flat=False):
+    """n JSON-like user records (dicts of str/int/float/bool/None, lists, nested dicts).
+
+    flat=True: issue 12's same-keyed records instead, 7 keys in one order:
+      {"id": int, "token": str, "rank": int, "count": int, "score": float,
+       "lang": str, "flag": bool}
+    token: from the first 50,257 tokens of gen_tokens (GPT-2's vocabulary
+    size), skewed towards frequent ones so tokens repeat; rank: its id there;
+    lang: one of 8 short codes.  The keys are the same str objects in every
+    record (as json.loads and a dict literal make them); every str VALUE is
+    its own object, equal values repeated as parsed input has them, so
+    neither pickle's memo nor an identity memo can fold them."""
     rng = random.Random(seed)
     choice, randint, rnd = rng.choice, rng.randint, rng.random
     out = []
+    if flat:
+        global _TOKS50K
+        if _TOKS50K is None:
+            _TOKS50K = list(gen_tokens(50_257).items())
+        toks, m = _TOKS50K, len(_TOKS50K)
+        for i in range(n):
+            if progress and i and not i % 100000:
+                progress("records7 %d/%d" % (i, n))
+            tok, rank = toks[int(m * rnd() ** 3)]
+            out.append({"id": i, "token": probe_copy(tok), "rank": rank,
+                        "count": int(10 ** (rnd() * 6)), "score": round(rnd(), 4),
+                        "lang": probe_copy(choice(_LANGS)), "flag": rnd() < 0.5})
+        return out
     for i in range(n):
         if progress and i and not i % 100000:
             progress("records %d/%d" % (i, n))
@@ -332,7 +407,14 @@ def gen_blob(nbytes, seed=4):
     return random.Random(seed).randbytes(nbytes)
 
 
-_GENS = {"records": gen_records, "vocab": gen_vocab, "config": gen_config}
+def gen_records7(n, seed=6, progress=None):
+    return gen_records(n, seed, progress, flat=True)
+
+
+_GENS = {"records": gen_records, "records7": gen_records7, "vocab": gen_vocab,
+         "tokens": gen_tokens, "config": gen_config}
+# Data sets of issue 12 have a natural size: counted in items, not pickle bytes.
+DEFAULT_ITEMS = {"records7": 120_000, "tokens": 200_000}
 _PER_ITEM = {}
 
 
@@ -340,17 +422,21 @@ def _per_item(kind):
     """Average pickle bytes per item (record, vocabulary entry, config section)."""
     if kind not in _PER_ITEM:
         import pickle
-        m = 20000 if kind == "vocab" else 2000
+        m = 20000 if kind in ("vocab", "tokens", "records7") else 2000
         sample = _GENS[kind](m, seed=99)
         _PER_ITEM[kind] = len(pickle.dumps(sample, 5)) / m
     return _PER_ITEM[kind]
 
 
-def make_dataset(kind, target_bytes, progress=None):
-    """A deterministic data set of `kind` whose pickle is about target_bytes.
+def make_dataset(kind, target_bytes, progress=None, items=None):
+    """A deterministic data set of `kind` whose pickle is about target_bytes,
+    or of exactly `items` items (records, entries, sections) when given.
 
-    kind: records | vocab | config | blob | mixed (40% records, 40% vocab,
-    10% config, 10% blob in a dict).  progress(msg) is called for long builds."""
+    kind: records | records7 | vocab | tokens | config | blob | mixed (40%
+    records, 40% vocab, 10% config, 10% blob in a dict).  progress(msg) is
+    called for long builds."""
+    if items is not None and kind in _GENS:
+        return gen_config(items) if kind == "config" else _GENS[kind](items, progress=progress)
     if kind == "blob":
         return gen_blob(max(1, int(target_bytes)))
     if kind == "mixed":
@@ -558,6 +644,34 @@ def time_per_op(fn, ops_per_call, min_time=0.2, repeat=5):
             fn()
         dt = (now_ns() - t0) / (loops * ops_per_call)
         best = dt if best is None or dt < best else best
+    return best
+
+
+def time_interleaved(fns, ops_per_call, min_time=0.2, repeat=5):
+    """Best-of-`repeat` ns/op of each fn in fns, the samples taking turns
+    (fn0, fn1, ..., fn0, fn1, ...) so that noise on a shared machine hits
+    every contender alike; the ratios of the results are measured in one run.
+    ops_per_call: one count for all, or one per fn.  Each fn is warmed up and
+    calibrated alone first (a sample lasts about min_time/repeat)."""
+    if isinstance(ops_per_call, (int, float)):
+        ops_per_call = [ops_per_call] * len(fns)
+    loops = []
+    for fn in fns:
+        fn()                                   # warm-up (specialization, caches)
+        t0 = now_ns()
+        fn()
+        once = max(now_ns() - t0, 1)
+        loops.append(max(1, int(min_time * 1e9 / repeat / once)))
+    best = [None] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            n = loops[i]
+            t0 = now_ns()
+            for _ in range(n):
+                fn()
+            dt = (now_ns() - t0) / (n * ops_per_call[i])
+            if best[i] is None or dt < best[i]:
+                best[i] = dt
     return best
 
 

@@ -122,7 +122,8 @@ def sec_memory(d):
 def sec_access(d):
     rows = d["rows"]
     out = ["ns per operation in a Python loop (`for k in keys: m[k]`); `net` subtracts the empty loop. "
-           "Ratios to the builtin (dict / tuple / frozenset) of the same run.\n\n"]
+           "Ratios to the builtin (dict / tuple / frozenset / list of dicts) of the same run, the "
+           "contenders taking turns, best of N. `list[records7]` rows are per record.\n\n"]
     out.append(md_table(["container", "operation", "implementation", "ns/op", "net ns/op", "x builtin", "x builtin (net)"],
                         [[r["group"], r["op"], r["impl"], r["ns_gross"], r["ns_net"], r["ratio_gross"],
                           r["ratio_net"]] for r in rows]))
@@ -132,16 +133,18 @@ def sec_access(d):
 def sec_freeze(d):
     rows = [r for r in d["rows"] if r.get("op") != "sizes"]
     sizes = [r for r in d["rows"] if r.get("op") == "sizes"]
-    out = ["Median seconds; MB/s of the pickle size; `speed vs pickle` > 1 is faster than "
+    out = ["Seconds: median and best of the interleaved rounds; MB/s of the pickle size (median); "
+           "`speed vs pickle` = pickle's best time / this one's best, > 1 is faster than "
            "pickle.dumps (serialize) / pickle.loads (deserialize).\n\n"]
-    out.append(md_table(["data", "op", "implementation", "seconds", "MB/s", "speed vs pickle"],
-                        [[r["kind"], r["op"], r["impl"], r["seconds"], r["mb_per_s"], r["speed_vs_pickle"]]
-                         for r in rows]))
+    out.append(md_table(["data", "op", "implementation", "seconds", "best", "MB/s", "speed vs pickle"],
+                        [[r["kind"], r["op"], r["impl"], r["seconds"], r.get("min_seconds"), r["mb_per_s"],
+                          r["speed_vs_pickle"]] for r in rows]))
     if sizes:
-        out.append("\nSizes:\n\n")
-        out.append(md_table(["data", "live objects", "pickle", "marshal", "frozen image", "image / pickle",
-                             "image / live"],
-                            [[r["kind"], F.fmt_bytes(r["live_bytes"]), F.fmt_bytes(r["pickle_bytes"]),
+        out.append("\nSizes (image = `fs.info(f)['image_bytes']`, pickle protocol 5, live = sys.getsizeof "
+                   "over the unique objects):\n\n")
+        out.append(md_table(["data", "items", "live objects", "pickle", "marshal", "frozen image",
+                             "image / pickle", "image / live"],
+                            [[r["kind"], r.get("items"), F.fmt_bytes(r["live_bytes"]), F.fmt_bytes(r["pickle_bytes"]),
                               F.fmt_bytes(r["marshal_bytes"]), F.fmt_bytes(r.get("image_bytes")),
                               F.ratio(r.get("image_bytes"), r["pickle_bytes"]),
                               F.ratio(r.get("image_bytes"), r["live_bytes"])] for r in sizes]))
