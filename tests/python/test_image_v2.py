@@ -1,0 +1,106 @@
+"""Image format v2 as seen from Python (arena/fs_image.h): same-keyed dicts
+share one shape, equal str/bytes/floats are stored once, floats in the common
+range are immediates -- and none of it changes what reading and thaw give
+back: values, types, key order, identity where the source had it, NaN keys,
+the sign of zero."""
+import math
+import pickle
+import random
+
+import pytest
+
+import frozenshare as fs
+
+
+def records(n, seed=7):
+    rng = random.Random(seed)
+    toks = ["tok%d" % i for i in range(500)] + ["\u0120w%d" % i for i in range(500)]
+    return [{"id": i, "token": rng.choice(toks), "rank": rng.randrange(50000),
+             "score": rng.random(), "lang": rng.choice(["en", "de", "fr"]),
+             "flag": rng.random() < 0.5, "tags": [i % 3]} for i in range(n)]
+
+
+def test_same_keyed_records_are_compact_and_read_back_exactly():
+    src = records(20000)
+    f = fs.freeze(src)
+    size = fs.info(f)["image_bytes"]
+    # v1 stored every key, entry and a 20-slot index per record (> 300 B);
+    # a shaped record is its 7 values plus the list item and its tag list.
+    assert size / len(src) < 140, size / len(src)
+    assert size < 2.5 * len(pickle.dumps(src, 5))
+    assert fs.thaw(f) == src
+    for r, s in zip(f, src):
+        assert list(r) == list(s) and list(r.items()) == list(s.items())
+        assert r["token"] == s["token"] and r.get("missing") is None
+    assert f[123] == src[123] and f[5]["tags"] == [5 % 3]
+
+
+def test_dicts_with_other_key_orders_or_sets_stay_distinct():
+    a, b = {"x": 1, "y": 2}, {"y": 2, "x": 1}
+    f = fs.freeze([a, b, dict(a), {"x": 1}, {"x": 1, "y": 2, "z": 3}])
+    t = fs.thaw(f)
+    assert [list(d) for d in t] == [["x", "y"], ["y", "x"], ["x", "y"], ["x"], ["x", "y", "z"]]
+    assert list(f[1].keys()) == ["y", "x"] and f[1]["x"] == 1 and "z" not in f[1]
+    assert f[0] == f[1] == f[2]
+
+
+def test_mixed_and_non_str_keys_round_trip():
+    src = [{1: "a", 2.5: "b", None: "c", b"k": "d", (1, 2): "e"} for _ in range(3)]
+    src += [{1: "a", 2.5: "b", None: "c", b"k": "d", True: "t"}] * 2
+    f = fs.freeze(src)
+    assert fs.thaw(f) == src
+    assert f[0][(1, 2)] == "e" and f[3][True] == "t" and f[4][1.0] == "t"
+
+
+def test_equal_strings_stored_once_and_thaw_shares_them():
+    words = ["".join(random.Random(i).choice("abc") for _ in range(40)) for i in range(50)]
+    src = ["".join(list(w)) for w in words for _ in range(100)]   # 100 equal copies each
+    assert src[0] == src[1] and src[0] is not src[1]              # distinct objects
+    f = fs.freeze(src)
+    one = fs.freeze(words)
+    assert fs.info(f)["image_bytes"] < fs.info(one)["image_bytes"] + 8 * len(src) + 4096
+    t = fs.thaw(f)
+    assert t == src and t[0] is t[1]                           # one object per value
+
+
+def test_equal_bytes_stored_once_bytearrays_never():
+    src = [bytes(b"x" * 100) for _ in range(50)]
+    f = fs.freeze(src)
+    assert fs.info(f)["image_bytes"] < 2000
+    ba = [bytearray(b"y" * 100) for _ in range(3)]
+    t = fs.thaw(fs.freeze(ba))
+    assert t == ba and t[0] is not t[1]                        # mutable: never merged
+    t[0][0] = 0
+    assert t[1][0] == ord("y")
+
+
+def test_floats_exact_including_zero_signs_nan_and_extremes():
+    vals = [0.0, -0.0, 1.0, -2.5, 1e-300, 1e300, 5e-324, -5e-324, 2.0 ** -511,
+            2.0 ** -512, 2.0 ** 511, 2.0 ** 512, math.inf, -math.inf, 0.1, 1 / 3,
+            float.fromhex("0x1.fffffffffffffp+1023")]
+    f = fs.freeze(vals * 3)
+    for got, want in zip(fs.thaw(f), vals * 3):
+        assert type(got) is float and got.hex() == want.hex()
+    assert all(a.hex() == b.hex() for a, b in zip(f, vals * 3))
+    nan = fs.thaw(fs.freeze([math.nan]))[0]
+    assert math.isnan(nan)
+
+
+def test_two_nan_keys_stay_two_and_one_nan_object_stays_one():
+    n1, n2 = float("nan"), float("nan")
+    d = {n1: 1, n2: 2}
+    t = fs.thaw(fs.freeze(d))
+    assert len(t) == 2 and sorted(t.values()) == [1, 2]
+    lst = fs.thaw(fs.freeze([n1, n1, n2]))
+    assert lst[0] is lst[1] and lst[0] is not lst[2]
+
+
+@pytest.mark.parametrize("n", [0, 1, 8, 9, 127, 128, 200, 32767, 32768, 40000])
+def test_maps_of_every_index_width_find_every_key(n):
+    src = {"k%d" % i: i for i in range(n)}
+    f = fs.freeze(src)
+    assert len(f) == n
+    assert all(f["k%d" % i] == i for i in range(n))
+    assert "k%d" % n not in f and f.get(-1) is None
+    s = fs.freeze(set(src))
+    assert all(("k%d" % i) in s for i in range(0, n, max(1, n // 50)))
