@@ -198,6 +198,16 @@ static inline int fs__same_hashes(const uint8_t *base)
     return hc == fs__process_hash_check && hc != -1;
 }
 
+/* Give a str just materialized from a key of the map at base the hash the
+** map stores for it (CPython's own in this process), so a dict it goes into
+** does not hash it again. o borrowed; anything but an exact str with no
+** hash yet is left alone. */
+static inline void fs__key_hash(PyObject *o, const uint8_t *base, int64_t hash)
+{
+    if (PyUnicode_CheckExact(o) && ((PyASCIIObject *)o)->hash == -1 && fs__same_hashes(base))
+        ((PyASCIIObject *)o)->hash = (Py_hash_t)hash;
+}
+
 /* New reference: a scalar (kind is not a container) materialized from base.
 ** as_thaw: BYTEARRAY gives a bytearray (thaw) rather than bytes (reading). */
 PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw);
@@ -224,6 +234,8 @@ static inline fs_ref_t P_ITEM(fs_proxy *p, uint64_t i) { return fs_seq_items(P_S
 static inline uint64_t P_MAP_COUNT(fs_proxy *p) { return fs_map_count(p->h->base, P_MAP(p)); }
 static inline fs_ref_t P_KEY(fs_proxy *p, uint64_t e) { return fs_map_keys(p->h->base, P_MAP(p))[e]; }
 static inline fs_ref_t P_VALUE(fs_proxy *p, uint64_t e) { return fs_map_values(P_MAP(p))[e]; }
+/* New reference: key e of the map or set p, read, a str with its hash. */
+static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e);
 static inline int P_KIND(fs_proxy *p) { return fs_ref_kind(p->h->base, p->ref); }
 
 /* a, b borrowed: 1 if they denote the same object of the same region. */
@@ -300,5 +312,13 @@ extern PyType_Spec fs__fbytes_spec, fs__fvalue_spec;                    /* bytes
 /* ==== xid.c: cross-interpreter data (called by module.c) ==================== */
 int  fs__xid_register(fs_state *st);     /* 0, or -1 with an exception    */
 void fs__xid_unregister(fs_state *st);   /* never fails, keeps no error   */
+
+static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e)
+{
+    PyObject *k = fs__read(p->h, P_KEY(p, e));
+    if (k != NULL)
+        fs__key_hash(k, p->h->base, fs_map_hashes(p->h->base, P_MAP(p))[e]);
+    return k;
+}
 
 #endif /* FS_PY_H */

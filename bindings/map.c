@@ -130,7 +130,7 @@ static PyObject *map_richcompare(PyObject *self, PyObject *other, int op)
         return NULL;
     int equal = (uint64_t)n == P_MAP_COUNT(p);
     for (uint64_t e = 0; equal && e < P_MAP_COUNT(p); e++) {
-        PyObject *k = fs__read(p->h, P_KEY(p, e));
+        PyObject *k = fs__read_key(p, e);
         if (k == NULL)
             return NULL;
         PyObject *ov;
@@ -179,7 +179,7 @@ static int merge_into(PyObject *d, PyObject *o)
         return PyDict_Update(d, o);
     fs_proxy *p = FS_PROXY(o);
     for (uint64_t e = 0; e < P_MAP_COUNT(p); e++) {
-        PyObject *k = fs__read(p->h, P_KEY(p, e));
+        PyObject *k = fs__read_key(p, e);
         if (k == NULL)
             return -1;
         PyObject *v = fs__read(p->h, P_VALUE(p, e));

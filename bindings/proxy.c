@@ -190,7 +190,7 @@ static void mapiter_dealloc(PyObject *self)
 /* New reference: (key, value) of entry e as a plain tuple. */
 PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e)
 {
-    PyObject *k = fs__read(p->h, P_KEY(p, e));
+    PyObject *k = fs__read_key(p, e);
     if (k == NULL)
         return NULL;
     PyObject *v = fs__read(p->h, P_VALUE(p, e));
@@ -220,7 +220,7 @@ static PyObject *mapiter_next(PyObject *self)
         uint64_t e = (uint64_t)it->i;
         it->i += it->reverse ? -1 : 1;
         switch (it->mode) {
-        case IT_KEYS:   return fs__read(p->h, P_KEY(p, e));
+        case IT_KEYS:   return fs__read_key(p, e);
         case IT_VALUES: return fs__read(p->h, P_VALUE(p, e));
         default:        return fs__map_item_tuple(p, e);
         }
@@ -260,7 +260,7 @@ static PyObject *mapiter_reduce(PyObject *self, PyObject *unused)
     Py_ssize_t n = p != NULL ? (Py_ssize_t)P_MAP_COUNT(p) : 0;
     for (Py_ssize_t i = it->i; p != NULL && i >= 0 && i < n; i += it->reverse ? -1 : 1) {
         uint64_t e = (uint64_t)i;
-        PyObject *v = it->mode == IT_KEYS ? fs__read(p->h, P_KEY(p, e))
+        PyObject *v = it->mode == IT_KEYS ? fs__read_key(p, e)
                     : it->mode == IT_VALUES ? fs__read(p->h, P_VALUE(p, e))
                     : fs__map_item_tuple(p, e);
         if (v == NULL || PyList_Append(left, v) < 0) {
@@ -296,7 +296,7 @@ PyObject *fs__join_reprs(fs_proxy *p, int with_values)
     if (parts == NULL)
         return NULL;
     for (uint64_t e = 0; e < P_MAP_COUNT(p); e++) {
-        PyObject *k = fs__read(p->h, P_KEY(p, e)), *s;
+        PyObject *k = fs__read_key(p, e), *s;
         if (k == NULL)
             goto error;
         if (with_values) {

@@ -500,6 +500,8 @@ static int tstep(tctx *c)
     }
     if (r != 0)
         return r < 0 ? -1 : 0;                     /* 1: the child runs first */
+    if (hctx && !f->hctx && (f->kind != FS_KIND_DICT || f->phase == 0))   /* a key */
+        fs__key_hash(o, f->base, fs_map_hashes(f->base, fs_map(f->base, f->ref))[f->i]);
     return deliver(c, fi, o);
 }
 

@@ -104,3 +104,15 @@ def test_maps_of_every_index_width_find_every_key(n):
     assert "k%d" % n not in f and f.get(-1) is None
     s = fs.freeze(set(src))
     assert all(("k%d" % i) in s for i in range(0, n, max(1, n // 50)))
+
+
+def test_materialized_keys_carry_their_true_hash():
+    keys = ["k%d" % i for i in range(300)] + ["\u0120\u00e9%d" % i for i in range(300)] + ["\U0001f600x"]
+    src = {k: i for i, k in enumerate(keys)}
+    f = fs.freeze([src, {"a": 1, "b": 2}, {"a": 3, "b": 4}, frozenset(keys)])
+    got = list(f[0]) + [k for k, _ in f[0].items()] + list(fs.thaw(f)[0]) + list(f[2])
+    got += list(fs.thaw(f)[3]) + list(f[3])
+    for k in got:
+        assert hash(k) == hash("".join(list(k)))       # a fresh, equal str
+    t = fs.thaw(f)
+    assert t[0] == src and t[3] == frozenset(keys)
