@@ -467,6 +467,10 @@ uint32_t fs_str_maxchar(unsigned charsize, uint64_t length, const void *data);
 #define FS_MAXCHAR_SCAN UINT32_MAX
 int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
                  uint32_t maxchar, int64_t hash, const void *data, fs_ref_t *out);
+/* Value dedup on (the default) or off: while off, str, bytes and floats
+** are neither looked up nor remembered (the keys of a big dict, distinct by
+** definition, would only fill the table). */
+void fs_builder_dedup(fs_builder_t *b, int on);
 /* BYTES are deduplicated like str (up to FS_DEDUP_BYTES_MAX bytes: longer
 ** blobs would pay a hash of their whole length); BYTEARRAY never is. */
 #define FS_DEDUP_BYTES_MAX 4096u

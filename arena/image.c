@@ -88,6 +88,7 @@ struct fs_builder_s {
     fs_dedup_t *shapes;      /* key refs -> the dict owning them (shapes)     */
     uint64_t   shapes_size, shapes_used;
     uint64_t   dedup_hits, nshapes, shaped;   /* fs_builder_stats             */
+    int        no_dedup;     /* fs_builder_dedup(b, 0) in force               */
     int        finished;     /* fs_builder_finish succeeded: no more appends  */
 };
 
@@ -243,7 +244,7 @@ int fs_build_float(fs_builder_t *b, double v, fs_ref_t *out)
         return FS_OK;
     if (b->base == NULL || b->finished)
         return FS_EINVAL;
-    if (v != v) {                /* NaN: two NaN keys of one dict stay two */
+    if (v != v || b->no_dedup) { /* NaN: two NaN keys of one dict stay two */
         int err = new_object(b, FS_KIND_FLOAT, 0, sizeof(fs_float_t), out);
         if (!err)
             ((fs_float_t *)(void *)(b->base + *out))->value = v;
@@ -463,10 +464,13 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
         return FS_EINVAL;
     if (b->base == NULL || b->finished)
         return FS_EINVAL;
+    size_t nbytes = (size_t)length * charsize;
+    if (b->no_dedup)
+        return new_blob(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, charsize, length,
+                        NULL, 0, data, nbytes, out);
     int err = vals_reserve(b);
     if (err)
         return err;
-    size_t nbytes = (size_t)length * charsize;
     uint64_t h = mix64((uint64_t)hash ^ ((uint64_t)charsize << 56)), slot = 0;
     fs_ref_t hit = vals_find(b, h, FS_KIND_STR, charsize, data, nbytes, &slot);
     if (hit) {
@@ -491,7 +495,7 @@ int fs_build_bytes(fs_builder_t *b, int kind, const void *data, uint64_t length,
         return FS_ETOOBIG;
     if (b->base == NULL || b->finished)
         return FS_EINVAL;
-    int dedup = kind == FS_KIND_BYTES && length <= FS_DEDUP_BYTES_MAX;
+    int dedup = kind == FS_KIND_BYTES && length <= FS_DEDUP_BYTES_MAX && !b->no_dedup;
     uint64_t h = 0, slot = 0;
     if (dedup) {
         int err = vals_reserve(b);
@@ -760,6 +764,8 @@ void fs_build_dict_value(fs_builder_t *b, fs_ref_t dict, uint64_t i, fs_ref_t va
     ((fs_ref_t *)(void *)fs_map_values(map_at(b, dict)))[i] = value;
     note_ref(b, value);
 }
+
+void fs_builder_dedup(fs_builder_t *b, int on) { b->no_dedup = !on; }
 
 void fs_builder_stats(const fs_builder_t *b, fs_build_stats_t *out)
 {

@@ -19,7 +19,17 @@
 **   runs to its end (maps: build the index) and pops.
 **
 ** Containers are allocated before their items are converted, so a child can
-** refer to an ancestor (cycles) and every child ref is known at once. The
+** refer to an ancestor (cycles) and every child ref is known at once. One
+** exception: a dict whose keys are all scalars (str, int, float, bytes, ...:
+** their hash runs no code and their conversion pushes no frame) has its
+** keys converted first and is built with fs_build_dict, which shares one
+** shape among dicts with the same keys (image format v2); its frame then
+** converts the values only. Keys cannot reach the dict (a dict is not
+** hashable), so cycles still work. A dict with the very key objects of the
+** previous keyed dict (a list of records) skips even that: it is shaped
+** like the previous one without hashing a key (fs_build_dict_shape).
+** str, float and short bytes skip the identity memo: the builder stores
+** equal values once, so the same object gets the same ref anyway. The
 ** memo keeps a strong reference to every object it maps (ids stay unique).
 ** It maps only objects the graph may reach twice: an item whose refcount is
 ** 1 is referenced by its container alone, so its memo lookup and entry are
@@ -50,6 +60,7 @@
 enum { SEG_ROOT, SEG_INDEX, SEG_VALUE, SEG_KEY, SEG_MEMBER };
 
 #define FS_LAST_KEYS 32      /* keys of the last keyed dict remembered    */
+#define FS_DEDUP_KEYS_MAX 64 /* keys of bigger dicts are not deduplicated */
 
 typedef struct fframe_s {
     PyObject  *obj;          /* strong: the container                      */
@@ -486,18 +497,26 @@ static int build_keyed_dict(fctx *c, PyObject *o, unsigned flags, Py_ssize_t n, 
     Py_ssize_t pos = 0, i = 0;
     PyObject *k, *v;
     uint64_t acc = 0;
+    /* The keys of one dict are distinct: only a small dict's keys (record
+    ** fields) are worth finding again elsewhere. A big dict's keys (a
+    ** vocabulary) skip value dedup -- a table of every key would cost a
+    ** cache miss per key and hardly ever hit. */
+    fs_builder_dedup(c->b, n <= FS_DEDUP_KEYS_MAX);
     while (PyDict_Next(o, &pos, &k, &v)) {
-        if (i >= n)
+        if (i >= n) {
+            fs_builder_dedup(c->b, 1);
             return changed_size("dictionary");
+        }
         Py_hash_t hash = PyObject_Hash(k);       /* scalars: runs no code */
-        if (hash == -1)
-            return -1;
         int uniq_k = Py_REFCNT(k) == 1;
-        if (convert(c, k, uniq_k, parent, SEG_KEY, k, 0, &c->kref[i]) < 0)
+        if (hash == -1 || convert(c, k, uniq_k, parent, SEG_KEY, k, 0, &c->kref[i]) < 0) {
+            fs_builder_dedup(c->b, 1);
             return -1;
+        }
         c->khash[i++] = (int64_t)hash;
         acc = digest(acc, k, NULL);
     }
+    fs_builder_dedup(c->b, 1);
     if (i != n)
         return changed_size("dictionary");
     err = fs_build_dict(c->b, flags, (uint64_t)n, c->khash, c->kref, ref);
@@ -835,7 +854,16 @@ PyObject *fs__freeze(fs_state *st, PyObject *obj)
     fs_region_t *r = NULL;
     fs_ref_t root = 0;
 
-    int err = fs_builder_create(&c.b, 0);
+    /* A root blob is one object: allocate its size at once rather than
+    ** doubling up to it (each doubling a copy and fresh pages). */
+    size_t hint = 0;
+    if (PyBytes_CheckExact(obj))
+        hint = (size_t)PyBytes_GET_SIZE(obj) + 4096;
+    else if (PyByteArray_CheckExact(obj))
+        hint = (size_t)PyByteArray_GET_SIZE(obj) + 4096;
+    else if (PyUnicode_CheckExact(obj))
+        hint = (size_t)PyUnicode_GET_LENGTH(obj) * PyUnicode_KIND(obj) + 4096;
+    int err = fs_builder_create(&c.b, hint);
     if (err != FS_OK) {
         fs__raise(err, NULL);
         goto error;
