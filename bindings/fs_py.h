@@ -114,7 +114,18 @@ typedef struct fs_state_s {
     fs__tab_t     handles;               /* region -> fs_handle (borrowed) */
     fs__tab_t     repr_active;           /* (region, ref) being repr'd    */
     int           xid_registered;        /* proxy types registered for XID */
+    uint64_t      keycache_shapes;       /* shapes cached, all handles    */
+    uint64_t      keycache_keys;         /* keys in them                  */
+    uint64_t      keycache_hits;         /* keys served from the cache    */
+    struct fs_proxy_s *proxy_free;       /* dead proxies kept for reuse,
+                                            chained through their h      */
+    int           nproxy_free;           /* <= FS_PROXY_FREE_MAX          */
 } fs_state;
+
+/* Proxies kept per interpreter for reuse: making the proxy of a record read
+** in a loop then costs no allocation (its memory is the last one's). Owned
+** by the interpreter's GIL (a free-threaded build needs a lock here). */
+#define FS_PROXY_FREE_MAX 64
 
 extern PyModuleDef fs__module_def;                 /* module.c */
 
@@ -126,7 +137,18 @@ typedef struct fs_handle_s {
     PyObject      *module;   /* strong: keeps st (and its table) alive    */
     fs_state      *st;       /* borrowed: PyModule_GetState(module)       */
     int            trust_hash; /* image hash_check == st->hash_check      */
+    fs__tab_t      keycache; /* shape offset -> tuple of its keys, read   */
 } fs_handle;
+
+/* The key cache: a shape's keys are materialized once per interpreter and
+** region, then reused by keys(), items() and iteration of every dict of
+** that shape. Bounded (FS_KEYCACHE_SHAPES per handle, shapes of at most
+** FS_KEYCACHE_KEYS scalar keys), dropped with the handle (its region's last
+** proxy here), counted in fs.stats(). A cached tuple holds no proxy, so no
+** reference cycle through the handle. */
+#define FS_KEYCACHE_SHAPES 256
+#define FS_KEYCACHE_KEYS   64
+
 
 /* Handle of region r in this interpreter, created if needed. New reference.
 ** _owned: the caller passes one count of r it owns (consumed in all cases:
@@ -313,8 +335,19 @@ extern PyType_Spec fs__fbytes_spec, fs__fvalue_spec;                    /* bytes
 int  fs__xid_register(fs_state *st);     /* 0, or -1 with an exception    */
 void fs__xid_unregister(fs_state *st);   /* never fails, keeps no error   */
 
+/* Borrowed: the cached keys of p's shape (p a FrozenMap), or NULL (not
+** cached, not cacheable; no exception is ever left set). read.c */
+PyObject *fs__shape_keys(fs_proxy *p);
+
 static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e)
 {
+    if (P_KIND(p) == FS_KIND_DICT) {
+        PyObject *keys = fs__shape_keys(p);
+        if (keys != NULL) {
+            p->h->st->keycache_hits++;
+            return Py_NewRef(PyTuple_GET_ITEM(keys, (Py_ssize_t)e));
+        }
+    }
     PyObject *k = fs__read(p->h, P_KEY(p, e));
     if (k != NULL)
         fs__key_hash(k, p->h->base, fs_map_hashes(p->h->base, P_MAP(p))[e]);

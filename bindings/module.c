@@ -335,7 +335,11 @@ static PyObject *mod_stats(PyObject *module, PyObject *unused)
         U64("arena_allocated_bytes", as.allocated_bytes) ||
         U64("arena_resident_bytes", as.resident_bytes) ||
         U64("published", fs_registry_count()) ||
-        U64("handles", st->handles.used))
+        U64("handles", st->handles.used) ||
+        U64("key_cache_shapes", st->keycache_shapes) ||
+        U64("key_cache_keys", st->keycache_keys) ||
+        U64("key_cache_hits", st->keycache_hits) ||
+        U64("proxy_free_list", st->nproxy_free))
         goto error;
 #undef U64
     return d;
@@ -478,6 +482,12 @@ static void module_free(void *module)
         /* Empty by construction: every handle holds the module. */
         fs__tab_fini(&st->handles);
         fs__tab_fini(&st->repr_active);
+        while (st->proxy_free != NULL) {
+            fs_proxy *p = st->proxy_free;
+            st->proxy_free = (fs_proxy *)p->h;
+            PyObject_Free(p);
+        }
+        st->nproxy_free = 0;
     }
 }
 

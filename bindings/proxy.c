@@ -45,8 +45,19 @@ void fs__repr_leave(fs_proxy *p)
 void fs__proxy_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
-    Py_DECREF(FS_PROXY(self)->h);
-    PyObject_Free(self);
+    fs_handle *h = FS_PROXY(self)->h;
+    fs_state *st = h->st;                  /* alive while h is */
+    if (st != NULL && st->nproxy_free < FS_PROXY_FREE_MAX &&
+        tp->tp_basicsize == sizeof(fs_proxy)) {
+        FS_PROXY(self)->h = (fs_handle *)st->proxy_free;   /* the chain */
+        st->proxy_free = FS_PROXY(self);
+        st->nproxy_free++;
+    }
+    else {
+        PyObject_Free(self);
+    }
+    Py_DECREF(h);                          /* may free the module: module_free
+                                              frees the chain, self included */
     Py_DECREF(tp);
 }
 

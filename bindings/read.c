@@ -73,9 +73,16 @@ PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref)
         PyErr_SetString(PyExc_RuntimeError, "frozenshare: module is being finalized");
         return NULL;
     }
-    fs_proxy *p = PyObject_New(fs_proxy, tp);
-    if (p == NULL)
+    fs_state *st = h->st;
+    fs_proxy *p = st->proxy_free;
+    if (p != NULL) {                       /* every proxy type has this size */
+        st->proxy_free = (fs_proxy *)p->h;
+        st->nproxy_free--;
+        PyObject_Init((PyObject *)p, tp);  /* takes a reference to tp */
+    }
+    else if ((p = PyObject_New(fs_proxy, tp)) == NULL) {
         return NULL;
+    }
     p->h = (fs_handle *)Py_NewRef(h);
     p->ref = ref;
     p->hash = -1;
@@ -356,4 +363,52 @@ PyObject *fs__seq_materialize(fs_proxy *p, int as_list)
             PyTuple_SET_ITEM(out, i, v);
     }
     return out;
+}
+
+/* ---- the key cache (fs_py.h) --------------------------------------------- */
+
+/* Borrowed. See fs_py.h. Only shaped dicts fill the cache (their shape is
+** shared); an unshaped dict finds its keys there when it is a shape. */
+PyObject *fs__shape_keys(fs_proxy *p)
+{
+    fs_handle *h = p->h;
+    const fs_map_t *m = P_MAP(p);
+    fs_ref_t shape = fs_map_shaped(m) ? fs_map_shape(m) : p->ref;
+    uint64_t *v = fs__tab_get(&h->keycache, (uintptr_t)shape, 0);
+    if (v != NULL)
+        return (PyObject *)(uintptr_t)*v;        /* NULL: not cacheable */
+    if (!fs_map_shaped(m) || h->keycache.used >= FS_KEYCACHE_SHAPES)
+        return NULL;
+    const fs_map_t *ks = fs_map(h->base, shape);
+    uint64_t n = fs_map_count(h->base, ks);
+    const fs_ref_t *keys = fs_map_keys(h->base, ks);
+    const int64_t *hashes = fs_map_hashes(h->base, ks);
+    PyObject *t = NULL;
+    int ok = n <= FS_KEYCACHE_KEYS;
+    for (uint64_t i = 0; ok && i < n; i++) {
+        int kind = fs_ref_kind(h->base, keys[i]);   /* scalars only: no proxy */
+        ok = kind != FS_KIND_XREF && kind != FS_KIND_TUPLE && kind != FS_KIND_LIST &&
+             kind != FS_KIND_DICT && kind != FS_KIND_SET && kind != FS_KIND_FROZENSET;
+    }
+    if (ok && (t = PyTuple_New((Py_ssize_t)n)) != NULL) {
+        for (uint64_t i = 0; i < n; i++) {
+            PyObject *k = fs__scalar(h->base, keys[i], fs_ref_kind(h->base, keys[i]), 0);
+            if (k == NULL) {
+                Py_CLEAR(t);
+                break;
+            }
+            fs__key_hash(k, h->base, hashes[i]);
+            PyTuple_SET_ITEM(t, (Py_ssize_t)i, k);
+        }
+    }
+    PyErr_Clear();                    /* a cache: a failure only means no entry */
+    if (fs__tab_put(&h->keycache, (uintptr_t)shape, 0, (uint64_t)(uintptr_t)t) != FS_OK) {
+        Py_XDECREF(t);
+        return NULL;
+    }
+    if (t != NULL) {
+        h->st->keycache_shapes++;
+        h->st->keycache_keys += n;
+    }
+    return t;
 }

@@ -68,6 +68,19 @@ static void handle_dealloc(PyObject *self)
     PyObject *module = h->module;
     if (h->st != NULL)
         fs__tab_del(&h->st->handles, (uintptr_t)h->region, 0);
+    if (h->keycache.slots != NULL) {
+        for (size_t i = 0; i <= h->keycache.mask; i++) {
+            PyObject *t = (PyObject *)(uintptr_t)h->keycache.slots[i].v;
+            if (h->keycache.slots[i].k1 == 0 || t == NULL)
+                continue;
+            if (h->st != NULL) {
+                h->st->keycache_shapes--;
+                h->st->keycache_keys -= (uint64_t)PyTuple_GET_SIZE(t);
+            }
+            Py_DECREF(t);
+        }
+    }
+    fs__tab_fini(&h->keycache);
     fs_region_release(h->region);      /* I2: the handle's one count */
     PyObject_Free(self);
     Py_DECREF(tp);
@@ -114,6 +127,7 @@ static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
     h->st = NULL;                      /* not in the table yet */
     h->trust_hash = fs_image_header(h->base)->hash_check == (int64_t)st->hash_check &&
                     st->hash_check != -1;
+    memset(&h->keycache, 0, sizeof h->keycache);
     int err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h);
     if (err != FS_OK) {
         Py_DECREF(h);                  /* releases the count */

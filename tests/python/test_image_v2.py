@@ -116,3 +116,37 @@ def test_materialized_keys_carry_their_true_hash():
         assert hash(k) == hash("".join(list(k)))       # a fresh, equal str
     t = fs.thaw(f)
     assert t[0] == src and t[3] == frozenset(keys)
+
+
+def test_key_cache_is_counted_bounded_and_dropped_with_its_region():
+    import gc
+    before = fs.stats()
+    f = fs.freeze([{"a": i, "b": -i, "c": str(i)} for i in range(1000)]
+                  + [{"k%d" % j: j for j in range(3)} | {"n": i} for i in range(300)])
+    got = [list(r.items()) for r in f]
+    assert got[5] == [("a", 5), ("b", -5), ("c", "5")]
+    assert got[1000 + 7] == [("k0", 0), ("k1", 1), ("k2", 2), ("n", 7)]
+    st = fs.stats()
+    assert st["key_cache_shapes"] - before["key_cache_shapes"] == 2
+    assert st["key_cache_keys"] - before["key_cache_keys"] == 3 + 4
+    assert st["key_cache_hits"] - before["key_cache_hits"] >= 1299 * 3
+    k1 = list(f[1])[0]
+    assert k1 is list(f[2])[0]                       # one key object per shape
+    assert hash(k1) == hash("a")
+    del f, got, k1
+    gc.collect()
+    st = fs.stats()
+    assert st["key_cache_shapes"] == before["key_cache_shapes"]
+    assert st["key_cache_keys"] == before["key_cache_keys"]
+    assert 0 <= st["proxy_free_list"] <= 64
+
+
+def test_key_cache_bounded_per_region_and_keys_stay_right():
+    shapes = [{"s%d_%d" % (s, j): j for j in range(2)} for s in range(400)]
+    f = fs.freeze([dict(d) for d in shapes for _ in range(2)])
+    before = fs.stats()["key_cache_shapes"]
+    for r, d in zip(f, [d for d in shapes for _ in range(2)]):
+        assert list(r.keys()) == list(d) and list(r.items()) == list(d.items())
+    assert fs.stats()["key_cache_shapes"] - before <= 256
+    big = fs.freeze([{"x%d" % j: j for j in range(100)} for _ in range(3)])
+    assert list(big[2]) == ["x%d" % j for j in range(100)]   # too many keys: not cached
