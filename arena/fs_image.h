@@ -42,7 +42,7 @@
 **   ...double bits 60..0............1 s e10   float immediate (tags 4..7)
 **
 ** Float immediates hold the doubles whose exponent's top two bits differ
-** (|x| in [2^-511, 2^512), where nearly all data lives): bits 63..61 of the
+** (|x| in [2^-511, 2^513), where nearly all data lives): bits 63..61 of the
 ** double are then (s, e10, !e10), so the tag's bits 1 and 0 carry s and e10
 ** and bits 60..0 are shifted up by 3. Every other double (0.0, -0.0, the
 ** extremes, inf, nan) is a FLOAT object; FLOAT objects are deduplicated by
@@ -525,8 +525,8 @@ void fs_builder_detach(fs_builder_t *b, void **base, size_t *alloc_size);
 ** in bounds and of a known kind, every reference pointing at an object start,
 ** an immediate, a constant or an existing xref; xref slots < nimports;
 ** strings canonical; map entries and index consistent; shapes (an unshaped
-** DICT of the same count); FS_FLAG_SHARED exactly where an object has two
-** or more references; object_count right.
+** DICT of the same count); FS_FLAG_SHARED at least where an object has two
+** or more references (a spurious flag is harmless); object_count right.
 ** Never reads outside [image, image + size). Iterative (no recursion), work
 ** linear in size. Returns FS_OK, FS_ECORRUPT (why: *why, a static string,
 ** when why is not NULL), FS_EVERSION (another format version or platform,

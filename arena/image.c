@@ -372,7 +372,8 @@ static uint64_t bytes_hash(const uint8_t *p, uint64_t n)
         h = mix64(h ^ w);
     }
     w = 0;
-    memcpy(&w, p, (size_t)n);
+    if (n)                                  /* p may be NULL when length is 0 */
+        memcpy(&w, p, (size_t)n);
     return mix64(h ^ w ^ 0xb5);
 }
 
@@ -413,7 +414,7 @@ static fs_ref_t vals_find(const fs_builder_t *b, uint64_t h, int kind, unsigned 
         if (kind != FS_KIND_FLOAT && fs_obj_len(o) * (aux ? aux : 1) != nbytes)
             continue;
         const uint8_t *d = kind == FS_KIND_FLOAT ? (const uint8_t *)(o + 1) : fs_obj_body(o);
-        if (memcmp(d, data, (size_t)nbytes) == 0)
+        if (nbytes == 0 || memcmp(d, data, (size_t)nbytes) == 0)   /* data may be NULL */
             return b->vals[i].ref;
     }
     *slot = i;

@@ -133,7 +133,7 @@ static fs_region_t *bytes_region(size_t len, int fill)
 static int64_t list_value(const fs_region_t *r)
 {
     const fs_seq_t *s = fs_seq(fs_region_base(r), fs_region_root(r));
-    return fs_ref_int_value(s->items[0]);
+    return fs_ref_int_value(fs_seq_items(s)[0]);
 }
 
 static fs_region_stats_t rstats(void)
@@ -367,15 +367,16 @@ Test(region_reclaim, writes_before_seal_succeed_and_survive_sealing)
     cr_assert_eq(fs_builder_create(&b, 0), FS_OK);
     cr_assert_eq(fs_build_bytes(b, FS_KIND_BYTES, "aaaaaaaa", 8, &ref), FS_OK);
     fs_bytes_t *w = (fs_bytes_t *)(void *)(fs_builder_base(b) + ref);
-    memcpy(w->data, "written!", 8);                  /* unsealed: allowed */
-    cr_assert_not(fs_arena_locate(w->data, &id, &off), "not sealed yet");
+    uint8_t *wd = (uint8_t *)fs_bytes_data(w);
+    memcpy(wd, "written!", 8);                       /* unsealed: allowed */
+    cr_assert_not(fs_arena_locate(wd, &id, &off), "not sealed yet");
     cr_assert_eq(fs_region_create(&r, b, ref, NULL, 0, -1), FS_OK);
     const fs_bytes_t *rd = fs_bytes(fs_region_base(r), fs_region_root(r));
-    cr_assert_eq(rd->length, 8);
-    cr_assert_eq(memcmp(rd->data, "written!", 8), 0);
-    cr_assert(fs_arena_locate(rd->data, &id, &off));
+    cr_assert_eq(fs_bytes_len(rd), 8);
+    cr_assert_eq(memcmp(fs_bytes_data(rd), "written!", 8), 0);
+    cr_assert(fs_arena_locate(fs_bytes_data(rd), &id, &off));
     cr_assert_eq(id, fs_region_id(r));
-    cr_assert_eq(off, (uint64_t)(rd->data - fs_region_base(r)));
+    cr_assert_eq(off, (uint64_t)(fs_bytes_data(rd) - fs_region_base(r)));
     fs_region_release(r);
     assert_all_reclaimed(1);
 }
@@ -416,7 +417,7 @@ Test(region_reclaim, region_importing_several_holds_each_until_reclaimed)
         cr_assert_eq(fs_region_refcount(im[i]), 2);
         cr_assert_eq(fs_image_imports(base)[i], fs_region_id(im[i]));
         /* The xref resolves through the import table to the import's root. */
-        fs_ref_t x = root->items[1 + i];
+        fs_ref_t x = fs_seq_items(root)[1 + i];
         cr_assert_eq(fs_ref_tag(x), FS_TAG_XREF);
         const fs_xref_t *xr = fs_xref(base, x);
         cr_assert_eq(xr->import_slot, i);

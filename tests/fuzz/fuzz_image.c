@@ -1,10 +1,11 @@
 /*
 ** fuzz_image.c -- libFuzzer target: fs_image_check and the readers.
 **
-** Any byte string is offered to fs_image_check(); when it is accepted, every
-** object reachable from the root is read with the inline readers of
-** fs_image.h (scalars summed, sequences walked, every map entry looked up by
-** its own hash and a miss probed), so a validator gap that would let a
+** Any byte string is offered to fs_image_check_why(); when it is accepted,
+** every object reachable from the root is read with the inline readers of
+** fs_image.h (scalars summed, float immediates decoded, sequences walked,
+** every map entry -- shaped dicts through their shape -- looked up by its
+** own hash and a miss probed), so a validator gap that would let a
 ** reader go out of bounds shows up as an AddressSanitizer report. The walk is
 ** iterative with a visited bitmap, like the validator, so deep or cyclic
 ** images cost no stack.
@@ -25,12 +26,15 @@ static int same_ref(void *ctx, const void *base, fs_ref_t stored)
 
 static volatile uint64_t sink;
 
+/* Everything reachable from the root, read as a consumer would. The stack
+** holds at most two refs per 8 bytes of image (a shaped dict pushes a key
+** and a value per 8-byte value slot), so size / 4 + 2 entries suffice. */
 static void walk(const uint8_t *base, size_t size)
 {
     const fs_image_header_t *h = fs_image_header(base);
     size_t nbits = size / 8 + 1;
     uint8_t *seen = calloc(nbits / 8 + 1, 1);
-    fs_ref_t *stack = malloc(sizeof(fs_ref_t) * (size / 8 + 2));
+    fs_ref_t *stack = malloc(sizeof(fs_ref_t) * (size / 4 + 2));
     if (seen == NULL || stack == NULL)
         goto done;
     size_t top = 0;
@@ -40,6 +44,13 @@ static void walk(const uint8_t *base, size_t size)
         if (fs_ref_tag(r) == FS_TAG_XREF) {
             const fs_xref_t *x = fs_xref(base, r);
             sink += x->import_slot + x->target + fs_image_imports(base)[x->import_slot];
+            continue;
+        }
+        if (fs_ref_tag(r) == FS_TAG_FLOAT) {
+            double d = fs_ref_float(r);
+            uint64_t bits;
+            memcpy(&bits, &d, sizeof bits);
+            sink += bits;
             continue;
         }
         if (fs_ref_tag(r) != FS_TAG_OBJ) {
@@ -64,39 +75,48 @@ static void walk(const uint8_t *base, size_t size)
         }
         case FS_KIND_INT: {
             const fs_bigint_t *b = fs_obj(base, r);
-            for (uint64_t i = 0; i < b->nbytes; i++) sink += b->data[i];
+            for (uint64_t i = 0; i < fs_bigint_nbytes(b); i++) sink += b->data[i];
             break;
         }
         case FS_KIND_STR: {
             const fs_str_t *s = fs_str(base, r);
-            for (uint64_t i = 0; i < (s->length + 1) * s->charsize; i++) sink += s->data[i];
-            sink += fs_str_equals(s, s->charsize, s->length, s->data);
+            const uint8_t *d = fs_str_data(s);
+            unsigned cs = fs_str_charsize(s);
+            for (uint64_t i = 0; i < fs_str_len(s) * cs; i++) sink += d[i];
+            sink += fs_str_equals(s, cs, fs_str_len(s), d) + fs_str_maxchar_class(s);
             break;
         }
         case FS_KIND_BYTES:
         case FS_KIND_BYTEARRAY: {
             const fs_bytes_t *b = fs_bytes(base, r);
-            for (uint64_t i = 0; i <= b->length; i++) sink += b->data[i];
+            const uint8_t *d = fs_bytes_data(b);
+            for (uint64_t i = 0; i < fs_bytes_len(b); i++) sink += d[i];
             break;
         }
         case FS_KIND_TUPLE:
         case FS_KIND_LIST: {
             const fs_seq_t *s = fs_seq(base, r);
-            for (uint64_t i = 0; i < s->count; i++) stack[top++] = s->items[i];
+            const fs_ref_t *items = fs_seq_items(s);
+            for (uint64_t i = 0; i < fs_seq_count(s); i++) stack[top++] = items[i];
             break;
         }
         case FS_KIND_DICT:
         case FS_KIND_SET:
         case FS_KIND_FROZENSET: {
+            /* a shaped dict reads count, hashes, keys and index in its shape */
             const fs_map_t *m = fs_map(base, r);
-            for (uint64_t i = 0; i < m->count; i++) {
-                const fs_map_entry_t *e = &m->entries[i];
-                fs_ref_t key = e->key;
-                sink += (uint64_t)fs_map_find(base, m, e->hash, same_ref, &key);
+            uint64_t n = fs_map_count(base, m);
+            const int64_t *hashes = fs_map_hashes(base, m);
+            const fs_ref_t *keys = fs_map_keys(base, m);
+            const fs_ref_t *vals = m->h.kind == FS_KIND_DICT ? fs_map_values(m) : NULL;
+            for (uint64_t i = 0; i < n; i++) {
+                fs_ref_t key = keys[i];
+                sink += (uint64_t)fs_map_find(base, m, hashes[i], same_ref, &key);
                 fs_ref_t none = ~(fs_ref_t)0;
-                sink += (uint64_t)fs_map_find(base, m, e->hash ^ 0x5bd1e995, same_ref, &none);
-                stack[top++] = e->key;
-                stack[top++] = e->value;
+                sink += (uint64_t)fs_map_find(base, m, hashes[i] ^ 0x5bd1e995, same_ref, &none);
+                stack[top++] = key;
+                if (vals)
+                    stack[top++] = vals[i];
             }
             break;
         }
@@ -116,8 +136,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (buf == NULL)
         return 0;
     memcpy(buf, data, size);
-    if (fs_image_check(buf, size) == FS_OK)
+    const char *why = NULL;
+    int rc = fs_image_check_why(buf, size, &why);
+    if (rc == FS_OK)
         walk((const uint8_t *)buf, size);
+    else if ((rc == FS_ECORRUPT || rc == FS_EVERSION) && why == NULL)
+        abort();                                /* a refusal always names its defect */
     free(buf);
     return 0;
 }

@@ -1,9 +1,14 @@
 /*
 ** make_seeds.c -- writes the fuzzer's seed corpus: small well-formed images
-** of every kind (built with the real builder), one file each.
+** (format v2) of every kind and structure, built with the real builder, one
+** file each: scalars, nested containers, imports, empty containers, a cycle
+** through a key, float immediates and objects, values stored once, dict
+** shapes, and map indexes of 1- and 2-byte slots (4-byte slots need 32768
+** entries, beyond the fuzzer's 64 KiB inputs).
 **   make_seeds <dir>
 ** The committed corpus in tests/fuzz/corpus/ was made with this program.
 */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +33,38 @@ static int write_image(const char *dir, const char *name, fs_builder_t *b, fs_re
 }
 
 #define CHECK(e) do { if ((e) != FS_OK) { fprintf(stderr, "%s failed\n", #e); return 1; } } while (0)
+
+static int64_t str_hash(const char *s)     /* any hash equal strs share */
+{
+    uint64_t h = 1469598103934665603u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211u;
+    return (int64_t)h;
+}
+
+static int ascii(fs_builder_t *b, const char *s, fs_ref_t *out)
+{
+    return fs_build_str(b, 1, strlen(s), FS_MAXCHAR_SCAN, str_hash(s), s, out);
+}
+
+/* A dict of n str keys via fs_build_dict (shaped when an earlier one had
+** the same keys), values small ints base + i. */
+static int keyed_dict(fs_builder_t *b, unsigned flags, int n, const char *const *names,
+                      int64_t base, fs_ref_t *out)
+{
+    fs_ref_t keys[16];
+    int64_t hashes[16];
+    for (int i = 0; i < n; i++) {
+        hashes[i] = str_hash(names[i]);
+        if (ascii(b, names[i], &keys[i]) != FS_OK)
+            return 1;
+    }
+    if (fs_build_dict(b, flags, (uint64_t)n, hashes, keys, out) != FS_OK)
+        return 1;
+    for (int i = 0; i < n; i++)
+        fs_build_dict_value(b, *out, (uint64_t)i, fs_ref_small_int(base + i));
+    return FS_OK;
+}
 
 int main(int argc, char **argv)
 {
@@ -82,7 +119,7 @@ int main(int argc, char **argv)
     memset(big, 0xff, sizeof big); big[16] = 0x7f;
     CHECK(fs_build_bigint(b, big, sizeof big, &k));
     fs_build_map_set(b, s, 0, 3, k, FS_REF_NONE);
-    CHECK(fs_build_xref(b, 1, 64, &v));
+    CHECK(fs_build_xref(b, 1, FS_IMAGE_HEADER_SIZE, &v));
     fs_build_map_set(b, s, 1, 4, v, FS_REF_NONE);
     fs_build_map_finish(b, s);
     bad |= write_image(dir, "imports.img", b, s, 2);
@@ -106,5 +143,64 @@ int main(int argc, char **argv)
     fs_build_map_set(b, d, 0, 12345, k, FS_REF_NONE);
     fs_build_map_finish(b, d);
     bad |= write_image(dir, "key_cycle.img", b, l, 0);
+
+    /* float immediates of all four tags, and FLOAT objects (one stored once) */
+    CHECK(fs_builder_create(&b, 0));
+    double fv[] = { 1.0, -2.5, 4.0, -1e100, 1e300, 0.0, -0.0, INFINITY, NAN, 5e-324, 1e300 };
+    CHECK(fs_build_seq(b, FS_KIND_TUPLE, sizeof fv / sizeof *fv, &l));
+    for (size_t i = 0; i < sizeof fv / sizeof *fv; i++) {
+        CHECK(fs_build_float(b, fv[i], &r));
+        fs_build_seq_set(b, l, i, r);
+    }
+    bad |= write_image(dir, "floats.img", b, l, 0);
+
+    /* equal str and bytes stored once (SHARED), bytearrays never */
+    CHECK(fs_builder_create(&b, 0));
+    CHECK(fs_build_seq(b, FS_KIND_LIST, 8, &l));
+    for (int i = 0; i < 3; i++) {
+        CHECK(ascii(b, "token", &r)); fs_build_seq_set(b, l, (uint64_t)i, r);
+    }
+    for (int i = 3; i < 5; i++) {
+        CHECK(fs_build_bytes(b, FS_KIND_BYTES, "raw", 3, &r)); fs_build_seq_set(b, l, (uint64_t)i, r);
+    }
+    for (int i = 5; i < 7; i++) {
+        CHECK(fs_build_bytes(b, FS_KIND_BYTEARRAY, "raw", 3, &r)); fs_build_seq_set(b, l, (uint64_t)i, r);
+    }
+    uint16_t w2[2] = { 0x4e2d, 0x6587 };
+    CHECK(fs_build_str(b, 2, 2, FS_MAXCHAR_SCAN, 4, w2, &r)); fs_build_seq_set(b, l, 7, r);
+    bad |= write_image(dir, "dedup.img", b, l, 0);
+
+    /* records: one shape, shaped dicts (one a frozendict, one by
+    ** fs_build_dict_shape), a 12-key shape with an index, another order */
+    static const char *const rec[] = { "id", "name", "score" }, *const rev[] = { "score", "name", "id" };
+    static const char *const wide[] = { "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8",
+                                        "k9", "k10", "k11" };
+    CHECK(fs_builder_create(&b, 0));
+    CHECK(fs_build_seq(b, FS_KIND_LIST, 8, &l));
+    for (int i = 0; i < 3; i++) {
+        CHECK(keyed_dict(b, i == 2 ? FS_FLAG_FROZENDICT : 0, 3, rec, i * 10, &d));
+        fs_build_seq_set(b, l, (uint64_t)i, d);
+    }
+    CHECK(fs_build_dict_shape(b, 0, d, &d));
+    fs_build_seq_set(b, l, 3, d);
+    CHECK(keyed_dict(b, 0, 3, rev, 0, &d)); fs_build_seq_set(b, l, 4, d);
+    CHECK(keyed_dict(b, 0, 12, wide, 0, &d)); fs_build_seq_set(b, l, 5, d);
+    CHECK(keyed_dict(b, 0, 12, wide, 100, &d)); fs_build_seq_set(b, l, 6, d);
+    CHECK(keyed_dict(b, 0, 0, NULL, 0, &d)); fs_build_seq_set(b, l, 7, d);
+    bad |= write_image(dir, "shapes.img", b, l, 0);
+
+    /* map indexes: 8 entries (none), 9 and 127 (1-byte slots), 128 (2-byte) */
+    CHECK(fs_builder_create(&b, 0));
+    uint64_t counts[] = { 8, 9, 127, 128 };
+    CHECK(fs_build_seq(b, FS_KIND_TUPLE, 4, &l));
+    for (int c = 0; c < 4; c++) {
+        CHECK(fs_build_map(b, c % 2 ? FS_KIND_DICT : FS_KIND_FROZENSET, 0, counts[c], &s));
+        for (uint64_t i = 0; i < counts[c]; i++)
+            fs_build_map_set(b, s, i, (int64_t)(i * 7 % 13), fs_ref_small_int((int64_t)i),
+                             fs_ref_small_int(-(int64_t)i));
+        fs_build_map_finish(b, s);
+        fs_build_seq_set(b, l, (uint64_t)c, s);
+    }
+    bad |= write_image(dir, "index.img", b, l, 0);
     return bad;
 }
