@@ -74,6 +74,9 @@ typedef struct tctx_s {
     size_t    npend, cap_pend, unbuilt;   /* unbuilt: pend not yet built  */
     int32_t  *work;          /* pend indices ready to build (built())     */
     size_t    cap_work;
+    fs_region_t *kreg;       /* the shape whose keys are in kkeys ...     */
+    fs_ref_t  kshape;
+    PyObject *kkeys;         /* ... strong: a tuple of them, as thawed    */
 } tctx;
 
 /* Grow *arr (of elem bytes each) to hold one more than n. 0, or -1 with
@@ -343,7 +346,10 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
             return 0;
         }
 #endif
-        o = PyDict_New();
+        /* Sized for its n entries at once: PyDict_New's 8 slots would be
+        ** resized at the 6th key of every record. _PyDict_NewPresized is
+        ** exported by every CPython this builds for (3.12-3.15). */
+        o = n > 5 ? _PyDict_NewPresized(n) : PyDict_New();
         break;
     case FS_KIND_SET:
     case FS_KIND_FROZENSET:
@@ -466,6 +472,43 @@ static int tfinish(tctx *c)
     return deliver(c, c->depth - 1, res);
 }
 
+/* Borrowed: the keys of shaped dict m (frame f) as thawed -- the same
+** objects for every dict of the shape, as the memo would give them (shape
+** keys are FS_FLAG_SHARED) -- or NULL: with an exception, or without one
+** when a key is not a scalar (then the frame thaws its keys one by one).
+** One shape is kept at a time: records come in runs. */
+static PyObject *shape_keys(tctx *c, tframe *f, const fs_map_t *m)
+{
+    fs_ref_t shape = fs_map_shape(m);
+    if (c->kkeys != NULL && c->kreg == f->reg && c->kshape == shape)
+        return c->kkeys;
+    const fs_map_t *ks = fs_map(f->base, shape);
+    Py_ssize_t n = (Py_ssize_t)fs_map_count(f->base, ks);
+    const fs_ref_t *keys = fs_map_keys(f->base, ks);
+    const int64_t *hashes = fs_map_hashes(f->base, ks);
+    for (Py_ssize_t i = 0; i < n; i++) {       /* scalars thaw at once */
+        int kind = fs_ref_kind(f->base, keys[i]);
+        if (kind == FS_KIND_XREF || kind >= FS_KIND_BYTEARRAY)
+            return NULL;
+    }
+    PyObject *t = PyTuple_New(n);
+    if (t == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o;
+        if (thaw_value(c, f->reg, f->base, keys[i], 1, &o) != 0) {
+            Py_DECREF(t);
+            return NULL;                       /* scalars: an error, never 1 or 2 */
+        }
+        fs__key_hash(o, f->base, hashes[i]);
+        PyTuple_SET_ITEM(t, i, o);
+    }
+    Py_XSETREF(c->kkeys, t);
+    c->kreg = f->reg;
+    c->kshape = shape;
+    return t;
+}
+
 static int tstep(tctx *c)
 {
     size_t fi = c->depth - 1;
@@ -481,6 +524,13 @@ static int tstep(tctx *c)
         break;
     case FS_KIND_DICT: {
         const fs_map_t *m = fs_map(f->base, f->ref);
+        if (f->phase == 0 && fs_map_shaped(m)) {   /* records: keys thawed once */
+            PyObject *keys = shape_keys(c, f, m);
+            if (keys != NULL)
+                return deliver(c, fi, Py_NewRef(PyTuple_GET_ITEM(keys, f->i)));
+            if (PyErr_Occurred())
+                return -1;
+        }
         child = f->phase == 0 ? fs_map_keys(f->base, m)[f->i] : fs_map_values(m)[f->i];
         hctx |= f->phase == 0;
         break;
@@ -556,6 +606,7 @@ PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref)
     fs__free(c.pend);
     fs__free(c.work);
     fs__tab_fini(&c.waiters);
+    Py_XDECREF(c.kkeys);
     Py_XDECREF(c.result);
     if (gc_was_on)
         PyGC_Enable();
