@@ -16,7 +16,7 @@
 **      lengths in their shortest form (the u64 only for n >= FS_N_LONG),
 **      canonical strings (charsize the smallest for the largest code point,
 **      FS_FLAG_ASCII exactly when all are < 128, none above 0x10FFFF),
-**      minimal big ints and floats that do not fit an immediate, shaped
+**      minimal big ints that do not fit an immediate, shaped
 **      dicts whose shape (an earlier unshaped DICT) sizes them, map sizes (no index up
 **      to FS_MAP_SCAN_MAX entries, else a power of two with count <=
 **      index_size * 2/3).
@@ -183,10 +183,7 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
             return BAD(c, "a float with flags or a length");
         if (*size > room)
             return BAD(c, past);
-        fs_ref_t imm;
-        if (h->kind == FS_KIND_FLOAT && fs_ref_float_imm(((const fs_float_t *)(const void *)h)->value, &imm))
-            return BAD(c, "a float object that fits an immediate");
-        return FS_OK;
+        return FS_OK;                  /* any value: narrow dicts box immediates */
     case FS_KIND_INT: {
         const fs_bigint_t *o = (const void *)h;
         if (flags || h->n == 0 || h->n == FS_N_LONG)
@@ -238,7 +235,7 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
     case FS_KIND_FROZENSET: {
         const fs_map_t *m = (const void *)h;
         int dict = h->kind == FS_KIND_DICT;
-        unsigned allowed = dict ? FS_FLAG_FROZENDICT | FS_FLAG_SHAPED : 0;
+        unsigned allowed = dict ? FS_FLAG_FROZENDICT | FS_FLAG_SHAPED | FS_FLAG_NARROW : 0;
         if (flags & ~allowed)
             return BAD(c, "a map with unknown flags");
         uint64_t cnt = h->n;
@@ -252,11 +249,14 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
             if (ks->h.kind != FS_KIND_DICT || fs_map_shaped(ks) || ks->h.n == 0)
                 return BAD(c, "a shape that is not an unshaped, non-empty dict");
             cnt = ks->h.n;
-            if (!fits(cnt, sizeof(fs_ref_t), sizeof(fs_shaped_t), room))
+            uint64_t w = flags & FS_FLAG_NARROW ? 4 : sizeof(fs_ref_t);
+            if (!fits(cnt, w, sizeof(fs_shaped_t), room))
                 return BAD(c, past);
-            *size = sizeof(fs_shaped_t) + cnt * sizeof(fs_ref_t);
+            *size = sizeof(fs_shaped_t) + cnt * w;
             return FS_OK;
         }
+        if (flags & FS_FLAG_NARROW)
+            return BAD(c, "a narrow dict that is not shaped");
         if (cnt > FS_MAP_MAX)
             return BAD(c, "a map beyond FS_MAP_MAX entries");
         if (room < sizeof *m)
@@ -300,10 +300,15 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
     if (fs_map_shaped(m)) {
         const fs_map_t *ks = fs_map(c->base, fs_map_shape(m));   /* proven in pass 2 */
         n = ks->h.n;
-        const fs_ref_t *keys = fs_keyset_keys(ks), *vals = fs_map_values(m);
-        for (uint64_t i = 0; i < n; i++)
-            if (!ref_ok(c, keys[i]) || !ref_ok(c, vals[i]))
+        const fs_ref_t *keys = fs_keyset_keys(ks);
+        int narrow = (h->flags & FS_FLAG_NARROW) != 0;
+        const uint32_t *nv = (const uint32_t *)(const void *)((const fs_shaped_t *)(const void *)m)->values;
+        for (uint64_t i = 0; i < n; i++) {
+            if (narrow && (nv[i] & FS_TAG_FLOAT))
+                return BAD(c, "a narrow reference with a float tag");
+            if (!ref_ok(c, keys[i]) || !ref_ok(c, fs_map_value(m, i)))
                 return FS_ECORRUPT;
+        }
         return FS_OK;
     }
     const fs_ref_t *refs = fs_keyset_keys(m);

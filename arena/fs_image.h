@@ -45,8 +45,9 @@
 ** (|x| in [2^-511, 2^513), where nearly all data lives): bits 63..61 of the
 ** double are then (s, e10, !e10), so the tag's bits 1 and 0 carry s and e10
 ** and bits 60..0 are shifted up by 3. Every other double (0.0, -0.0, the
-** extremes, inf, nan) is a FLOAT object; FLOAT objects are deduplicated by
-** their bits.
+** extremes, inf, nan) is a FLOAT object, and so is a float a narrow dict
+** refers to (boxed: narrow references have no float tag); FLOAT objects are
+** deduplicated by their bits (NaNs excepted).
 **
 ** An xref entry is { u32 import_slot; u32 zero; fs_ref_t target }: the
 ** target is a reference inside the image of import table entry import_slot
@@ -85,9 +86,20 @@
 **              dict that would refer further is stored unshaped), whose
 **              count, hashes, keys and index this dict uses: dicts
 **              with the same keys in the same order (records) store their
-**              keys once. A shape reference is not a value reference, but a
+**              keys once. flags FS_FLAG_NARROW: values are u32 narrow
+**              references (below), values[] is count * 4 bytes. A shape
+**              reference is not a value reference, but a
 **              shaped dict counts as one reference to each key of its shape
 **              (so the keys carry FS_FLAG_SHARED, below).
+**
+** Narrow references (u32, in FS_FLAG_NARROW dicts): the low 32 bits of a
+** reference that survives the round trip -- an object or xref below 2^32, a
+** constant, a small int in [-2^28, 2^28); tag 1 sign-extends, the others
+** zero-extend; never a float immediate (bit 2 clear). The builder narrows a
+** shaped dict when all its values fit (records of ids, counts, flags and
+** strings), halving what each record stores; float immediates among them
+** are boxed as FLOAT objects (16 bytes each) when fewer than a
+** quarter of the values are floats, so that this still saves room.
 **
 ** Equal str and bytes values are stored once per image (the builder
 ** deduplicates them by value; bytearray, which thaws mutable, never).
@@ -187,6 +199,7 @@ enum {
 #define FS_FLAG_ASCII       0x01u   /* STR: every code point < 128       */
 #define FS_FLAG_FROZENDICT  0x02u   /* DICT: the source was a frozendict */
 #define FS_FLAG_SHAPED      0x04u   /* DICT: keys live in the shape      */
+#define FS_FLAG_NARROW      0x08u   /* shaped DICT: u32 narrow values    */
 #define FS_FLAG_SHARED      0x80u   /* any kind: referenced more than once */
 
 typedef struct fs_image_header_s {
@@ -363,12 +376,29 @@ static inline const fs_ref_t *fs_map_keys(const void *base, const fs_map_t *m)
 { return fs_keyset_keys(fs_map_keyset(base, m)); }
 static inline const int64_t *fs_map_hashes(const void *base, const fs_map_t *m)
 { return fs_map_keyset(base, m)->hashes; }
-/* DICT values (a set has none). */
-static inline const fs_ref_t *fs_map_values(const fs_map_t *m)
+/* Narrow references (see the header comment). */
+static inline int fs_ref_fits_narrow(fs_ref_t r)
 {
-    if (fs_map_shaped(m))
-        return ((const fs_shaped_t *)(const void *)m)->values;
-    return fs_keyset_keys(m) + m->h.n;
+    if (fs_ref_tag(r) == FS_TAG_INT) {
+        int64_t v = fs_ref_int_value(r);
+        return v >= -(INT64_C(1) << 28) && v < (INT64_C(1) << 28);
+    }
+    return fs_ref_tag(r) != FS_TAG_FLOAT && r <= UINT32_MAX;
+}
+static inline fs_ref_t fs_ref_widen(uint32_t x)
+{
+    return (x & FS_TAG_MASK) == FS_TAG_INT ? (fs_ref_t)(int64_t)(int32_t)x : (fs_ref_t)x;
+}
+/* DICT value i (a set has none). */
+static inline fs_ref_t fs_map_value(const fs_map_t *m, uint64_t i)
+{
+    if (fs_map_shaped(m)) {
+        const fs_shaped_t *d = (const fs_shaped_t *)(const void *)m;
+        if (m->h.flags & FS_FLAG_NARROW)
+            return fs_ref_widen(((const uint32_t *)(const void *)d->values)[i]);
+        return d->values[i];
+    }
+    return fs_keyset_keys(m)[m->h.n + i];
 }
 /* Bytes of one index slot for a map of count entries. */
 static inline unsigned fs_index_width(uint64_t count)
@@ -494,6 +524,14 @@ void fs_build_map_finish(fs_builder_t *b, fs_ref_t map);
 int  fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
                    const int64_t *hashes, const fs_ref_t *keys, fs_ref_t *out);
 void fs_build_dict_value(fs_builder_t *b, fs_ref_t dict, uint64_t i, fs_ref_t value);
+/* A complete dict: hashes, keys and values all known (values that cannot
+** refer back to it: scalars). As fs_build_dict, and a shaped result stores
+** its values narrow (FS_FLAG_NARROW) when every one fits. _like: with the
+** keys of `dict`, as fs_build_dict_shape. */
+int  fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64_t *hashes,
+                     const fs_ref_t *keys, const fs_ref_t *values, fs_ref_t *out);
+int  fs_build_record_like(fs_builder_t *b, unsigned flags, fs_ref_t dict,
+                          const fs_ref_t *values, fs_ref_t *out);
 /* A dict with the keys of `dict` (an earlier result of fs_build_dict, not
 ** empty): shaped over the same shape, values None. For a caller that knows
 ** the keys are the same (the same key objects as the last dict), without

@@ -238,10 +238,18 @@ static fs_ref_t vals_find(const fs_builder_t *b, uint64_t h, int kind, unsigned 
                           const void *data, uint64_t nbytes, uint64_t *slot);
 static inline uint64_t mix64(uint64_t x);
 
+/* A FLOAT object for v, stored once by its bits (NaN excepted). */
+static int float_object(fs_builder_t *b, double v, fs_ref_t *out);
+
 int fs_build_float(fs_builder_t *b, double v, fs_ref_t *out)
 {
     if (fs_ref_float_imm(v, out))
         return FS_OK;
+    return float_object(b, v, out);
+}
+
+static int float_object(fs_builder_t *b, double v, fs_ref_t *out)
+{
     if (b->base == NULL || b->finished)
         return FS_EINVAL;
     if (v != v || b->no_dedup) { /* NaN: two NaN keys of one dict stay two */
@@ -676,30 +684,66 @@ static int shapes_reserve(fs_builder_t *b)
     return FS_OK;
 }
 
-/* A shaped dict over the unshaped dict `owner`: its values None. */
-static int new_shaped(fs_builder_t *b, unsigned flags, fs_ref_t owner, fs_ref_t *out)
+/* A shaped dict over the unshaped dict `owner`: its values `values`
+** (narrow when all fit), or None when values is NULL. */
+static int new_shaped(fs_builder_t *b, unsigned flags, fs_ref_t owner, const fs_ref_t *values,
+                      fs_ref_t *out)
 {
     if ((owner >> 3) > UINT32_MAX)             /* beyond what hdr.n can name */
         return FS_ETOOBIG;
-    uint64_t count = map_at(b, owner)->h.n;
-    size_t size = sized(count, sizeof(fs_ref_t), sizeof(fs_shaped_t));
+    uint64_t count = map_at(b, owner)->h.n, nfloat = 0;
+    int narrow = values != NULL;
+    for (uint64_t k = 0; narrow && k < count; k++) {
+        nfloat += fs_ref_tag(values[k]) == FS_TAG_FLOAT;
+        narrow = fs_ref_tag(values[k]) == FS_TAG_FLOAT || fs_ref_fits_narrow(values[k]);
+    }
+    if (narrow && nfloat * 4 >= count)        /* boxes would cost more than */
+        narrow = 0;                           /* the narrow refs save       */
+    size_t size = sized(count, narrow ? 4 : sizeof(fs_ref_t), sizeof(fs_shaped_t));
     if (size == SIZE_MAX)
         return FS_ETOOBIG;
-    int err = new_object(b, FS_KIND_DICT, flags | FS_FLAG_SHAPED, size, out);
+    if (narrow && b->used + size + nfloat * sizeof(fs_float_t) > UINT32_MAX)
+        narrow = 0;                           /* the boxes must be narrow too */
+    int err = new_object(b, FS_KIND_DICT, flags | FS_FLAG_SHAPED | (narrow ? FS_FLAG_NARROW : 0),
+                         size, out);
     if (err)
         return err;
     fs_shaped_t *d = (fs_shaped_t *)(void *)(b->base + *out);
-    const fs_ref_t *keys = keys_of(map_at(b, owner));
     d->h.n = (uint32_t)(owner >> 3);
+    for (uint64_t k = 0; narrow && k < count; k++)   /* valid before the boxes */
+        ((uint32_t *)(void *)d->values)[k] = (uint32_t)FS_REF_NONE;
     for (uint64_t k = 0; k < count; k++) {
-        d->values[k] = FS_REF_NONE;
-        note_ref(b, keys[k]);                 /* a shaped dict refers to its keys */
+        fs_ref_t v = values ? values[k] : FS_REF_NONE;
+        if (narrow && fs_ref_tag(v) == FS_TAG_FLOAT) {
+            /* Boxed after the dict (its header is written): a failure leaves
+            ** a valid dict of None values behind, never a dangling ref. */
+            fs_ref_t box;             /* not deduplicated: data rarely repeats a
+                                         float, the table would cost a miss each */
+            err = new_object(b, FS_KIND_FLOAT, 0, sizeof(fs_float_t), &box);
+            if (err)
+                return err;
+            ((fs_float_t *)(void *)(b->base + box))->value = fs_ref_float(v);
+            d = (fs_shaped_t *)(void *)(b->base + *out);   /* the image may move */
+            v = box;
+        }
+        if (narrow)
+            ((uint32_t *)(void *)d->values)[k] = (uint32_t)v;
+        else
+            d->values[k] = v;
+        note_ref(b, keys_of(map_at(b, owner))[k]);   /* it refers to its keys */
+        note_ref(b, v);
     }
     b->shaped++;
     return FS_OK;
 }
 
 int fs_build_dict_shape(fs_builder_t *b, unsigned flags, fs_ref_t dict, fs_ref_t *out)
+{
+    return fs_build_record_like(b, flags, dict, NULL, out);
+}
+
+int fs_build_record_like(fs_builder_t *b, unsigned flags, fs_ref_t dict,
+                         const fs_ref_t *values, fs_ref_t *out)
 {
     if ((flags & ~(unsigned)FS_FLAG_FROZENDICT) || b->base == NULL || b->finished ||
         fs_ref_tag(dict) != FS_TAG_OBJ || dict >= b->used)
@@ -710,11 +754,17 @@ int fs_build_dict_shape(fs_builder_t *b, unsigned flags, fs_ref_t dict, fs_ref_t
     /* An unshaped dict is a shape as soon as its keys are final: true of
     ** whatever fs_build_dict returned (fs_image.h). */
     fs_ref_t owner = fs_map_shaped(m) ? fs_map_shape(m) : dict;
-    return new_shaped(b, flags, owner, out);
+    return new_shaped(b, flags, owner, values, out);
 }
 
 int fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
                   const int64_t *hashes, const fs_ref_t *keys, fs_ref_t *out)
+{
+    return fs_build_record(b, flags, count, hashes, keys, NULL, out);
+}
+
+int fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64_t *hashes,
+                    const fs_ref_t *keys, const fs_ref_t *values, fs_ref_t *out)
 {
     if ((flags & ~(unsigned)FS_FLAG_FROZENDICT) || (count && (hashes == NULL || keys == NULL)))
         return FS_EINVAL;
@@ -738,7 +788,7 @@ int fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
         }
     }
     if (owner && (owner >> 3) <= UINT32_MAX)
-        return new_shaped(b, flags, owner, out);
+        return new_shaped(b, flags, owner, values, out);
     /* Not found (or too far away to name): this dict is stored unshaped and
     ** becomes the shape for its key sequence from now on. */
     err = fs_build_map(b, FS_KIND_DICT, flags, count, out);
@@ -747,8 +797,13 @@ int fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
     fs_map_t *m = map_at(b, *out);
     memcpy(m->hashes, hashes, (size_t)count * sizeof *hashes);
     memcpy(keys_of(m), keys, (size_t)count * sizeof *keys);
-    for (uint64_t k = 0; k < count; k++)
+    for (uint64_t k = 0; k < count; k++) {
         note_ref(b, keys[k]);
+        if (values) {
+            keys_of(m)[count + k] = values[k];
+            note_ref(b, values[k]);
+        }
+    }
     fs_build_map_finish(b, *out);
     if (owner)
         b->shapes[i].ref = *out;             /* the slot of the far one */
@@ -762,7 +817,11 @@ int fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
 
 void fs_build_dict_value(fs_builder_t *b, fs_ref_t dict, uint64_t i, fs_ref_t value)
 {
-    ((fs_ref_t *)(void *)fs_map_values(map_at(b, dict)))[i] = value;
+    fs_map_t *m = map_at(b, dict);             /* never narrow: values unknown */
+    if (fs_map_shaped(m))
+        ((fs_shaped_t *)(void *)m)->values[i] = value;
+    else
+        keys_of(m)[m->h.n + i] = value;
     note_ref(b, value);
 }
 

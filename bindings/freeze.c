@@ -138,7 +138,8 @@ typedef struct fctx_s {
     fs_ref_t      lk_dict;   /* ... and that dict: a dict with the same key
                                 objects is shaped like it, unhashed       */
     int64_t      *khash;     /* scratch: a keyed dict's hashes ...        */
-    fs_ref_t     *kref;      /* ... and key refs (fs_build_dict copies)   */
+    fs_ref_t     *kref;      /* ... key refs (fs_build_dict copies) ...   */
+    fs_ref_t     *vref;      /* ... and values (fs_build_record copies)   */
     size_t        kcap;
 } fctx;
 
@@ -414,22 +415,31 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
                    Py_ssize_t index, fs_ref_t *out);
 static int changed_size(const char *what);
 
-/* 1 if every key of dict o is a scalar whose hash runs no Python code and
-** whose conversion pushes no frame: such a dict's keys are converted first
-** and it is built with fs_build_dict (a shape when another dict of the
-** image has the same keys). */
-static int scalar_keys(PyObject *o)
+/* 1 if o is a leaf: an exact builtin scalar, whose hash runs no Python code
+** and whose conversion pushes no frame. */
+static inline int is_leaf(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    return tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
+           tp == &PyBytes_Type || tp == &PyBool_Type || o == Py_None ||
+           tp == &PyComplex_Type;
+}
+
+/* 0 if some key of dict o is not a leaf; 1 if every key is (its keys are
+** converted first and it is built with fs_build_dict: a shape when another
+** dict of the image has the same keys); 2 if its values are leaves too (it
+** is built complete, fs_build_record: narrow values when they fit). */
+static int leaf_keys(PyObject *o)
 {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
+    int values = 1;
     while (PyDict_Next(o, &pos, &k, &v)) {
-        PyTypeObject *tp = Py_TYPE(k);
-        if (!(tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
-              tp == &PyBytes_Type || tp == &PyBool_Type || k == Py_None ||
-              tp == &PyComplex_Type))
+        if (!is_leaf(k))
             return 0;
+        values &= is_leaf(v) || Py_IS_TYPE(v, &PyByteArray_Type);
     }
-    return 1;
+    return 1 + values;
 }
 
 /* 1 if dict o has exactly the key objects of the last keyed dict, in
@@ -465,34 +475,64 @@ static void remember_keys(fctx *c, PyObject *o, Py_ssize_t n, fs_ref_t ref)
     c->lk_dict = ref;
 }
 
-/* Convert the n keys of dict o (scalar_keys) and build the dict: *ref.
-** *kacc: digest of the key identities, in order. A dict with the same key
-** objects as the last one (records) skips the conversion and the shape
-** lookup. 0, or -1 with an exception. */
-static int build_keyed_dict(fctx *c, PyObject *o, unsigned flags, Py_ssize_t n, size_t parent,
-                            fs_ref_t *ref, uint64_t *kacc)
+/* Grow the scratch arrays to n entries. 0, or -1 with MemoryError. */
+static int scratch(fctx *c, size_t n)
+{
+    if (n <= c->kcap)
+        return 0;
+    size_t cap = n > c->kcap * 2 ? n : c->kcap * 2;
+    int64_t *kh = fs__realloc(c->khash, cap * sizeof *kh);
+    if (kh != NULL)
+        c->khash = kh;
+    fs_ref_t *kr = kh != NULL ? fs__realloc(c->kref, cap * sizeof *kr) : NULL;
+    if (kr != NULL)
+        c->kref = kr;
+    fs_ref_t *vr = kr != NULL ? fs__realloc(c->vref, cap * sizeof *vr) : NULL;
+    if (vr == NULL) {
+        fs__raise(FS_ENOMEM, NULL);
+        return -1;
+    }
+    c->vref = vr;
+    c->kcap = cap;
+    return 0;
+}
+
+/* Convert the n values of dict o (all leaves) into c->vref. 0 or -1. */
+static int leaf_values(fctx *c, PyObject *o, Py_ssize_t n, size_t parent)
+{
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        if (i >= n)
+            return changed_size("dictionary");
+        int uniq_v = Py_REFCNT(v) == 1;
+        if (convert(c, v, uniq_v, parent, SEG_VALUE, k, 0, &c->vref[i++]) < 0)
+            return -1;
+    }
+    return i == n ? 0 : changed_size("dictionary");
+}
+
+/* Convert the keys of dict o (leaf_keys(o) = lk) and build the dict: *ref;
+** with lk 2 its values too (*complete = 1: no frame needed). *kacc: digest
+** of the key identities, in order. A dict with the same key objects as the
+** last one (records) skips the keys' conversion and the shape lookup.
+** 0, or -1 with an exception. */
+static int build_keyed_dict(fctx *c, PyObject *o, unsigned flags, Py_ssize_t n, int lk,
+                            size_t parent, fs_ref_t *ref, uint64_t *kacc, int *complete)
 {
     int err;
+    *complete = lk == 2;
+    if (scratch(c, (size_t)n) < 0)
+        return -1;
     if (same_keys_as_last(c, o, n, kacc)) {
-        err = fs_build_dict_shape(c->b, flags, c->lk_dict, ref);
+        if (*complete && leaf_values(c, o, n, parent) < 0)
+            return -1;
+        err = fs_build_record_like(c->b, flags, c->lk_dict, *complete ? c->vref : NULL, ref);
         if (err != FS_OK) {
             fs__raise(err, NULL);
             return -1;
         }
         return 0;
-    }
-    if ((size_t)n > c->kcap) {
-        size_t cap = (size_t)n > c->kcap * 2 ? (size_t)n : c->kcap * 2;
-        int64_t *kh = fs__realloc(c->khash, cap * sizeof *kh);
-        if (kh != NULL)
-            c->khash = kh;
-        fs_ref_t *kr = kh != NULL ? fs__realloc(c->kref, cap * sizeof *kr) : NULL;
-        if (kr == NULL) {
-            fs__raise(FS_ENOMEM, NULL);
-            return -1;
-        }
-        c->kref = kr;
-        c->kcap = cap;
     }
     Py_ssize_t pos = 0, i = 0;
     PyObject *k, *v;
@@ -507,7 +547,7 @@ static int build_keyed_dict(fctx *c, PyObject *o, unsigned flags, Py_ssize_t n, 
             fs_builder_dedup(c->b, 1);
             return changed_size("dictionary");
         }
-        Py_hash_t hash = PyObject_Hash(k);       /* scalars: runs no code */
+        Py_hash_t hash = PyObject_Hash(k);       /* leaves: runs no code */
         int uniq_k = Py_REFCNT(k) == 1;
         if (hash == -1 || convert(c, k, uniq_k, parent, SEG_KEY, k, 0, &c->kref[i]) < 0) {
             fs_builder_dedup(c->b, 1);
@@ -519,7 +559,10 @@ static int build_keyed_dict(fctx *c, PyObject *o, unsigned flags, Py_ssize_t n, 
     fs_builder_dedup(c->b, 1);
     if (i != n)
         return changed_size("dictionary");
-    err = fs_build_dict(c->b, flags, (uint64_t)n, c->khash, c->kref, ref);
+    if (*complete && leaf_values(c, o, n, parent) < 0)
+        return -1;
+    err = fs_build_record(c->b, flags, (uint64_t)n, c->khash, c->kref,
+                          *complete ? c->vref : NULL, ref);
     if (err != FS_OK) {
         fs__raise(err, NULL);
         return -1;
@@ -573,7 +616,7 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
         return 0;
     }
 
-    int err = FS_OK, kind = 0, keyed = 0;
+    int err = FS_OK, kind = 0, keyed = 0, complete = 0;
     Py_ssize_t n = 0;
     fs_ref_t ref = 0;
     uint64_t kacc = 0;
@@ -611,9 +654,10 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
         kind = FS_KIND_DICT;
         n = PyDict_GET_SIZE(o);
         unsigned flags = tp == &PyDict_Type ? 0 : FS_FLAG_FROZENDICT;
-        if (n > 0 && scalar_keys(o)) {
+        int lk = n > 0 ? leaf_keys(o) : 0;
+        if (lk) {
             keyed = 1;
-            if (build_keyed_dict(c, o, flags, n, parent, &ref, &kacc) < 0)
+            if (build_keyed_dict(c, o, flags, n, lk, parent, &ref, &kacc, &complete) < 0)
                 return -1;
         }
         else {
@@ -638,7 +682,7 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
     }
     if (!uniq && memo_put(c, o, ref) < 0)
         return -1;
-    if (kind != 0) {
+    if (kind != 0 && !complete) {
         if (n > 0) {
             if (push_frame(c, o, kind, ref, n, parent, seg, key, index) < 0)
                 return -1;
@@ -834,6 +878,7 @@ static void fctx_fini(fctx *c)
     fs__free(c->imports);
     fs__free(c->khash);
     fs__free(c->kref);
+    fs__free(c->vref);
     fs_builder_destroy(c->b);                   /* NULL once consumed */
 }
 

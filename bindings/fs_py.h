@@ -255,7 +255,7 @@ static inline uint64_t P_SEQ_COUNT(fs_proxy *p) { return fs_seq_count(P_SEQ(p));
 static inline fs_ref_t P_ITEM(fs_proxy *p, uint64_t i) { return fs_seq_items(P_SEQ(p))[i]; }
 static inline uint64_t P_MAP_COUNT(fs_proxy *p) { return fs_map_count(p->h->base, P_MAP(p)); }
 static inline fs_ref_t P_KEY(fs_proxy *p, uint64_t e) { return fs_map_keys(p->h->base, P_MAP(p))[e]; }
-static inline fs_ref_t P_VALUE(fs_proxy *p, uint64_t e) { return fs_map_values(P_MAP(p))[e]; }
+static inline fs_ref_t P_VALUE(fs_proxy *p, uint64_t e) { return fs_map_value(P_MAP(p), e); }
 /* New reference: key e of the map or set p, read, a str with its hash. */
 static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e);
 static inline int P_KIND(fs_proxy *p) { return fs_ref_kind(p->h->base, p->ref); }

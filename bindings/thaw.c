@@ -531,7 +531,7 @@ static int tstep(tctx *c)
             if (PyErr_Occurred())
                 return -1;
         }
-        child = f->phase == 0 ? fs_map_keys(f->base, m)[f->i] : fs_map_values(m)[f->i];
+        child = f->phase == 0 ? fs_map_keys(f->base, m)[f->i] : fs_map_value(m, f->i);
         hctx |= f->phase == 0;
         break;
     }

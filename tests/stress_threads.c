@@ -65,7 +65,7 @@ static void *worker(void *arg)
             fs_region_t *r;
             fs_ref_t ref;
             if (fs_registry_lookup(name, strlen(name), &r, &ref) == FS_OK) {
-                if (fs_seq(fs_region_base(r), ref)->count != 2)
+                if (fs_seq_count(fs_seq(fs_region_base(r), ref)) != 2)
                     return (void *)1;
                 fs_region_release(r);
             }

@@ -114,8 +114,14 @@ static fs_ref_t *w_items(uint8_t *img, fs_ref_t r)
 { return (fs_ref_t *)fs_seq_items(fs_seq(img, r)); }
 static fs_ref_t *w_keys(uint8_t *img, fs_ref_t r)
 { return (fs_ref_t *)fs_map_keys(img, fs_map(img, r)); }
-static fs_ref_t *w_values(uint8_t *img, fs_ref_t r)
-{ return (fs_ref_t *)fs_map_values(fs_map(img, r)); }
+static fs_ref_t *w_values(uint8_t *img, fs_ref_t r)   /* a wide (not narrow) dict */
+{
+    fs_map_t *m = (fs_map_t *)(void *)(img + r);
+    cr_assert_not(m->h.flags & FS_FLAG_NARROW);
+    if (fs_map_shaped(m))
+        return ((fs_shaped_t *)(void *)m)->values;
+    return (fs_ref_t *)fs_keyset_keys(m) + m->h.n;
+}
 static fs_map_t *w_map(uint8_t *img, fs_ref_t r) { return (fs_map_t *)(void *)(img + r); }
 static uint8_t *w_data(uint8_t *img, fs_ref_t r) { return (uint8_t *)fs_obj_body(ohdr(img, r)); }
 
@@ -337,14 +343,14 @@ static uint64_t walk_image(const uint8_t *base, size_t size)
             uint64_t n = fs_map_count(base, m);
             const int64_t *hashes = fs_map_hashes(base, m);
             const fs_ref_t *keys = fs_map_keys(base, m);
-            const fs_ref_t *vals = m->h.kind == FS_KIND_DICT ? fs_map_values(m) : NULL;
+            int dict = m->h.kind == FS_KIND_DICT;
             for (uint64_t i = 0; i < n; i++) {
                 fs_ref_t key = keys[i], none = ~(fs_ref_t)0;
                 sum += (uint64_t)fs_map_find(base, m, hashes[i], eq_same_ref, &key);
                 sum += (uint64_t)fs_map_find(base, m, hashes[i] ^ 0x5bd1e995, eq_same_ref, &none);
                 stack[top++] = key;
-                if (vals)
-                    stack[top++] = vals[i];
+                if (dict)
+                    stack[top++] = fs_map_value(m, i);
             }
             break;
         }
@@ -795,10 +801,10 @@ Test(image_build, dict_set_frozenset_including_empty_roundtrip)
     int64_t two = 2;
     int64_t e = fs_map_find(base, m, 2, eq_small_int, &two);
     cr_assert_eq(e, 1);
-    cr_assert_eq(fs_map_values(m)[e], FS_REF_TRUE);
+    cr_assert_eq(fs_map_value(m, e), FS_REF_TRUE);
     e = fs_map_find(base, m, 999, eq_same_ref, &k);
     cr_assert_eq(e, 0);
-    cr_assert_eq(fs_map_values(m)[0], fs_ref_small_int(1));
+    cr_assert_eq(fs_map_value(m, 0), fs_ref_small_int(1));
     cr_assert_eq(fs_map_find(base, m, 998, eq_same_ref, &k), -1);
     cr_assert_eq(fs_ref_kind(base, s), FS_KIND_SET);
     cr_assert_eq(fs_ref_kind(base, f), FS_KIND_FROZENSET);
@@ -828,7 +834,7 @@ Test(image_build, self_referencing_list_keeps_the_cycle)
     const fs_ref_t *it = fs_seq_items(fs_seq(base, l));
     cr_assert_eq(it[0], l);
     cr_assert_eq(fs_seq_items(fs_seq(base, it[0]))[0], l);
-    cr_assert_eq(fs_map_values(fs_map(base, it[1]))[0], l);
+    cr_assert_eq(fs_map_value(fs_map(base, it[1]), 0), l);
     cr_assert(fs_obj_shared(base, l), "the root, referenced again, is shared");
     cr_assert_not(fs_obj_shared(base, d), "referenced once");
     walk_image(base, fs_image_header(base)->image_size);     /* terminates */
@@ -915,7 +921,7 @@ Test(image_build, million_entry_dict_finds_every_key_and_misses_others)
         int64_t key = i * 7;
         int64_t e = fs_map_find(base, m, key, eq_small_int, &key);
         cr_assert_eq(e, i, "key %lld: got entry %lld", (long long)key, (long long)e);
-        cr_assert_eq(fs_map_values(m)[e], fs_ref_small_int(-i));
+        cr_assert_eq(fs_map_value(m, e), fs_ref_small_int(-i));
     }
     for (int64_t i = 0; i < 1000; i++) {
         int64_t key = i * 7 + 3;           /* absent, and absent with a hit hash */
@@ -1278,9 +1284,9 @@ Test(image_float, float_object_holding_an_encodable_value_is_rejected)
     double enc[] = { 1.0, -2.5, ldexp(1, -511), nextafter(ldexp(1, 513), 0), 1e100 };
     double fine[] = { 0.0, -0.0, INFINITY, NAN, 5e-324, -1e300, ldexp(1, 513) };
     fs_float_t *o = (fs_float_t *)(void *)(p + f);
-    for (size_t i = 0; i < sizeof enc / sizeof *enc; i++) {
+    for (size_t i = 0; i < sizeof enc / sizeof *enc; i++) {   /* boxed: narrow dicts */
         o->value = enc[i];
-        CORRUPT(p, n, "fits an immediate");
+        cr_assert_eq(check(p, n), FS_OK, "boxed value %zu", i);
     }
     for (size_t i = 0; i < sizeof fine / sizeof *fine; i++) {
         o->value = fine[i];
@@ -1497,7 +1503,7 @@ static void assert_lookups(const uint8_t *img, fs_ref_t d, int n, const char *co
     for (int i = 0; i < n; i++) {
         int64_t e = fs_map_find(img, m, str_hash(names[i]), eq_cstr, (void *)names[i]);
         cr_assert_eq(e, i, "key %s: entry %lld", names[i], (long long)e);
-        cr_assert_eq(fs_map_values(m)[e], fs_ref_small_int(base + i));
+        cr_assert_eq(fs_map_value(m, e), fs_ref_small_int(base + i));
         cr_assert(fs_str_equals(fs_str(img, fs_map_keys(img, m)[i]), 1, strlen(names[i]), names[i]));
         cr_assert_eq(fs_map_hashes(img, m)[i], str_hash(names[i]));
     }
@@ -1821,7 +1827,7 @@ Test(image_index, maps_of_every_slot_width_find_all_keys)
                 int64_t key = i * 3;
                 cr_assert_eq(fs_map_find(p, m, key, eq_small_int, &key), i);
                 if (kind == FS_KIND_DICT)
-                    cr_assert_eq(fs_map_values(m)[i], fs_ref_small_int(-i));
+                    cr_assert_eq(fs_map_value(m, i), fs_ref_small_int(-i));
                 key = i * 3 + 1;
                 cr_assert_eq(fs_map_find(p, m, key, eq_small_int, &key), -1);
             }
@@ -2840,4 +2846,116 @@ Test(image_alloc, failed_bitmap_growth_keeps_a_sealable_size)
             cr_assert_eq(arena_allocated(), start, "tail %zu, n %ld: leak", tails[t], n);
         }
     }
+}
+
+/* ---- narrow records (FS_FLAG_NARROW) -------------------------------------- */
+
+/* Two complete records of the same 5 keys (a, b, c, d, e): the first is
+** the shape, the second shaped; values as given. *r0, *r1; returns the list
+** [r0, r1]. */
+static fs_ref_t two_records(fs_builder_t *b, const fs_ref_t v0[5], const fs_ref_t v1[5],
+                            fs_ref_t *r0, fs_ref_t *r1)
+{
+    static const char *const names[5] = { "a", "b", "c", "d", "e" };
+    fs_ref_t keys[5], l;
+    int64_t hashes[5];
+    for (int i = 0; i < 5; i++) {
+        keys[i] = ascii(b, names[i]);
+        hashes[i] = str_hash(names[i]);
+    }
+    OK(fs_build_record(b, 0, 5, hashes, keys, v0, r0));
+    OK(fs_build_record_like(b, 0, *r0, v1, r1));
+    OK(fs_build_seq(b, FS_KIND_LIST, 2, &l));
+    fs_build_seq_set(b, l, 0, *r0);
+    fs_build_seq_set(b, l, 1, *r1);
+    return l;
+}
+
+Test(image_narrow, shaped_records_of_small_values_are_narrow_and_read_back)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t s = ascii(b, "str"), f;
+    OK(fs_build_float(b, 1.5, &f));                       /* an immediate */
+    cr_assert_eq(fs_ref_tag(f), FS_TAG_FLOAT);
+    fs_ref_t v0[5] = { fs_ref_small_int(1), s, FS_REF_TRUE, FS_REF_NONE, f };
+    fs_ref_t v1[5] = { fs_ref_small_int((1 << 28) - 1), s, FS_REF_FALSE,
+                       fs_ref_small_int(-(1 << 28)), f };
+    fs_ref_t r0, r1;
+    fs_ref_t l = two_records(b, v0, v1, &r0, &r1);
+    const uint8_t *base = finish(b, l);
+    const fs_map_t *m0 = fs_map(base, r0), *m1 = fs_map(base, r1);
+    cr_assert_not(fs_map_shaped(m0));
+    cr_assert(m1->h.flags & FS_FLAG_NARROW);
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(fs_map_value(m0, (uint64_t)i), v0[i]);
+        cr_assert_eq(fs_map_value(m1, (uint64_t)i), v1[i]);
+    }
+    fs_ref_t boxed = fs_map_value(m1, 4);                 /* boxed: an object */
+    cr_assert_eq(fs_ref_tag(boxed), FS_TAG_OBJ);
+    cr_assert_eq(fs_ref_kind(base, boxed), FS_KIND_FLOAT);
+    cr_assert_eq(((const fs_float_t *)fs_obj(base, boxed))->value, 1.5);
+    cr_assert(fs_obj_shared(base, s));                    /* from both records */
+    fs_builder_destroy(b);
+}
+
+Test(image_narrow, values_that_do_not_fit_keep_the_dict_wide)
+{
+    fs_ref_t f;
+    fs_builder_t *b = new_builder(0);
+    OK(fs_build_float(b, 2.5, &f));
+    fs_ref_t base_v[5] = { fs_ref_small_int(1), FS_REF_NONE, FS_REF_NONE, FS_REF_NONE, FS_REF_NONE };
+    fs_ref_t big[5] = { fs_ref_small_int(1 << 28), FS_REF_NONE, FS_REF_NONE, FS_REF_NONE, FS_REF_NONE };
+    fs_ref_t r0, r1;
+    fs_ref_t l = two_records(b, base_v, big, &r0, &r1);
+    const uint8_t *img = finish(b, l);
+    cr_assert_not(fs_map(img, r1)->h.flags & FS_FLAG_NARROW);
+    cr_assert_eq(fs_map_value(fs_map(img, r1), 0), fs_ref_small_int(1 << 28));
+    fs_builder_destroy(b);
+
+    b = new_builder(0);                                   /* 2 floats in 5: boxes cost more */
+    OK(fs_build_float(b, 2.5, &f));
+    fs_ref_t two[5] = { f, f, FS_REF_NONE, FS_REF_NONE, FS_REF_NONE };
+    l = two_records(b, base_v, two, &r0, &r1);
+    img = finish(b, l);
+    cr_assert_not(fs_map(img, r1)->h.flags & FS_FLAG_NARROW);
+    cr_assert_eq(fs_map_value(fs_map(img, r1), 1), f);
+    fs_builder_destroy(b);
+}
+
+Test(image_narrow, corrupt_narrow_dicts_are_rejected)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t s = ascii(b, "shared");
+    fs_ref_t v[5] = { fs_ref_small_int(7), s, FS_REF_TRUE, FS_REF_NONE, fs_ref_small_int(-3) };
+    fs_ref_t r0, r1;
+    fs_ref_t l = two_records(b, v, v, &r0, &r1);
+    size_t n;
+    uint8_t *img = finish_copy(b, l, &n);
+    uint8_t *p = copy_exact(img, n);
+    cr_assert_eq(check(p, n), FS_OK);
+    cr_assert(w_map(p, r1)->h.flags & FS_FLAG_NARROW);
+    uint32_t *nv = (uint32_t *)(void *)((fs_shaped_t *)(void *)(p + r1))->values;
+
+    nv[0] = (uint32_t)fs_ref_small_int(7) | FS_TAG_FLOAT;      /* a float tag */
+    CORRUPT(p, n, "float tag");
+    memcpy(p, img, n);
+    nv[1] = (uint32_t)(n + 64);                                 /* beyond the objects */
+    CORRUPT(p, n, NULL);
+    memcpy(p, img, n);
+    nv[1] = (uint32_t)(s + 8);                                  /* inside an object */
+    CORRUPT(p, n, "between");
+    memcpy(p, img, n);
+    nv[2] = (5u << 3) | FS_TAG_CONST;                           /* no such constant */
+    CORRUPT(p, n, "constant");
+    memcpy(p, img, n);
+    ohdr(p, s)->flags &= (uint8_t)~FS_FLAG_SHARED;              /* 2 refs, no flag */
+    CORRUPT(p, n, "SHARED");
+    memcpy(p, img, n);
+    w_map(p, r0)->h.flags |= FS_FLAG_NARROW;                    /* not shaped */
+    CORRUPT(p, n, "not shaped");
+    memcpy(p, img, n);
+    w_map(p, r1)->h.flags &= (uint8_t)~FS_FLAG_NARROW;          /* size disagrees */
+    CORRUPT(p, n, NULL);
+    free(p);
+    free(img);
 }

@@ -108,15 +108,15 @@ static void walk(const uint8_t *base, size_t size)
             uint64_t n = fs_map_count(base, m);
             const int64_t *hashes = fs_map_hashes(base, m);
             const fs_ref_t *keys = fs_map_keys(base, m);
-            const fs_ref_t *vals = m->h.kind == FS_KIND_DICT ? fs_map_values(m) : NULL;
+            int dict = m->h.kind == FS_KIND_DICT;
             for (uint64_t i = 0; i < n; i++) {
                 fs_ref_t key = keys[i];
                 sink += (uint64_t)fs_map_find(base, m, hashes[i], same_ref, &key);
                 fs_ref_t none = ~(fs_ref_t)0;
                 sink += (uint64_t)fs_map_find(base, m, hashes[i] ^ 0x5bd1e995, same_ref, &none);
                 stack[top++] = key;
-                if (vals)
-                    stack[top++] = vals[i];
+                if (dict)
+                    stack[top++] = fs_map_value(m, i);
             }
             break;
         }

@@ -52,8 +52,8 @@ static int ascii(fs_builder_t *b, const char *s, fs_ref_t *out)
 static int keyed_dict(fs_builder_t *b, unsigned flags, int n, const char *const *names,
                       int64_t base, fs_ref_t *out)
 {
-    fs_ref_t keys[16];
-    int64_t hashes[16];
+    fs_ref_t keys[16] = {0};
+    int64_t hashes[16] = {0};
     for (int i = 0; i < n; i++) {
         hashes[i] = str_hash(names[i]);
         if (ascii(b, names[i], &keys[i]) != FS_OK)

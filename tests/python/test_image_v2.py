@@ -150,3 +150,35 @@ def test_key_cache_bounded_per_region_and_keys_stay_right():
     assert fs.stats()["key_cache_shapes"] - before <= 256
     big = fs.freeze([{"x%d" % j: j for j in range(100)} for _ in range(3)])
     assert list(big[2]) == ["x%d" % j for j in range(100)]   # too many keys: not cached
+
+
+@pytest.mark.parametrize("extra", [
+    {},                                              # all narrow
+    {"f": 0.25},                                     # one float in 8 values: boxed
+    {"f": 0.25, "g": -1e-300, "h": 1e300},           # floats of every kind
+    {"big": 2 ** 28, "neg": -(2 ** 28) - 1},         # ints just outside narrow
+    {"huge": 2 ** 200, "nan": math.nan, "none": None},
+])
+def test_records_of_leaf_values_read_back_exactly(extra):
+    src = [{"id": i, "name": "n%d" % (i % 50), "ok": i % 2 == 0, "b": b"xy",
+            "neg": -i, "c": 1 + 2j, **extra} for i in range(300)]
+    f = fs.freeze(src)
+    t = fs.thaw(f)
+    for got, want in zip(t, src):
+        assert list(got) == list(want)
+        for k in want:
+            a, b = got[k], want[k]
+            assert type(a) is type(b)
+            assert a == b or (isinstance(b, float) and math.isnan(b) and math.isnan(a))
+    for r, want in zip(f, src):
+        assert r["id"] == want["id"] and r["neg"] == want["neg"]
+        assert [type(v) for v in r.values()] == [type(v) for v in want.values()]
+
+
+def test_narrow_records_are_smaller_than_wide_ones():
+    narrow = fs.freeze([{"a": i, "b": "x%d" % (i % 10), "c": True, "d": 0.5 + i} for i in range(10000)])
+    wide = fs.freeze([{"a": i, "b": "x%d" % (i % 10), "c": True, "d": 0.5 + i, "e": 0.25 + i}
+                      for i in range(10000)])              # 2 floats in 5: stays wide
+    # narrow: 8 + 4*4 + a boxed float (16) = 40 B; wide: 8 + 5*8 = 48 B (+ 8 per list item)
+    assert fs.info(narrow)["image_bytes"] < 10000 * 52
+    assert fs.info(wide)["image_bytes"] >= 10000 * 56
