@@ -189,6 +189,33 @@ int main(int argc, char **argv)
     CHECK(keyed_dict(b, 0, 0, NULL, 0, &d)); fs_build_seq_set(b, l, 7, d);
     bad |= write_image(dir, "shapes.img", b, l, 0);
 
+    /* narrow records: 5 leaf values (one float, boxed), then a wide one */
+    CHECK(fs_builder_create(&b, 0));
+    CHECK(fs_build_seq(b, FS_KIND_LIST, 3, &l));
+    {
+        static const char *const nk[] = { "a", "b", "c", "d", "e" };
+        fs_ref_t keys[5], vals[5], f;
+        int64_t hashes[5];
+        for (int i = 0; i < 5; i++) {
+            hashes[i] = str_hash(nk[i]);
+            CHECK(ascii(b, nk[i], &keys[i]));
+        }
+        CHECK(fs_build_float(b, 0.75, &f));
+        for (int i = 0; i < 3; i++) {
+            vals[0] = fs_ref_small_int(i);
+            vals[1] = keys[i];
+            vals[2] = FS_REF_TRUE;
+            vals[3] = i == 2 ? fs_ref_small_int((int64_t)1 << 40) : fs_ref_small_int(-i);
+            vals[4] = f;
+            if (i == 0)
+                CHECK(fs_build_record(b, 0, 5, hashes, keys, vals, &d));
+            else
+                CHECK(fs_build_record_like(b, 0, d, vals, &r));
+            fs_build_seq_set(b, l, (uint64_t)i, i == 0 ? d : r);
+        }
+    }
+    bad |= write_image(dir, "narrow.img", b, l, 0);
+
     /* map indexes: 8 entries (none), 9 and 127 (1-byte slots), 128 (2-byte) */
     CHECK(fs_builder_create(&b, 0));
     uint64_t counts[] = { 8, 9, 127, 128 };
