@@ -66,7 +66,11 @@
 _Static_assert(sizeof(fs_image_header_t) == FS_IMAGE_HEADER_SIZE, "header layout");
 _Static_assert(sizeof(fs_map_t) == 16 && sizeof(fs_shaped_t) == 8, "map layouts");
 
+/* The builder's two lookup tables (value dedup, shapes): open addressing
+** over (hash, ref), ref 0 a free slot (no object lives at offset 0), load
+** <= 1/2, grown before the object they would name is appended. */
 typedef struct fs_dedup_s { uint64_t h; fs_ref_t ref; } fs_dedup_t;
+typedef struct fs_dtab_s { fs_dedup_t *slots; uint64_t size, used; } fs_dtab_t;
 
 struct fs_builder_s {
     uint8_t   *base;         /* image start (arena); NULL once detached       */
@@ -83,10 +87,8 @@ struct fs_builder_s {
     uint32_t   xmap_size;    /* power of two, or 0; load <= 1/2               */
     uint8_t   *refd;         /* bit per 8-byte word: referenced once already  */
     size_t     refd_size;    /* bytes in refd: covers cap                     */
-    fs_dedup_t *vals;        /* equal str/bytes -> the one stored (dedup)     */
-    uint64_t   vals_size, vals_used;
-    fs_dedup_t *shapes;      /* key refs -> the dict owning them (shapes)     */
-    uint64_t   shapes_size, shapes_used;
+    fs_dtab_t  vals;         /* equal str/bytes/floats -> the one stored      */
+    fs_dtab_t  shapes;       /* key refs -> the dict owning them (shapes)     */
     uint64_t   dedup_hits, nshapes, shaped;   /* fs_builder_stats             */
     int        no_dedup;     /* fs_builder_dedup(b, 0) in force               */
     int        finished;     /* fs_builder_finish succeeded: no more appends  */
@@ -151,8 +153,8 @@ void fs_builder_destroy(fs_builder_t *b)
     fs__free(b->xrefs);
     fs__free(b->xmap);
     fs__free(b->refd);
-    fs__free(b->vals);
-    fs__free(b->shapes);
+    fs__free(b->vals.slots);
+    fs__free(b->shapes.slots);
     fs__free(b);
 }
 
@@ -273,8 +275,8 @@ static int float_object(fs_builder_t *b, double v, fs_ref_t *out)
     err = new_object(b, FS_KIND_FLOAT, 0, sizeof(fs_float_t), out);
     if (!err) {
         ((fs_float_t *)(void *)(b->base + *out))->value = v;
-        b->vals[slot] = (fs_dedup_t){ h, *out };
-        b->vals_used++;
+        b->vals.slots[slot] = (fs_dedup_t){ h, *out };
+        b->vals.used++;
     }
     return err;
 }
@@ -385,45 +387,48 @@ static uint64_t bytes_hash(const uint8_t *p, uint64_t n)
     return mix64(h ^ w ^ 0xb5);
 }
 
-static int vals_reserve(fs_builder_t *b)
+/* Room for one more entry in t (first: the size of a new table). */
+static int dtab_reserve(fs_dtab_t *t, uint64_t first)
 {
-    if (b->vals_used + 1 <= b->vals_size / 2)
+    if (t->used + 1 <= t->size / 2)
         return FS_OK;
-    uint64_t size = b->vals_size ? b->vals_size * 2 : 256;
-    fs_dedup_t *t = fs__calloc((size_t)size, sizeof *t);
-    if (t == NULL)
+    uint64_t size = t->size ? t->size * 2 : first;
+    fs_dedup_t *n = fs__calloc((size_t)size, sizeof *n);
+    if (n == NULL)
         return FS_ENOMEM;
-    for (uint64_t i = 0; i < b->vals_size; i++) {
-        if (b->vals[i].ref == 0)
+    for (uint64_t i = 0; i < t->size; i++) {
+        if (t->slots[i].ref == 0)
             continue;
-        uint64_t j = b->vals[i].h & (size - 1);
-        while (t[j].ref)
+        uint64_t j = t->slots[i].h & (size - 1);
+        while (n[j].ref)
             j = (j + 1) & (size - 1);
-        t[j] = b->vals[i];
+        n[j] = t->slots[i];
     }
-    fs__free(b->vals);
-    b->vals = t;
-    b->vals_size = size;
+    fs__free(t->slots);
+    t->slots = n;
+    t->size = size;
     return FS_OK;
 }
+
+static int vals_reserve(fs_builder_t *b) { return dtab_reserve(&b->vals, 256); }
 
 /* The stored str/bytes equal to (kind, aux, data, length) with key hash h,
 ** or 0. *slot: where to insert it when absent. */
 static fs_ref_t vals_find(const fs_builder_t *b, uint64_t h, int kind, unsigned aux,
                           const void *data, uint64_t nbytes, uint64_t *slot)
 {
-    uint64_t mask = b->vals_size - 1, i = h & mask;
-    for (; b->vals[i].ref; i = (i + 1) & mask) {
-        if (b->vals[i].h != h)
+    uint64_t mask = b->vals.size - 1, i = h & mask;
+    for (; b->vals.slots[i].ref; i = (i + 1) & mask) {
+        if (b->vals.slots[i].h != h)
             continue;
-        const fs_obj_hdr_t *o = (const fs_obj_hdr_t *)(const void *)(b->base + b->vals[i].ref);
+        const fs_obj_hdr_t *o = (const fs_obj_hdr_t *)(const void *)(b->base + b->vals.slots[i].ref);
         if (o->kind != kind || o->aux != aux)
             continue;
         if (kind != FS_KIND_FLOAT && fs_obj_len(o) * (aux ? aux : 1) != nbytes)
             continue;
         const uint8_t *d = kind == FS_KIND_FLOAT ? (const uint8_t *)(o + 1) : fs_obj_body(o);
         if (nbytes == 0 || memcmp(d, data, (size_t)nbytes) == 0)   /* data may be NULL */
-            return b->vals[i].ref;
+            return b->vals.slots[i].ref;
     }
     *slot = i;
     return 0;
@@ -490,8 +495,8 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
     err = new_blob(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, charsize, length,
                    NULL, 0, data, nbytes, out);
     if (!err) {
-        b->vals[slot] = (fs_dedup_t){ h, *out };
-        b->vals_used++;
+        b->vals.slots[slot] = (fs_dedup_t){ h, *out };
+        b->vals.used++;
     }
     return err;
 }
@@ -520,8 +525,8 @@ int fs_build_bytes(fs_builder_t *b, int kind, const void *data, uint64_t length,
     }
     int err = new_blob(b, kind, 0, 0, length, NULL, 0, data, (size_t)length, out);
     if (!err && dedup) {
-        b->vals[slot] = (fs_dedup_t){ h, *out };
-        b->vals_used++;
+        b->vals.slots[slot] = (fs_dedup_t){ h, *out };
+        b->vals.used++;
     }
     return err;
 }
@@ -659,29 +664,7 @@ static uint64_t keys_hash(uint64_t count, const fs_ref_t *keys)
     uint64_t h = mix64(count);
     for (uint64_t i = 0; i < count; i++)
         h = mix64(h ^ keys[i]) + i;
-    return h | 1;                                /* 0 never: marks a free slot */
-}
-
-static int shapes_reserve(fs_builder_t *b)
-{
-    if (b->shapes_used + 1 <= b->shapes_size / 2)
-        return FS_OK;
-    uint64_t size = b->shapes_size ? b->shapes_size * 2 : 64;
-    fs_dedup_t *t = fs__calloc((size_t)size, sizeof *t);
-    if (t == NULL)
-        return FS_ENOMEM;
-    for (uint64_t i = 0; i < b->shapes_size; i++) {
-        if (b->shapes[i].h == 0)
-            continue;
-        uint64_t j = b->shapes[i].h & (size - 1);
-        while (t[j].h)
-            j = (j + 1) & (size - 1);
-        t[j] = b->shapes[i];
-    }
-    fs__free(b->shapes);
-    b->shapes = t;
-    b->shapes_size = size;
-    return FS_OK;
+    return h;
 }
 
 /* A shaped dict over the unshaped dict `owner`: its values `values`
@@ -774,16 +757,16 @@ int fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64
         return FS_EINVAL;
     if (count == 0)
         return fs_build_map(b, FS_KIND_DICT, flags, 0, out);
-    int err = shapes_reserve(b);
+    int err = dtab_reserve(&b->shapes, 64);
     if (err)
         return err;
-    uint64_t h = keys_hash(count, keys), mask = b->shapes_size - 1, i = h & mask;
+    uint64_t h = keys_hash(count, keys), mask = b->shapes.size - 1, i = h & mask;
     fs_ref_t owner = 0;
-    for (; b->shapes[i].h; i = (i + 1) & mask) {
-        fs_map_t *m = map_at(b, b->shapes[i].ref);
-        if (b->shapes[i].h == h && m->h.n == count &&
+    for (; b->shapes.slots[i].ref; i = (i + 1) & mask) {
+        fs_map_t *m = map_at(b, b->shapes.slots[i].ref);
+        if (b->shapes.slots[i].h == h && m->h.n == count &&
             memcmp(keys_of(m), keys, (size_t)count * sizeof *keys) == 0) {
-            owner = b->shapes[i].ref;
+            owner = b->shapes.slots[i].ref;
             break;
         }
     }
@@ -806,10 +789,10 @@ int fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64
     }
     fs_build_map_finish(b, *out);
     if (owner)
-        b->shapes[i].ref = *out;             /* the slot of the far one */
+        b->shapes.slots[i].ref = *out;             /* the slot of the far one */
     else {
-        b->shapes[i] = (fs_dedup_t){ h, *out };
-        b->shapes_used++;
+        b->shapes.slots[i] = (fs_dedup_t){ h, *out };
+        b->shapes.used++;
     }
     b->nshapes++;
     return FS_OK;

@@ -67,7 +67,7 @@ static void make_inputs(void)
         keyhash[i] = fnv1a(keys[i], keylen[i]);
         keymax[i] = fs_str_maxchar(1, keylen[i], keys[i]);
     }
-    for (long i = 0; i < nfloats; i++)
+    for (long i = 0; i < nfloats; i++)      /* image v2: float immediates, no objects */
         floats[i] = (double)i * 0.5 + 0.25;
 }
 

@@ -13,9 +13,10 @@ Each (method, N) runs in a fresh process so allocator state does not leak
 between cases. Workers receive in parallel, one thread each (time-to-ready).
 
 Numbers: rss_base = main + N empty workers (interpreters created, modules
-imported, one control hand-off of an int run in the same threads -- the first
-concurrent run of a worker costs ~3.5 MB whatever is sent: C-library
-per-thread arenas, reported as thread_warmup_per_worker_bytes -- nothing held; for pickle, minus the pickle bytes that are freed
+imported, one control hand-off of a tiny data set by the same method run in
+the same threads -- the first concurrent run of a worker that mallocs costs
+~3.3 MB: C-library per-thread arenas, reported as
+thread_warmup_per_worker_bytes -- nothing held; for pickle, minus the pickle bytes that are freed
 once handed out); rss_held = after every worker holds the data and
 touched it; per_worker = (rss_held - rss_base) / N is the data set's cost per
 interpreter. Measured with /proc/self/statm and /proc/self/smaps_rollup after
@@ -111,13 +112,17 @@ def child(method, n, kind, size, progress, data_path=None):
     for w in workers:
         w.exec(WORKER)
     q = F.qcreate()
-    # Control round: the same threads-and-queue hand-off with a tiny int.
-    # The first concurrent run of each worker costs ~3.5 MB of RSS per
-    # worker (C-library per-thread heap arenas), whatever is sent; it is
-    # paid once and is not the data set's cost, so it goes in the base.
+    # Control round: the same threads-and-queue hand-off, by the same method,
+    # of a tiny data set of the same form. The first concurrent run of each
+    # worker costs ~3.3 MB of RSS per worker (C-library per-thread heap
+    # arenas, created by the first malloc of the thread: with a tiny int
+    # nothing mallocs, and the arena then lands in the data round of N=1);
+    # it is paid once and is not the data set's cost, so it goes in the base.
     F.trim()
     rss_pre = F.rss_bytes()
-    handoff(workers, q, 0, "control")
+    tiny = {"config": {"version": 0}}
+    handoff(workers, q, fs.freeze(tiny) if method == "frozenshare" else pickle.dumps(tiny, 5),
+            method)
     F.trim()
     out["rss_base"] = F.rss_bytes()
     out["thread_warmup_per_worker_bytes"] = (out["rss_base"] - rss_pre) / n

@@ -185,7 +185,7 @@ for b in handoff memory access freeze scaling contention submit; do
 done
 
 # ---- 5. plots and report --------------------------------------------------------------
-(cd bench && "$PY" plot.py --py "py$ver") || say "WARNING: plotting failed"
+(cd bench && "$PY" plot.py --py "py$ver" --docs) || say "WARNING: plotting failed"
 (cd bench && "$PY" report.py --py "py$ver" ${update_docs:+--update-docs}) || say "WARNING: report failed"
 say "results in bench/results/ (report-py$ver.md, *.json, *.png)"
 grep -h '^TARGET' "$RES"/*-py"$ver".txt 2>/dev/null || true
