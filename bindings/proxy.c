@@ -187,6 +187,9 @@ typedef struct fs_mapiter_s {
     Py_ssize_t i;            /* next entry                                */
     int        mode;         /* IT_KEYS / IT_VALUES / IT_ITEMS            */
     int        reverse;
+    PyObject  *pair;         /* strong: the last (key, value) handed out, reused
+                                when nobody else holds it (as dict's items
+                                iterator does), or NULL                   */
 } fs_mapiter;
 
 /* tp_dealloc: consumes the last reference to self, drops the proxy's. */
@@ -194,6 +197,7 @@ static void mapiter_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     Py_XDECREF(((fs_mapiter *)self)->p);
+    Py_XDECREF(((fs_mapiter *)self)->pair);
     PyObject_Free(self);
     Py_DECREF(tp);
 }
@@ -220,6 +224,30 @@ PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e)
     return t;
 }
 
+/* New reference: (key, value) of entry e, in it->pair when the caller of
+** the last one let go of it (`for k, v in m.items()`): no tuple made. */
+static PyObject *mapiter_pair(fs_mapiter *it, fs_proxy *p, uint64_t e)
+{
+    PyObject *t = it->pair;
+    if (t == NULL || Py_REFCNT(t) != 1) {
+        t = fs__map_item_tuple(p, e);
+        if (t != NULL)
+            Py_XSETREF(it->pair, Py_NewRef(t));   /* its items are no GC objects */
+        return t;
+    }
+    PyObject *k = fs__read_key(p, e);
+    if (k == NULL)
+        return NULL;
+    PyObject *v = fs__read(p->h, P_VALUE(p, e));
+    if (v == NULL) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    Py_SETREF(((PyTupleObject *)t)->ob_item[0], k);
+    Py_SETREF(((PyTupleObject *)t)->ob_item[1], v);
+    return Py_NewRef(t);
+}
+
 /* tp_iternext: new reference, or NULL without an exception at the end. */
 static PyObject *mapiter_next(PyObject *self)
 {
@@ -233,7 +261,7 @@ static PyObject *mapiter_next(PyObject *self)
         switch (it->mode) {
         case IT_KEYS:   return fs__read_key(p, e);
         case IT_VALUES: return fs__read(p->h, P_VALUE(p, e));
-        default:        return fs__map_item_tuple(p, e);
+        default:        return mapiter_pair(it, p, e);
         }
     }
     it->p = NULL;
@@ -294,6 +322,7 @@ PyObject *fs__mapiter_new(fs_proxy *p, int mode, int reverse)
     it->p = (fs_proxy *)Py_NewRef(p);
     it->mode = mode;
     it->reverse = reverse;
+    it->pair = NULL;
     it->i = reverse ? (Py_ssize_t)P_MAP_COUNT(p) - 1 : 0;
     return (PyObject *)it;
 }

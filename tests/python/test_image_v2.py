@@ -182,3 +182,14 @@ def test_narrow_records_are_smaller_than_wide_ones():
     # narrow: 8 + 4*4 + a boxed float (16) = 40 B; wide: 8 + 5*8 = 48 B (+ 8 per list item)
     assert fs.info(narrow)["image_bytes"] < 10000 * 52
     assert fs.info(wide)["image_bytes"] >= 10000 * 56
+
+
+def test_items_iterator_reuses_only_pairs_nobody_holds():
+    f = fs.freeze({"k%d" % i: [i] if i % 2 else i for i in range(50)})
+    it = iter(f.items())
+    held = [next(it), next(it)]                        # kept: never overwritten
+    assert held == [("k0", 0), ("k1", [1])] and held[0] is not held[1]
+    rest = [(k, v) for k, v in it]                     # unpacked: the pair is reused
+    assert rest == [("k%d" % i, [i] if i % 2 else i) for i in range(2, 50)]
+    assert held == [("k0", 0), ("k1", [1])]
+    assert list(reversed(f.items()))[0] == ("k49", [49])
