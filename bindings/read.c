@@ -291,8 +291,38 @@ static int eq_stored(void *vctx, const void *base, fs_ref_t stored)
 
 /* Entry of key in the map or set p: 1 found (*entry), 0 absent, -1 error.
 ** p, key borrowed. */
+/* The equality of fs_map_find for an exact str probe, inlined: a stored
+** str of the same canonical form; anything else (another kind, an xref)
+** goes to eq_stored. */
+static inline int eq_str_probe(void *vctx, const void *base, fs_ref_t stored)
+{
+    eq_ctx *c = vctx;
+    if (fs_ref_tag(stored) == FS_TAG_OBJ) {
+        const fs_str_t *s = fs_str(base, stored);
+        if (s->h.kind != FS_KIND_STR)
+            return 0;
+        return fs_str_equals(s, c->charsize, (uint64_t)c->length, c->data);
+    }
+    return eq_stored(vctx, base, stored);
+}
+
 int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
 {
+    /* The hot case: an exact str with its hash cached, in an image of this
+    ** process -- no call for the hash, the equality inlined in the probe. */
+    if (PyUnicode_CheckExact(key) && ((PyASCIIObject *)key)->hash != -1 && p->h->trust_hash) {
+        eq_ctx c = {.h = p->h, .key = key, .str_fast = 1,
+                    .charsize = (unsigned)PyUnicode_KIND(key),
+                    .length = PyUnicode_GET_LENGTH(key), .data = PyUnicode_DATA(key)};
+        int64_t e = fs_map_find(P_BASE(p), P_MAP(p), (int64_t)((PyASCIIObject *)key)->hash,
+                                eq_str_probe, &c);
+        if (e == -2)
+            return -1;
+        if (e < 0)
+            return 0;
+        *entry = e;
+        return 1;
+    }
     Py_hash_t hash = PyObject_Hash(key);
     if (hash == -1)
         return -1;
