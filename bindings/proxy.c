@@ -202,17 +202,25 @@ static void mapiter_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
+/* Key and value of entry e, read (new references): 0, or -1 with an
+** exception and neither set. */
+static int read_pair(fs_proxy *p, uint64_t e, PyObject **k, PyObject **v)
+{
+    if ((*k = fs__read_key(p, e)) == NULL)
+        return -1;
+    if ((*v = fs__read(p->h, P_VALUE(p, e))) == NULL) {
+        Py_CLEAR(*k);
+        return -1;
+    }
+    return 0;
+}
+
 /* New reference: (key, value) of entry e as a plain tuple. */
 PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e)
 {
-    PyObject *k = fs__read_key(p, e);
-    if (k == NULL)
+    PyObject *k, *v;
+    if (read_pair(p, e, &k, &v) < 0)
         return NULL;
-    PyObject *v = fs__read(p->h, P_VALUE(p, e));
-    if (v == NULL) {
-        Py_DECREF(k);
-        return NULL;
-    }
     PyObject *t = PyTuple_New(2);
     if (t == NULL) {
         Py_DECREF(k);
@@ -228,21 +236,15 @@ PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e)
 ** the last one let go of it (`for k, v in m.items()`): no tuple made. */
 static PyObject *mapiter_pair(fs_mapiter *it, fs_proxy *p, uint64_t e)
 {
-    PyObject *t = it->pair;
+    PyObject *t = it->pair, *k, *v;
     if (t == NULL || Py_REFCNT(t) != 1) {
         t = fs__map_item_tuple(p, e);
         if (t != NULL)
             Py_XSETREF(it->pair, Py_NewRef(t));   /* its items are no GC objects */
         return t;
     }
-    PyObject *k = fs__read_key(p, e);
-    if (k == NULL)
+    if (read_pair(p, e, &k, &v) < 0)
         return NULL;
-    PyObject *v = fs__read(p->h, P_VALUE(p, e));
-    if (v == NULL) {
-        Py_DECREF(k);
-        return NULL;
-    }
     Py_SETREF(((PyTupleObject *)t)->ob_item[0], k);
     Py_SETREF(((PyTupleObject *)t)->ob_item[1], v);
     return Py_NewRef(t);
