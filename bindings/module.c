@@ -376,6 +376,32 @@ static PyObject *mod_alloc_count(PyObject *module, PyObject *unused)
     return PyLong_FromLong(fs_alloc_count());
 }
 
+PyDoc_STRVAR(check_image_doc,
+"_check_image(proxy)\n--\n\n"
+"TESTS ONLY. Run the validator (fs_image_check) over the image of proxy's\n"
+"region: None, or ValueError naming the defect.");
+
+/* _check_image(proxy): new reference; module, arg borrowed. */
+static PyObject *mod_check_image(PyObject *module, PyObject *arg)
+{
+    fs_state *st = get_state(module);
+    if (!fs__is_proxy(st, arg)) {
+        PyErr_Format(PyExc_TypeError, "_check_image() needs a frozen proxy, not '%.200s'",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const uint8_t *base = FS_PROXY(arg)->h->base;
+    const char *why = NULL;
+    int err = fs_image_check_why(base, (size_t)fs_image_header(base)->image_size, &why);
+    if (err == FS_ENOMEM)
+        return PyErr_NoMemory();
+    if (err != FS_OK) {
+        PyErr_Format(PyExc_ValueError, "frozenshare: image refused: %s", why ? why : "?");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"freeze", mod_freeze, METH_O, freeze_doc},
     {"thaw", mod_thaw, METH_O, thaw_doc},
@@ -388,6 +414,7 @@ static PyMethodDef module_methods[] = {
     {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"_fail_alloc_after", mod_fail_alloc_after, METH_O, fail_alloc_after_doc},
     {"_alloc_count", mod_alloc_count, METH_NOARGS, alloc_count_doc},
+    {"_check_image", mod_check_image, METH_O, check_image_doc},
     {NULL, NULL, 0, NULL},
 };
 

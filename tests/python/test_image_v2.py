@@ -193,3 +193,58 @@ def test_items_iterator_reuses_only_pairs_nobody_holds():
     assert rest == [("k%d" % i, [i] if i % 2 else i) for i in range(2, 50)]
     assert held == [("k0", 0), ("k1", [1])]
     assert list(reversed(f.items()))[0] == ("k49", [49])
+
+
+# ------------------------------------------- builder and validator agree ---
+
+import frozenshare._frozenshare as _ext                      # noqa: E402
+from hypothesis import given, settings, strategies as st     # noqa: E402
+
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
+                  st.floats(allow_nan=True), st.text(max_size=6),
+                  st.sampled_from(["a", "b", "tok", "\u0120x", "\U0001f600"]),
+                  st.binary(max_size=5))
+_key = st.one_of(st.sampled_from(["id", "name", "score", "k", "\u00e9"]), st.integers(-3, 3),
+                 st.text(max_size=3), st.tuples(st.integers(0, 2)))
+_tree = st.recursive(
+    _leaf,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=5),
+        st.tuples(kids, kids),
+        st.dictionaries(_key, kids, max_size=6),
+        st.lists(st.fixed_dictionaries({"id": kids, "name": kids, "score": kids}), max_size=6),
+        st.frozensets(_leaf.filter(lambda x: x == x), max_size=4)),
+    max_leaves=40)
+
+
+def _same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return a.hex() == b.hex() or (a != a and b != b)
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a) if len(a) == len(b) else False
+    return a == b
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tree)
+def test_every_image_the_builder_makes_passes_the_validator(obj):
+    f = fs.freeze([obj, obj, [obj]])
+    if fs.is_frozen(f):
+        _ext._check_image(f)                       # SHARED flags, shapes, narrow, dedup
+    t = fs.thaw(f)
+    assert _same(t[0], obj) or obj != obj
+    if isinstance(obj, (list, tuple, dict, frozenset)):
+        assert t[0] is t[1]                        # a shared container stays shared
+
+
+def test_validator_accepts_the_data_sets_of_this_file():
+    for obj in (records(3000), {"k%d" % i: i for i in range(40000)},
+                [{"a": i, "b": 0.5 + i, "c": "x"} for i in range(2000)],
+                [{"x": 2 ** 28 + i, "y": None} for i in range(100)]):
+        _ext._check_image(fs.freeze(obj))
+    with pytest.raises(TypeError):
+        _ext._check_image({"not": "frozen"})
