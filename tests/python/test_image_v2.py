@@ -248,3 +248,43 @@ def test_validator_accepts_the_data_sets_of_this_file():
         _ext._check_image(fs.freeze(obj))
     with pytest.raises(TypeError):
         _ext._check_image({"not": "frozen"})
+
+
+def test_allocation_failure_anywhere_in_v2_paths_leaves_nothing_behind():
+    """Every allocation of a freeze of records (dedup and shape tables, the
+    keyed-dict scratch, narrow boxes) and of reading them (key cache, proxy
+    free list, thaw's shape keys) may fail: MemoryError or a valid image,
+    never a crash, a leak or a wrong value."""
+    import gc
+    src = [{"id": i, "name": "n%d" % (i % 7), "f": 0.5 + i, "b": b"xy", "t": [i]}
+           for i in range(200)] + [{"k%d" % j: j for j in range(100)}]
+    base = fs.stats()
+    built = 0
+    try:
+        for n in range(0, 300, 2):
+            _ext._fail_alloc_after(n)
+            try:
+                f = fs.freeze(src)
+            except MemoryError:
+                continue
+            finally:
+                _ext._fail_alloc_after(-1)
+            built += 1
+            _ext._check_image(f)
+            _ext._fail_alloc_after(n // 3)
+            try:
+                fs.thaw(f)
+                [list(r.items()) for r in f[:50]]
+            except MemoryError:
+                pass
+            finally:
+                _ext._fail_alloc_after(-1)
+            assert fs.thaw(f) == src
+            del f
+    finally:
+        _ext._fail_alloc_after(-1)
+    gc.collect()
+    assert built > 100
+    st = fs.stats()
+    assert st["live_regions"] == base["live_regions"]
+    assert st["key_cache_shapes"] == base["key_cache_shapes"]
