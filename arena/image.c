@@ -40,11 +40,14 @@
 ** in `shapes` by their key refs: keys are deduplicated, so equal key refs
 ** mean equal keys, and the first dict with a key sequence is stored
 ** unshaped and becomes the shape of every later one. Both tables are heap
-** memory of the builder, grown before the object is appended.
+** memory of the builder, grown before the object is appended. A complete
+** dict (fs_build_record) that is shaped stores its values narrow when they
+** fit, boxing its few float immediates in FLOAT objects appended after it.
 **
 ** Failure leaves the builder valid: every function checks sizes and
 ** allocates before it changes anything, so a failed call (FS_ENOMEM,
-** FS_ETOOBIG, FS_EINVAL) leaves the image as it was, and
+** FS_ETOOBIG, FS_EINVAL) leaves the image as it was (or, when a narrow
+** record's float box fails, with that record complete and all None), and
 ** fs_builder_destroy frees all of it (an image that grew or moved is
 ** still "as it was": offsets only, I3). `alloc` always holds the true,
 ** page-multiple size of the image block and `cap` only bounds appends (by
