@@ -403,6 +403,8 @@ PyObject *fs__shape_keys(fs_proxy *p)
 {
     fs_handle *h = p->h;
     const fs_map_t *m = P_MAP(p);
+    if (!fs_map_shaped(m) && m->h.n > FS_KEYCACHE_KEYS)
+        return NULL;                             /* never cached: no lookup per key */
     fs_ref_t shape = fs_map_shaped(m) ? fs_map_shape(m) : p->ref;
     uint64_t *v = fs__tab_get(&h->keycache, (uintptr_t)shape, 0);
     if (v != NULL)
