@@ -143,6 +143,16 @@ typedef struct fctx_s {
     size_t        kcap;
 } fctx;
 
+/* 1 if o is a leaf: an exact builtin scalar, whose hash runs no Python code
+** and whose conversion pushes no frame. */
+static inline int is_leaf(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    return tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
+           tp == &PyBytes_Type || tp == &PyBool_Type || o == Py_None ||
+           tp == &PyComplex_Type;
+}
+
 /* 1 if hashing o cannot run Python code: the exact scalar types whose hash
 ** is computed in C (str caches it). Anything else -- a tuple, a frozenset,
 ** a proxy -- may reach a user __hash__ (a tuple holding an object freeze
@@ -155,10 +165,7 @@ static inline int hash_runs_no_code(PyObject *o)
     (void)o;
     return 0;
 #else
-    PyTypeObject *tp = Py_TYPE(o);
-    return tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
-           tp == &PyBytes_Type || tp == &PyComplex_Type || tp == &PyBool_Type ||
-           o == Py_None;
+    return is_leaf(o);
 #endif
 }
 
@@ -414,16 +421,6 @@ static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
 static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObject *key,
                    Py_ssize_t index, fs_ref_t *out);
 static int changed_size(const char *what);
-
-/* 1 if o is a leaf: an exact builtin scalar, whose hash runs no Python code
-** and whose conversion pushes no frame. */
-static inline int is_leaf(PyObject *o)
-{
-    PyTypeObject *tp = Py_TYPE(o);
-    return tp == &PyUnicode_Type || tp == &PyLong_Type || tp == &PyFloat_Type ||
-           tp == &PyBytes_Type || tp == &PyBool_Type || o == Py_None ||
-           tp == &PyComplex_Type;
-}
 
 /* 0 if some key of dict o is not a leaf; 1 if every key is (its keys are
 ** converted first and it is built with fs_build_dict: a shape when another
