@@ -104,26 +104,6 @@ static int fits(uint64_t a, uint64_t b, uint64_t c, uint64_t limit)
     return b == 0 || a <= (limit - c) / b;
 }
 
-static uint32_t max_char(unsigned cs, const uint8_t *data, uint64_t n)
-{
-    uint32_t max = 0;
-    if (cs == 1) {
-        for (uint64_t i = 0; i < n; i++)
-            max = data[i] > max ? data[i] : max;
-    }
-    else if (cs == 2) {
-        const uint16_t *d = (const uint16_t *)(const void *)data;
-        for (uint64_t i = 0; i < n; i++)
-            max = d[i] > max ? d[i] : max;
-    }
-    else {
-        const uint32_t *d = (const uint32_t *)(const void *)data;
-        for (uint64_t i = 0; i < n; i++)
-            max = d[i] > max ? d[i] : max;
-    }
-    return max;
-}
-
 static int check_bigint(ck_t *c, const fs_bigint_t *o)
 {
     uint64_t n = o->h.n;
@@ -202,7 +182,7 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
         if (!fits(n, cs, body, room))
             return BAD(c, past);
         *size = body + n * cs;
-        uint32_t max = max_char(cs, (const uint8_t *)h + body, n);
+        uint32_t max = fs_str_maxchar(cs, n, (const uint8_t *)h + body);
         unsigned want = max < 256 ? 1 : max < 65536 ? 2 : 4;
         if (max > 0x10ffff || cs != want)
             return BAD(c, "a str not in canonical form");
