@@ -262,6 +262,9 @@ static int wait_for(tctx *c, size_t fi, fs_region_t *wreg, fs_ref_t wref)
     return deliver(c, fi, Py_NewRef(Py_None));
 }
 
+static int thaw_flat(tctx *c, fs_region_t *reg, const uint8_t *base,
+                     const fs_map_t *m, PyObject **out);
+
 /* The plain object for ref, reached in a key context (hctx) or not: 0 with
 ** *out (new reference) when ready, 1 when a frame was pushed (its result is
 ** delivered when it completes), 2 when ref is a frozendict still being
@@ -346,10 +349,23 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
             return 0;
         }
 #endif
-        /* Sized for its n entries at once: PyDict_New's 8 slots would be
-        ** resized at the 6th key of every record. _PyDict_NewPresized is
-        ** exported by every CPython this builds for (3.12-3.15). */
-        o = n > 5 ? _PyDict_NewPresized(n) : PyDict_New();
+        if (!frozen) {
+            int r = thaw_flat(c, reg, base, fs_map(base, ref), &o);
+            if (r <= 0) {
+                if (r == 0 && memo && tmemo_put(c, reg, mkey, o, 0) < 0)
+                    Py_CLEAR(o);
+                *out = o;
+                return o != NULL ? 0 : -1;
+            }
+        }
+        /* A dict that holds containers: filled by its frame. Sized for its
+        ** n entries at once, unless its keys look like str (the first one
+        ** is): _PyDict_NewPresized (exported by 3.12-3.15) makes a general
+        ** table (see dict_from_items). */
+        if (n > 5 && fs_ref_kind(base, fs_map_keys(base, fs_map(base, ref))[0]) != FS_KIND_STR)
+            o = _PyDict_NewPresized(n);
+        else
+            o = PyDict_New();
         break;
     case FS_KIND_SET:
     case FS_KIND_FROZENSET:
@@ -477,17 +493,18 @@ static int tfinish(tctx *c)
 ** keys are FS_FLAG_SHARED) -- or NULL: with an exception, or without one
 ** when a key is not a scalar (then the frame thaws its keys one by one).
 ** One shape is kept at a time: records come in runs. */
-static PyObject *shape_keys(tctx *c, tframe *f, const fs_map_t *m)
+static PyObject *shape_keys(tctx *c, fs_region_t *reg, const uint8_t *base,
+                            const fs_map_t *m)
 {
     fs_ref_t shape = fs_map_shape(m);
-    if (c->kkeys != NULL && c->kreg == f->reg && c->kshape == shape)
+    if (c->kkeys != NULL && c->kreg == reg && c->kshape == shape)
         return c->kkeys;
-    const fs_map_t *ks = fs_map(f->base, shape);
-    Py_ssize_t n = (Py_ssize_t)fs_map_count(f->base, ks);
-    const fs_ref_t *keys = fs_map_keys(f->base, ks);
-    const int64_t *hashes = fs_map_hashes(f->base, ks);
+    const fs_map_t *ks = fs_map(base, shape);
+    Py_ssize_t n = (Py_ssize_t)fs_map_count(base, ks);
+    const fs_ref_t *keys = fs_map_keys(base, ks);
+    const int64_t *hashes = fs_map_hashes(base, ks);
     for (Py_ssize_t i = 0; i < n; i++) {       /* scalars thaw at once */
-        int kind = fs_ref_kind(f->base, keys[i]);
+        int kind = fs_ref_kind(base, keys[i]);
         if (kind == FS_KIND_XREF || kind >= FS_KIND_BYTEARRAY)
             return NULL;
     }
@@ -496,17 +513,103 @@ static PyObject *shape_keys(tctx *c, tframe *f, const fs_map_t *m)
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o;
-        if (thaw_value(c, f->reg, f->base, keys[i], 1, &o) != 0) {
+        if (thaw_value(c, reg, base, keys[i], 1, &o) != 0) {
             Py_DECREF(t);
             return NULL;                       /* scalars: an error, never 1 or 2 */
         }
-        fs__key_hash(o, f->base, hashes[i]);
+        fs__key_hash(o, base, hashes[i]);
         PyTuple_SET_ITEM(t, i, o);
     }
     Py_XSETREF(c->kkeys, t);
-    c->kreg = f->reg;
+    c->kreg = reg;
     c->kshape = shape;
     return t;
+}
+
+/* New reference: the dict of n keys and values (borrowed). From 3.13 on,
+** CPython's own constructor for a dict display (exported, declared in an
+** internal header only): sized for n at once, with a str-keys table when
+** every key is an exact str. _PyDict_NewPresized always makes a general
+** table (24-byte entries, not 16): thawed records were 30% bigger and 60%
+** slower to free than pickle's. */
+#if PY_VERSION_HEX >= 0x030D0000
+PyAPI_FUNC(PyObject *) _PyDict_FromItems(PyObject *const *keys, Py_ssize_t keys_offset,
+                                         PyObject *const *values, Py_ssize_t values_offset,
+                                         Py_ssize_t length);
+#endif
+static PyObject *dict_from_items(PyObject *const *keys, PyObject *const *values, Py_ssize_t n)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return _PyDict_FromItems(keys, 1, values, 1, n);
+#else
+    PyObject *d = PyDict_New();
+    for (Py_ssize_t i = 0; d != NULL && i < n; i++) {
+        if (PyDict_SetItem(d, keys[i], values[i]) < 0)
+            Py_CLEAR(d);
+    }
+    return d;
+#endif
+}
+
+/* A flat dict: one whose keys and values are all scalars (records, a
+** vocabulary), built in one call instead of a frame and a step per entry
+** (a third of a thaw of same-keyed records), and sized for its entries at
+** once. New reference in *out and 0; 1 when m is not flat (nothing made,
+** no exception); -1 with an exception. */
+#define FLAT_STACK 16
+static int is_scalar_ref(const uint8_t *base, fs_ref_t r)
+{
+    unsigned tag = fs_ref_tag(r);
+    return tag != FS_TAG_XREF && (tag != FS_TAG_OBJ || fs_ref_kind(base, r) < FS_KIND_TUPLE);
+}
+static int thaw_flat(tctx *c, fs_region_t *reg, const uint8_t *base,
+                     const fs_map_t *m, PyObject **out)
+{
+    Py_ssize_t n = (Py_ssize_t)fs_map_count(base, m);
+    const fs_ref_t *keys = fs_map_keys(base, m);
+    int shaped = fs_map_shaped(m);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!is_scalar_ref(base, fs_map_value(m, i)) || (!shaped && !is_scalar_ref(base, keys[i])))
+            return 1;
+    }
+    PyObject *kt = NULL;
+    if (shaped && (kt = shape_keys(c, reg, base, m)) == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    PyObject *stack[2 * FLAT_STACK], **items = stack;
+    if (n > FLAT_STACK && (items = fs__calloc((size_t)n * 2, sizeof *items)) == NULL) {
+        fs__raise(FS_ENOMEM, NULL);
+        return -1;
+    }
+    PyObject **ks = items, **vs = items + n;
+    const int64_t *hashes = fs_map_hashes(base, m);
+    Py_ssize_t done = 0;
+    int rc = 0;
+    for (; done < n; done++) {
+        if (kt != NULL) {
+            ks[done] = Py_NewRef(PyTuple_GET_ITEM(kt, done));
+        }
+        else if (thaw_value(c, reg, base, keys[done], 1, &ks[done]) != 0) {   /* 0 or -1 */
+            rc = -1;
+            break;
+        }
+        else {
+            fs__key_hash(ks[done], base, hashes[done]);
+        }
+        if (thaw_value(c, reg, base, fs_map_value(m, done), 0, &vs[done]) != 0) {
+            Py_DECREF(ks[done]);
+            rc = -1;
+            break;
+        }
+    }
+    if (rc == 0 && (*out = dict_from_items(ks, vs, n)) == NULL)
+        rc = -1;
+    for (Py_ssize_t i = 0; i < done; i++) {
+        Py_DECREF(ks[i]);
+        Py_DECREF(vs[i]);
+    }
+    if (items != stack)
+        fs__free(items);
+    return rc;
 }
 
 static int tstep(tctx *c)
@@ -525,7 +628,7 @@ static int tstep(tctx *c)
     case FS_KIND_DICT: {
         const fs_map_t *m = fs_map(f->base, f->ref);
         if (f->phase == 0 && fs_map_shaped(m)) {   /* records: keys thawed once */
-            PyObject *keys = shape_keys(c, f, m);
+            PyObject *keys = shape_keys(c, f->reg, f->base, m);
             if (keys != NULL)
                 return deliver(c, fi, Py_NewRef(PyTuple_GET_ITEM(keys, f->i)));
             if (PyErr_Occurred())
