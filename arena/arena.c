@@ -289,11 +289,6 @@ int fs_arena_alloc(size_t size, void **out, size_t *usable)
     return FS_OK;
 }
 
-/* Freed pages stay mapped for the next image, up to RETAIN_BYTES freed
-** since the last purge (a freeze after a drop then writes warm pages instead
-** of faulting in zeroed ones); beyond that they go back to the OS now, since
-** decay only runs when the arena is used again. Every way pages are freed
-** counts: fs_arena_free, and a realloc that moves or shrinks a block. */
 /* Bytes of the arena's dirty pages (freed, not yet purged): jemalloc's own
 ** count, refreshed by an epoch bump (a few microseconds); SIZE_MAX when the
 ** stats cannot be read. */
@@ -314,10 +309,16 @@ static size_t dirty_bytes(void)
     return pdirty * je_page;
 }
 
-/* unpurged only grows, so it overstates what waits: the next image reuses
-** freed pages. Past the budget, jemalloc's count of dirty pages decides (a
-** loop that freezes and drops a 10 MB image purged every fourth time and
-** faulted 2,560 fresh pages back in). */
+/* Freed pages stay mapped for the next image, up to RETAIN_BYTES of dirty
+** pages (a freeze after a drop then writes warm pages instead of faulting
+** in zeroed ones); beyond that they go back to the OS now, since decay only
+** runs when the arena is used again. Every way pages are freed counts:
+** fs_arena_free, and a realloc that moves or shrinks a block. unpurged, the
+** bytes freed since the last purge, only grows and overstates what waits
+** (the next image reuses freed pages), so past the budget jemalloc's count
+** of dirty pages decides (counting freed bytes alone, a loop that freezes
+** and drops a 10 MB image purged every fourth round and faulted 2,560
+** zeroed pages back in). */
 static void note_freed(size_t size)
 {
     size_t before = atomic_fetch_add_explicit(&unpurged, size, memory_order_relaxed);
