@@ -235,8 +235,6 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
             *size = sizeof(fs_shaped_t) + cnt * w;
             return FS_OK;
         }
-        if (flags & FS_FLAG_NARROW)
-            return BAD(c, "a narrow dict that is not shaped");
         if (cnt > FS_MAP_MAX)
             return BAD(c, "a map beyond FS_MAP_MAX entries");
         if (room < sizeof *m)
@@ -246,7 +244,7 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
             return BAD(c, "a reserved map field is not zero");
         if (cnt <= FS_MAP_SCAN_MAX ? is != 0 : ((is & (is - 1)) != 0 || cnt * 3 > is * 2))
             return BAD(c, "a map index of the wrong size");
-        uint64_t per = sizeof(int64_t) + sizeof(fs_ref_t) * (dict ? 2 : 1);
+        uint64_t per = fs_keyset_entry_size(m);
         if (!fits(cnt, per, sizeof *m, room))
             return BAD(c, past);
         uint64_t head = sizeof *m + cnt * per;
@@ -280,21 +278,24 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
     if (fs_map_shaped(m)) {
         const fs_map_t *ks = fs_map(c->base, fs_map_shape(m));   /* proven in pass 2 */
         n = ks->h.n;
-        const fs_ref_t *keys = fs_keyset_keys(ks);
         int narrow = (h->flags & FS_FLAG_NARROW) != 0;
         const uint32_t *nv = (const uint32_t *)(const void *)((const fs_shaped_t *)(const void *)m)->values;
         for (uint64_t i = 0; i < n; i++) {
             if (narrow && (nv[i] & FS_TAG_FLOAT))
                 return BAD(c, "a narrow reference with a float tag");
-            if (!ref_ok(c, keys[i]) || !ref_ok(c, fs_map_value(m, i)))
+            if (!ref_ok(c, fs_keyset_key(ks, i)) || !ref_ok(c, fs_map_value(m, i)))
                 return FS_ECORRUPT;
         }
         return FS_OK;
     }
-    const fs_ref_t *refs = fs_keyset_keys(m);
-    for (uint64_t i = 0, nrefs = h->kind == FS_KIND_DICT ? 2 * n : n; i < nrefs; i++)
-        if (!ref_ok(c, refs[i]))
+    int dict = h->kind == FS_KIND_DICT, narrow = fs_keyset_narrow(m);
+    for (uint64_t i = 0; i < n; i++) {
+        const uint64_t *en = fs_keyset_entry(m, i);
+        if (narrow && ((en[1] & FS_TAG_FLOAT) || ((en[1] >> 32) & FS_TAG_FLOAT)))
+            return BAD(c, "a narrow reference with a float tag");
+        if (!ref_ok(c, fs_keyset_key(m, i)) || (dict && !ref_ok(c, fs_map_value(m, i))))
             return FS_ECORRUPT;
+    }
     if (m->index_size == 0)
         return FS_OK;
     uint64_t need = n / 8 + 1;

@@ -66,25 +66,34 @@
 **              bytes in CPython's canonical form (charsize the smallest of
 **              1/2/4 that holds every code point; no NUL). flags
 **              FS_FLAG_ASCII when every code point is < 128. No hash: a key's
-**              hash is in its map's hashes[] (8 bytes saved per string; a
+**              hash is in its map's entry (8 bytes saved per string; a
 **              reader that materializes a key takes it from there).
 **   BYTES,     hdr(n length) | [u64 n] | length bytes (no NUL)
 **   BYTEARRAY
 **   TUPLE,     hdr(n count) | [u64 n] | fs_ref_t items[count]
 **   LIST
-**   DICT, SET, hdr(n count) | u32 index_size | u32 0 | i64 hashes[count] |
-**   FROZENSET      fs_ref_t keys[count] | DICT: fs_ref_t values[count] |
-**                  index[index_size], padded to 8
+**   DICT, SET, hdr(n count) | u32 index_size | u32 0 | entry[count] |
+**   FROZENSET      index[index_size], padded to 8
+**              An entry keeps a key's hash, key and value together (a
+**              lookup that reaches an entry finds all three in one cache
+**              line):
+**                SET, FROZENSET     { i64 hash; fs_ref_t key }              16 B
+**                DICT               { i64 hash; fs_ref_t key; fs_ref_t value } 24 B
+**                DICT, FS_FLAG_NARROW { i64 hash; u32 key; u32 value }     16 B
+**              Narrow entries hold narrow references (below): the builder
+**              uses them when it knows every key and value at once and all
+**              fit (vocabularies of str -> int: 16 bytes an entry, not 24).
 **              Entries are in insertion order. index_size is 0 when count
-**              <= FS_MAP_SCAN_MAX (a lookup scans hashes[]), else a power
-**              of two (see "index" below). count <= FS_MAP_MAX.
+**              <= FS_MAP_SCAN_MAX (a lookup scans the entries), else a
+**              power of two (see "index" below). count <= FS_MAP_MAX.
 **              DICT flags FS_FLAG_FROZENDICT: the source was a frozendict.
 **   DICT,      hdr(n shape / 8) | fs_ref_t values[count]
 **   shaped     flags FS_FLAG_SHAPED (and maybe FS_FLAG_FROZENDICT). The
 **              header's n is the offset / 8 of an unshaped, non-empty DICT,
 **              the shape (so shapes lie in the first 32 GiB of an image; a
 **              dict that would refer further is stored unshaped), whose
-**              count, hashes, keys and index this dict uses: dicts
+**              count, hashes, keys and index this dict uses (its entries'
+**              values are the shape's own, never this dict's): dicts
 **              with the same keys in the same order (records) store their
 **              keys once. flags FS_FLAG_NARROW: values are u32 narrow
 **              references (below), values[] is count * 4 bytes. A shape
@@ -92,7 +101,7 @@
 **              shaped dict counts as one reference to each key of its shape
 **              (so the keys carry FS_FLAG_SHARED, below).
 **
-** Narrow references (u32, in FS_FLAG_NARROW dicts): the low 32 bits of a
+** Narrow references (u32, in FS_FLAG_NARROW dicts, shaped or not): the low 32 bits of a
 ** reference that survives the round trip -- an object or xref below 2^32, a
 ** constant, a small int in [-2^28, 2^28); tag 1 sign-extends, the others
 ** zero-extend; never a float immediate (bit 2 clear). The builder narrows a
@@ -199,7 +208,7 @@ enum {
 #define FS_FLAG_ASCII       0x01u   /* STR: every code point < 128       */
 #define FS_FLAG_FROZENDICT  0x02u   /* DICT: the source was a frozendict */
 #define FS_FLAG_SHAPED      0x04u   /* DICT: keys live in the shape      */
-#define FS_FLAG_NARROW      0x08u   /* shaped DICT: u32 narrow values    */
+#define FS_FLAG_NARROW      0x08u   /* DICT: u32 narrow values (and keys) */
 #define FS_FLAG_SHARED      0x80u   /* any kind: referenced more than once */
 
 typedef struct fs_image_header_s {
@@ -246,7 +255,7 @@ typedef struct fs_map_s {    /* DICT (unshaped), SET, FROZENSET          */
     fs_obj_hdr_t h;          /* n: entries                                */
     uint32_t index_size;     /* 0 or a power of two                       */
     uint32_t zero32;
-    int64_t  hashes[];       /* then keys, values (DICT), index           */
+    uint64_t entries[];      /* entry[n] (see the header comment), index  */
 } fs_map_t;
 typedef struct fs_shaped_s { /* DICT with FS_FLAG_SHAPED: h.n = shape / 8 */
     fs_obj_hdr_t h;
@@ -370,12 +379,6 @@ static inline const fs_map_t *fs_map_keyset(const void *base, const fs_map_t *m)
 }
 static inline uint64_t fs_map_count(const void *base, const fs_map_t *m)
 { return fs_map_keyset(base, m)->h.n; }
-static inline const fs_ref_t *fs_keyset_keys(const fs_map_t *ks)
-{ return (const fs_ref_t *)(const void *)(ks->hashes + ks->h.n); }
-static inline const fs_ref_t *fs_map_keys(const void *base, const fs_map_t *m)
-{ return fs_keyset_keys(fs_map_keyset(base, m)); }
-static inline const int64_t *fs_map_hashes(const void *base, const fs_map_t *m)
-{ return fs_map_keyset(base, m)->hashes; }
 /* Narrow references (see the header comment). */
 static inline int fs_ref_fits_narrow(fs_ref_t r)
 {
@@ -389,6 +392,24 @@ static inline fs_ref_t fs_ref_widen(uint32_t x)
 {
     return (x & FS_TAG_MASK) == FS_TAG_INT ? (fs_ref_t)(int64_t)(int32_t)x : (fs_ref_t)x;
 }
+/* Entries of an unshaped map (a keyset): bytes per entry, entry e. */
+static inline int fs_keyset_narrow(const fs_map_t *ks) { return (ks->h.flags & FS_FLAG_NARROW) != 0; }
+static inline unsigned fs_keyset_entry_size(const fs_map_t *ks)
+{ return ks->h.kind == FS_KIND_DICT && !fs_keyset_narrow(ks) ? 24u : 16u; }
+static inline const uint64_t *fs_keyset_entry(const fs_map_t *ks, uint64_t e)
+{ return ks->entries + e * (fs_keyset_entry_size(ks) / 8); }
+static inline int64_t fs_keyset_hash(const fs_map_t *ks, uint64_t e)
+{ return (int64_t)fs_keyset_entry(ks, e)[0]; }
+static inline fs_ref_t fs_keyset_key(const fs_map_t *ks, uint64_t e)
+{
+    const uint64_t *en = fs_keyset_entry(ks, e);
+    return fs_keyset_narrow(ks) ? fs_ref_widen((uint32_t)en[1]) : en[1];
+}
+/* Key e and its hash, of a map or (through it) its shape. */
+static inline fs_ref_t fs_map_key(const void *base, const fs_map_t *m, uint64_t e)
+{ return fs_keyset_key(fs_map_keyset(base, m), e); }
+static inline int64_t fs_map_hash(const void *base, const fs_map_t *m, uint64_t e)
+{ return fs_keyset_hash(fs_map_keyset(base, m), e); }
 /* DICT value i (a set has none). */
 static inline fs_ref_t fs_map_value(const fs_map_t *m, uint64_t i)
 {
@@ -398,19 +419,15 @@ static inline fs_ref_t fs_map_value(const fs_map_t *m, uint64_t i)
             return fs_ref_widen(((const uint32_t *)(const void *)d->values)[i]);
         return d->values[i];
     }
-    return fs_keyset_keys(m)[m->h.n + i];
+    const uint64_t *en = fs_keyset_entry(m, i);
+    return fs_keyset_narrow(m) ? fs_ref_widen((uint32_t)(en[1] >> 32)) : en[2];
 }
 /* Bytes of one index slot for a map of count entries. */
 static inline unsigned fs_index_width(uint64_t count)
 { return count <= 127 ? 1u : count <= 32767 ? 2u : 4u; }
-/* The index of an unshaped map (a keyset). */
+/* The index of an unshaped map (a keyset): right after its entries. */
 static inline const void *fs_keyset_index(const fs_map_t *ks)
-{
-    const fs_ref_t *after = fs_keyset_keys(ks) + ks->h.n;
-    if (ks->h.kind == FS_KIND_DICT)
-        after += ks->h.n;                        /* the owner's values */
-    return after;
-}
+{ return fs_keyset_entry(ks, ks->h.n); }
 static inline int64_t fs_index_slot(const void *index, unsigned width, uint64_t i)
 {
     if (width == 1)
@@ -430,12 +447,10 @@ static inline int64_t fs_map_find(const void *base, const fs_map_t *m,
 {
     const fs_map_t *ks = fs_map_keyset(base, m);
     uint64_t count = ks->h.n;
-    const int64_t *hashes = ks->hashes;
-    const fs_ref_t *keys = fs_keyset_keys(ks);
     if (ks->index_size == 0) {                   /* small: scan the hashes */
         for (uint64_t e = 0; e < count; e++) {
-            if (hashes[e] == hash) {
-                int r = eq(ctx, base, keys[e]);
+            if (fs_keyset_hash(ks, e) == hash) {
+                int r = eq(ctx, base, fs_keyset_key(ks, e));
                 if (r != 0)
                     return r > 0 ? (int64_t)e : -2;
             }
@@ -450,8 +465,8 @@ static inline int64_t fs_map_find(const void *base, const fs_map_t *m,
         int64_t e = fs_index_slot(index, width, i);
         if (e < 0)
             return -1;
-        if (hashes[e] == hash) {
-            int r = eq(ctx, base, keys[e]);
+        if (fs_keyset_hash(ks, e) == hash) {
+            int r = eq(ctx, base, fs_keyset_key(ks, e));
             if (r != 0)
                 return r > 0 ? e : -2;
         }
@@ -525,9 +540,9 @@ int  fs_build_dict(fs_builder_t *b, unsigned flags, uint64_t count,
                    const int64_t *hashes, const fs_ref_t *keys, fs_ref_t *out);
 void fs_build_dict_value(fs_builder_t *b, fs_ref_t dict, uint64_t i, fs_ref_t value);
 /* A complete dict: hashes, keys and values all known (values that cannot
-** refer back to it: scalars). As fs_build_dict, and a shaped result stores
-** its values narrow (FS_FLAG_NARROW) when every one fits. _like: with the
-** keys of `dict`, as fs_build_dict_shape. */
+** refer back to it: scalars). As fs_build_dict, and the result is narrow
+** (FS_FLAG_NARROW) when every value (shaped) or every key and value
+** (unshaped) fits. _like: with the keys of `dict`, as fs_build_dict_shape. */
 int  fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64_t *hashes,
                      const fs_ref_t *keys, const fs_ref_t *values, fs_ref_t *out);
 int  fs_build_record_like(fs_builder_t *b, unsigned flags, fs_ref_t dict,

@@ -580,8 +580,45 @@ static uint64_t index_size_for(uint64_t count)
 
 static inline fs_map_t *map_at(fs_builder_t *b, fs_ref_t r)
 { return (fs_map_t *)(void *)(b->base + r); }
-static inline fs_ref_t *keys_of(fs_map_t *m)
-{ return (fs_ref_t *)(void *)(m->hashes + m->h.n); }
+
+/* Entry e of unshaped map m: hash, key and (DICT) value, wide or narrow as
+** m's flags say (the refs fit, when narrow: the caller checked). */
+static void entry_put(fs_map_t *m, uint64_t e, int64_t hash, fs_ref_t key, fs_ref_t value)
+{
+    uint64_t *en = (uint64_t *)(uintptr_t)fs_keyset_entry(m, e);
+    en[0] = (uint64_t)hash;
+    if (fs_keyset_narrow(m))
+        en[1] = (uint32_t)key | ((uint64_t)(uint32_t)value << 32);
+    else {
+        en[1] = key;
+        if (m->h.kind == FS_KIND_DICT)
+            en[2] = value;
+    }
+}
+
+/* An unshaped map of count entries (hash 0, keys and values None), narrow
+** entries when `narrow`, its index all empty. */
+static int new_map(fs_builder_t *b, int kind, unsigned flags, uint64_t count, int narrow,
+                   fs_ref_t *out)
+{
+    uint64_t isize = index_size_for(count);
+    size_t per = kind == FS_KIND_DICT && !narrow ? 24 : 16;
+    size_t size = sized(count, per, sizeof(fs_map_t));
+    size_t idx = sized(isize, fs_index_width(count), 0);
+    if (size == SIZE_MAX || idx == SIZE_MAX || size + idx < size)
+        return FS_ETOOBIG;
+    int err = new_object(b, kind, flags | (narrow ? FS_FLAG_NARROW : 0), size + idx, out);
+    if (!err) {
+        fs_map_t *m = map_at(b, *out);
+        m->h.n = (uint32_t)count;
+        m->index_size = (uint32_t)isize;
+        for (uint64_t e = 0; e < count; e++)
+            entry_put(m, e, 0, FS_REF_NONE, FS_REF_NONE);
+        /* finish builds the index; until then lookups simply miss */
+        memset((void *)(uintptr_t)fs_keyset_index(m), 0xff, idx);
+    }
+    return err;
+}
 
 int fs_build_map(fs_builder_t *b, int kind, unsigned flags, uint64_t count, fs_ref_t *out)
 {
@@ -592,37 +629,18 @@ int fs_build_map(fs_builder_t *b, int kind, unsigned flags, uint64_t count, fs_r
         return FS_EINVAL;
     if (count > FS_MAP_MAX)
         return FS_ETOOBIG;
-    uint64_t isize = index_size_for(count);
-    size_t per = sizeof(int64_t) + sizeof(fs_ref_t) * (kind == FS_KIND_DICT ? 2 : 1);
-    size_t size = sized(count, per, sizeof(fs_map_t));
-    size_t idx = sized(isize, fs_index_width(count), 0);
-    if (size == SIZE_MAX || idx == SIZE_MAX || size + idx < size)
-        return FS_ETOOBIG;
-    int err = new_object(b, kind, flags, size + idx, out);
-    if (!err) {
-        fs_map_t *m = map_at(b, *out);
-        m->h.n = (uint32_t)count;
-        m->index_size = (uint32_t)isize;
-        fs_ref_t *refs = keys_of(m);
-        for (uint64_t i = 0; i < count * (kind == FS_KIND_DICT ? 2 : 1); i++)
-            refs[i] = FS_REF_NONE;
-        /* finish builds the index; until then lookups simply miss */
-        memset((void *)fs_keyset_index(m), 0xff, idx);
-    }
-    return err;
+    return new_map(b, kind, flags, count, 0, out);
 }
 
 void fs_build_map_set(fs_builder_t *b, fs_ref_t map, uint64_t i, int64_t hash,
                       fs_ref_t key, fs_ref_t value)
 {
-    fs_map_t *m = map_at(b, map);
-    m->hashes[i] = hash;
-    keys_of(m)[i] = key;
+    fs_map_t *m = map_at(b, map);                /* never narrow: refs unknown */
+    int dict = m->h.kind == FS_KIND_DICT;
+    entry_put(m, i, hash, key, dict ? value : FS_REF_NONE);
     note_ref(b, key);
-    if (m->h.kind == FS_KIND_DICT) {
-        keys_of(m)[m->h.n + i] = value;
+    if (dict)
         note_ref(b, value);
-    }
 }
 
 static inline void slot_put(void *index, unsigned width, uint64_t i, int64_t e)
@@ -648,7 +666,7 @@ void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
     ** (fs_image.h). index_size_for() guarantees a free slot within
     ** index_size probes, so the loop ends and every entry is found. */
     for (uint64_t e = 0; e < m->h.n; e++) {
-        uint64_t perturb = (uint64_t)m->hashes[e];
+        uint64_t perturb = (uint64_t)fs_keyset_hash(m, e);
         uint64_t i = perturb & mask;
         while (fs_index_slot(index, width, i) >= 0) {
             perturb >>= 5;
@@ -661,6 +679,15 @@ void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
 /* ---- shapes: dicts with the same keys in the same order ------------------ */
 /* shapes: open addressing over (hash of the key refs, owner dict ref), load
 ** <= 1/2, grown before the dict is appended. */
+
+/* 1 if unshaped dict m's keys are keys[0 .. m's count). */
+static int same_keys(const fs_map_t *m, const fs_ref_t *keys)
+{
+    for (uint64_t k = 0; k < m->h.n; k++)
+        if (fs_keyset_key(m, k) != keys[k])
+            return 0;
+    return 1;
+}
 
 static uint64_t keys_hash(uint64_t count, const fs_ref_t *keys)
 {
@@ -716,7 +743,7 @@ static int new_shaped(fs_builder_t *b, unsigned flags, fs_ref_t owner, const fs_
             ((uint32_t *)(void *)d->values)[k] = (uint32_t)v;
         else
             d->values[k] = v;
-        note_ref(b, keys_of(map_at(b, owner))[k]);   /* it refers to its keys */
+        note_ref(b, fs_keyset_key(map_at(b, owner), k));   /* it refers to its keys */
         note_ref(b, v);
     }
     b->shaped++;
@@ -767,8 +794,7 @@ int fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64
     fs_ref_t owner = 0;
     for (; b->shapes.slots[i].ref; i = (i + 1) & mask) {
         fs_map_t *m = map_at(b, b->shapes.slots[i].ref);
-        if (b->shapes.slots[i].h == h && m->h.n == count &&
-            memcmp(keys_of(m), keys, (size_t)count * sizeof *keys) == 0) {
+        if (b->shapes.slots[i].h == h && m->h.n == count && same_keys(m, keys)) {
             owner = b->shapes.slots[i].ref;
             break;
         }
@@ -776,19 +802,20 @@ int fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64
     if (owner && (owner >> 3) <= UINT32_MAX)
         return new_shaped(b, flags, owner, values, out);
     /* Not found (or too far away to name): this dict is stored unshaped and
-    ** becomes the shape for its key sequence from now on. */
-    err = fs_build_map(b, FS_KIND_DICT, flags, count, out);
+    ** becomes the shape for its key sequence from now on. Narrow entries
+    ** when every key and value is known and fits. */
+    int narrow = values != NULL;
+    for (uint64_t k = 0; narrow && k < count; k++)
+        narrow = fs_ref_fits_narrow(keys[k]) && fs_ref_fits_narrow(values[k]);
+    err = new_map(b, FS_KIND_DICT, flags, count, narrow, out);
     if (err)
         return err;
     fs_map_t *m = map_at(b, *out);
-    memcpy(m->hashes, hashes, (size_t)count * sizeof *hashes);
-    memcpy(keys_of(m), keys, (size_t)count * sizeof *keys);
     for (uint64_t k = 0; k < count; k++) {
+        entry_put(m, k, hashes[k], keys[k], values ? values[k] : FS_REF_NONE);
         note_ref(b, keys[k]);
-        if (values) {
-            keys_of(m)[count + k] = values[k];
+        if (values)
             note_ref(b, values[k]);
-        }
     }
     fs_build_map_finish(b, *out);
     if (owner)
@@ -807,7 +834,7 @@ void fs_build_dict_value(fs_builder_t *b, fs_ref_t dict, uint64_t i, fs_ref_t va
     if (fs_map_shaped(m))
         ((fs_shaped_t *)(void *)m)->values[i] = value;
     else
-        keys_of(m)[m->h.n + i] = value;
+        ((uint64_t *)(uintptr_t)fs_keyset_entry(m, i))[2] = value;
     note_ref(b, value);
 }
 

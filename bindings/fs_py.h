@@ -254,7 +254,7 @@ static inline const fs_map_t *P_MAP(fs_proxy *p) { return fs_map(p->h->base, p->
 static inline uint64_t P_SEQ_COUNT(fs_proxy *p) { return fs_seq_count(P_SEQ(p)); }
 static inline fs_ref_t P_ITEM(fs_proxy *p, uint64_t i) { return fs_seq_items(P_SEQ(p))[i]; }
 static inline uint64_t P_MAP_COUNT(fs_proxy *p) { return fs_map_count(p->h->base, P_MAP(p)); }
-static inline fs_ref_t P_KEY(fs_proxy *p, uint64_t e) { return fs_map_keys(p->h->base, P_MAP(p))[e]; }
+static inline fs_ref_t P_KEY(fs_proxy *p, uint64_t e) { return fs_map_key(p->h->base, P_MAP(p), e); }
 static inline fs_ref_t P_VALUE(fs_proxy *p, uint64_t e) { return fs_map_value(P_MAP(p), e); }
 /* New reference: key e of the map or set p, read, a str with its hash. */
 static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e);
@@ -350,7 +350,7 @@ static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e)
     }
     PyObject *k = fs__read(p->h, P_KEY(p, e));
     if (k != NULL)
-        fs__key_hash(k, p->h->base, fs_map_hashes(p->h->base, P_MAP(p))[e]);
+        fs__key_hash(k, p->h->base, fs_map_hash(p->h->base, P_MAP(p), e));
     return k;
 }
 

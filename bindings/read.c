@@ -343,9 +343,8 @@ int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
         return 1;
     }
     /* Foreign hashes (another process built the image): scan. */
-    const fs_ref_t *keys = fs_map_keys(P_BASE(p), m);
     for (uint64_t i = 0, n = fs_map_count(P_BASE(p), m); i < n; i++) {
-        int r = eq_stored(&c, P_BASE(p), keys[i]);
+        int r = eq_stored(&c, P_BASE(p), fs_map_key(P_BASE(p), m, i));
         if (r < 0)
             return -1;
         if (r > 0) {
@@ -413,23 +412,22 @@ PyObject *fs__shape_keys(fs_proxy *p)
         return NULL;
     const fs_map_t *ks = fs_map(h->base, shape);
     uint64_t n = fs_map_count(h->base, ks);
-    const fs_ref_t *keys = fs_map_keys(h->base, ks);
-    const int64_t *hashes = fs_map_hashes(h->base, ks);
     PyObject *t = NULL;
     int ok = n <= FS_KEYCACHE_KEYS;
     for (uint64_t i = 0; ok && i < n; i++) {
-        int kind = fs_ref_kind(h->base, keys[i]);   /* scalars only: no proxy */
+        int kind = fs_ref_kind(h->base, fs_keyset_key(ks, i));   /* scalars only: no proxy */
         ok = kind != FS_KIND_XREF && kind != FS_KIND_TUPLE && kind != FS_KIND_LIST &&
              kind != FS_KIND_DICT && kind != FS_KIND_SET && kind != FS_KIND_FROZENSET;
     }
     if (ok && (t = PyTuple_New((Py_ssize_t)n)) != NULL) {
         for (uint64_t i = 0; i < n; i++) {
-            PyObject *k = fs__scalar(h->base, keys[i], fs_ref_kind(h->base, keys[i]), 0);
+            fs_ref_t key = fs_keyset_key(ks, i);
+            PyObject *k = fs__scalar(h->base, key, fs_ref_kind(h->base, key), 0);
             if (k == NULL) {
                 Py_CLEAR(t);
                 break;
             }
-            fs__key_hash(k, h->base, hashes[i]);
+            fs__key_hash(k, h->base, fs_keyset_hash(ks, i));
             PyTuple_SET_ITEM(t, (Py_ssize_t)i, k);
         }
     }

@@ -362,7 +362,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
         ** n entries at once, unless its keys look like str (the first one
         ** is): _PyDict_NewPresized (exported by 3.12-3.15) makes a general
         ** table (see dict_from_items). */
-        if (n > 5 && fs_ref_kind(base, fs_map_keys(base, fs_map(base, ref))[0]) != FS_KIND_STR)
+        if (n > 5 && fs_ref_kind(base, fs_map_key(base, fs_map(base, ref), 0)) != FS_KIND_STR)
             o = _PyDict_NewPresized(n);
         else
             o = PyDict_New();
@@ -501,10 +501,8 @@ static PyObject *shape_keys(tctx *c, fs_region_t *reg, const uint8_t *base,
         return c->kkeys;
     const fs_map_t *ks = fs_map(base, shape);
     Py_ssize_t n = (Py_ssize_t)fs_map_count(base, ks);
-    const fs_ref_t *keys = fs_map_keys(base, ks);
-    const int64_t *hashes = fs_map_hashes(base, ks);
     for (Py_ssize_t i = 0; i < n; i++) {       /* scalars thaw at once */
-        int kind = fs_ref_kind(base, keys[i]);
+        int kind = fs_ref_kind(base, fs_keyset_key(ks, (uint64_t)i));
         if (kind == FS_KIND_XREF || kind >= FS_KIND_BYTEARRAY)
             return NULL;
     }
@@ -513,11 +511,11 @@ static PyObject *shape_keys(tctx *c, fs_region_t *reg, const uint8_t *base,
         return NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *o;
-        if (thaw_value(c, reg, base, keys[i], 1, &o) != 0) {
+        if (thaw_value(c, reg, base, fs_keyset_key(ks, (uint64_t)i), 1, &o) != 0) {
             Py_DECREF(t);
             return NULL;                       /* scalars: an error, never 1 or 2 */
         }
-        fs__key_hash(o, base, hashes[i]);
+        fs__key_hash(o, base, fs_keyset_hash(ks, (uint64_t)i));
         PyTuple_SET_ITEM(t, i, o);
     }
     Py_XSETREF(c->kkeys, t);
@@ -566,10 +564,10 @@ static int thaw_flat(tctx *c, fs_region_t *reg, const uint8_t *base,
                      const fs_map_t *m, PyObject **out)
 {
     Py_ssize_t n = (Py_ssize_t)fs_map_count(base, m);
-    const fs_ref_t *keys = fs_map_keys(base, m);
     int shaped = fs_map_shaped(m);
     for (Py_ssize_t i = 0; i < n; i++) {
-        if (!is_scalar_ref(base, fs_map_value(m, i)) || (!shaped && !is_scalar_ref(base, keys[i])))
+        if (!is_scalar_ref(base, fs_map_value(m, i)) ||
+            (!shaped && !is_scalar_ref(base, fs_keyset_key(m, (uint64_t)i))))
             return 1;
     }
     PyObject *kt = NULL;
@@ -581,19 +579,18 @@ static int thaw_flat(tctx *c, fs_region_t *reg, const uint8_t *base,
         return -1;
     }
     PyObject **ks = items, **vs = items + n;
-    const int64_t *hashes = fs_map_hashes(base, m);
     Py_ssize_t done = 0;
     int rc = 0;
     for (; done < n; done++) {
         if (kt != NULL) {
             ks[done] = Py_NewRef(PyTuple_GET_ITEM(kt, done));
         }
-        else if (thaw_value(c, reg, base, keys[done], 1, &ks[done]) != 0) {   /* 0 or -1 */
+        else if (thaw_value(c, reg, base, fs_keyset_key(m, (uint64_t)done), 1, &ks[done]) != 0) {
             rc = -1;
             break;
         }
         else {
-            fs__key_hash(ks[done], base, hashes[done]);
+            fs__key_hash(ks[done], base, fs_keyset_hash(m, (uint64_t)done));
         }
         if (thaw_value(c, reg, base, fs_map_value(m, done), 0, &vs[done]) != 0) {
             Py_DECREF(ks[done]);
@@ -634,12 +631,12 @@ static int tstep(tctx *c)
             if (PyErr_Occurred())
                 return -1;
         }
-        child = f->phase == 0 ? fs_map_keys(f->base, m)[f->i] : fs_map_value(m, f->i);
+        child = f->phase == 0 ? fs_map_key(f->base, m, f->i) : fs_map_value(m, f->i);
         hctx |= f->phase == 0;
         break;
     }
     default:
-        child = fs_map_keys(f->base, fs_map(f->base, f->ref))[f->i];
+        child = fs_map_key(f->base, fs_map(f->base, f->ref), f->i);
         hctx = 1;
         break;
     }
@@ -654,7 +651,7 @@ static int tstep(tctx *c)
     if (r != 0)
         return r < 0 ? -1 : 0;                     /* 1: the child runs first */
     if (hctx && !f->hctx && (f->kind != FS_KIND_DICT || f->phase == 0))   /* a key */
-        fs__key_hash(o, f->base, fs_map_hashes(f->base, fs_map(f->base, f->ref))[f->i]);
+        fs__key_hash(o, f->base, fs_map_hash(f->base, fs_map(f->base, f->ref), f->i));
     return deliver(c, fi, o);
 }
 

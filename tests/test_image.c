@@ -112,15 +112,20 @@ static fs_obj_hdr_t *ohdr(uint8_t *img, fs_ref_t r) { return (fs_obj_hdr_t *)(vo
 /* Writable views of what the const accessors find (tests corrupt images). */
 static fs_ref_t *w_items(uint8_t *img, fs_ref_t r)
 { return (fs_ref_t *)fs_seq_items(fs_seq(img, r)); }
-static fs_ref_t *w_keys(uint8_t *img, fs_ref_t r)
-{ return (fs_ref_t *)fs_map_keys(img, fs_map(img, r)); }
-static fs_ref_t *w_values(uint8_t *img, fs_ref_t r)   /* a wide (not narrow) dict */
+/* Key or value slot i of a wide (not narrow) map or dict. */
+static fs_ref_t *w_key(uint8_t *img, fs_ref_t r, uint64_t i)
+{
+    fs_map_t *m = (fs_map_t *)(void *)fs_map_keyset(img, fs_map(img, r));
+    cr_assert_not(m->h.flags & FS_FLAG_NARROW);
+    return (fs_ref_t *)(uintptr_t)fs_keyset_entry(m, i) + 1;
+}
+static fs_ref_t *w_value(uint8_t *img, fs_ref_t r, uint64_t i)
 {
     fs_map_t *m = (fs_map_t *)(void *)(img + r);
     cr_assert_not(m->h.flags & FS_FLAG_NARROW);
     if (fs_map_shaped(m))
-        return ((fs_shaped_t *)(void *)m)->values;
-    return (fs_ref_t *)fs_keyset_keys(m) + m->h.n;
+        return ((fs_shaped_t *)(void *)m)->values + i;
+    return (fs_ref_t *)(uintptr_t)fs_keyset_entry(m, i) + 2;
 }
 static fs_map_t *w_map(uint8_t *img, fs_ref_t r) { return (fs_map_t *)(void *)(img + r); }
 static uint8_t *w_data(uint8_t *img, fs_ref_t r) { return (uint8_t *)fs_obj_body(ohdr(img, r)); }
@@ -341,13 +346,12 @@ static uint64_t walk_image(const uint8_t *base, size_t size)
         case FS_KIND_FROZENSET: {
             const fs_map_t *m = fs_map(base, r);
             uint64_t n = fs_map_count(base, m);
-            const int64_t *hashes = fs_map_hashes(base, m);
-            const fs_ref_t *keys = fs_map_keys(base, m);
             int dict = m->h.kind == FS_KIND_DICT;
             for (uint64_t i = 0; i < n; i++) {
-                fs_ref_t key = keys[i], none = ~(fs_ref_t)0;
-                sum += (uint64_t)fs_map_find(base, m, hashes[i], eq_same_ref, &key);
-                sum += (uint64_t)fs_map_find(base, m, hashes[i] ^ 0x5bd1e995, eq_same_ref, &none);
+                fs_ref_t key = fs_map_key(base, m, i), none = ~(fs_ref_t)0;
+                int64_t hash = fs_map_hash(base, m, i);
+                sum += (uint64_t)fs_map_find(base, m, hash, eq_same_ref, &key);
+                sum += (uint64_t)fs_map_find(base, m, hash ^ 0x5bd1e995, eq_same_ref, &none);
                 stack[top++] = key;
                 if (dict)
                     stack[top++] = fs_map_value(m, i);
@@ -495,8 +499,8 @@ static uint8_t *mixed_copy(size_t *size)
 }
 
 /* The mixed image's root dict entries (keys and values, writable). */
-static fs_ref_t *root_keys(uint8_t *img) { return w_keys(img, hdr(img)->root); }
-static fs_ref_t *root_vals(uint8_t *img) { return w_values(img, hdr(img)->root); }
+static fs_ref_t *root_key(uint8_t *img, uint64_t i) { return w_key(img, hdr(img)->root, i); }
+static fs_ref_t *root_val(uint8_t *img, uint64_t i) { return w_value(img, hdr(img)->root, i); }
 
 /* ---- image_build: round trips --------------------------------------------- */
 
@@ -796,8 +800,8 @@ Test(image_build, dict_set_frozenset_including_empty_roundtrip)
     cr_assert_eq(m->h.flags, FS_FLAG_FROZENDICT);
     cr_assert_eq(fs_map_count(base, m), 2);
     cr_assert_eq(m->index_size, 0, "2 entries: scanned, no index");
-    cr_assert_eq(fs_map_keys(base, m)[0], k);                /* insertion order */
-    cr_assert_eq(fs_map_hashes(base, m)[0], 999);
+    cr_assert_eq(fs_map_key(base, m, 0), k);                /* insertion order */
+    cr_assert_eq(fs_map_hash(base, m, 0), 999);
     int64_t two = 2;
     int64_t e = fs_map_find(base, m, 2, eq_small_int, &two);
     cr_assert_eq(e, 1);
@@ -1308,7 +1312,7 @@ Test(image_float, float_immediates_are_valid_refs_everywhere)
     size_t n;
     uint8_t *img = mixed_copy(&n);
     uint8_t *p = malloc(n);
-    fs_ref_t list = root_vals(img)[MX_LIST], imm[4];
+    fs_ref_t list = *root_val(img, MX_LIST), imm[4];
     double v[4] = { 1.0, -1.0, 4.0, -ldexp(1, 300) };   /* (s, e10) = 00 10 01 11 */
     for (int i = 0; i < 4; i++) {                    /* all four tags 4..7 */
         cr_assert(fs_ref_float_imm(v[i], &imm[i]));
@@ -1318,7 +1322,7 @@ Test(image_float, float_immediates_are_valid_refs_everywhere)
     for (int i = 0; i < 4; i++) {
         memcpy(p, img, n);
         w_items(p, list)[4] = imm[i];                 /* was a small int */
-        root_vals(p)[MX_BIG40] = imm[i];              /* drops a big int's only ref */
+        *root_val(p, MX_BIG40) = imm[i];              /* drops a big int's only ref */
         cr_assert_eq(check(p, n), FS_OK);
         memcpy(p, img, n);
         hdr(p)->root = imm[i];                        /* the root dict unreferenced */
@@ -1504,8 +1508,8 @@ static void assert_lookups(const uint8_t *img, fs_ref_t d, int n, const char *co
         int64_t e = fs_map_find(img, m, str_hash(names[i]), eq_cstr, (void *)names[i]);
         cr_assert_eq(e, i, "key %s: entry %lld", names[i], (long long)e);
         cr_assert_eq(fs_map_value(m, e), fs_ref_small_int(base + i));
-        cr_assert(fs_str_equals(fs_str(img, fs_map_keys(img, m)[i]), 1, strlen(names[i]), names[i]));
-        cr_assert_eq(fs_map_hashes(img, m)[i], str_hash(names[i]));
+        cr_assert(fs_str_equals(fs_str(img, fs_map_key(img, m, i)), 1, strlen(names[i]), names[i]));
+        cr_assert_eq(fs_map_hash(img, m, i), str_hash(names[i]));
     }
     cr_assert_eq(fs_map_find(img, m, str_hash("nope"), eq_cstr, (void *)"nope"), -1);
     cr_assert_eq(fs_map_find(img, m, str_hash(names[0]), eq_cstr, (void *)"nope"), -1);
@@ -1535,8 +1539,11 @@ Test(image_shape, same_keys_second_dict_is_shaped)
     cr_assert_eq(fs_map_shape(m2), d[0]);
     cr_assert_eq(m1->h.n, d[0] / 8);
     cr_assert_eq(fs_map_keyset(base, m1), m0);
-    cr_assert_eq(fs_map_keys(base, m1), fs_map_keys(base, m0));
-    cr_assert_eq(fs_map_hashes(base, m2), fs_map_hashes(base, m0));
+    cr_assert_eq(fs_map_keyset(base, m2), m0);
+    for (uint64_t i = 0; i < fs_map_count(base, m0); i++) {
+        cr_assert_eq(fs_map_key(base, m1, i), fs_map_key(base, m0, i));
+        cr_assert_eq(fs_map_hash(base, m2, i), fs_map_hash(base, m0, i));
+    }
     cr_assert_eq(d[2] - d[1], sizeof(fs_shaped_t) + 7 * 8, "a shaped dict is its values");
     cr_assert_eq(fs_image_header(base)->objects_end - d[2], sizeof(fs_shaped_t) + 7 * 8);
     assert_lookups(base, d[0], 7, KEYS7, 0);
@@ -1544,7 +1551,7 @@ Test(image_shape, same_keys_second_dict_is_shaped)
     assert_lookups(base, d[2], 7, KEYS7, 200);
     /* a shaped dict counts one reference to each key of its shape */
     for (int i = 0; i < 7; i++)
-        cr_assert(fs_obj_shared(base, fs_map_keys(base, m0)[i]));
+        cr_assert(fs_obj_shared(base, fs_map_key(base, m0, i)));
     cr_assert_eq(fs_image_header(base)->object_count, 1 + 7 + 3);
     walk_image(base, fs_image_header(base)->image_size);
     fs_builder_destroy(b);
@@ -1693,7 +1700,7 @@ Test(image_shape, bad_shape_references_are_rejected)
         { s.S2, "not an earlier object" },
         { s.S1, "not an earlier object" },                  /* itself            */
         { s.root, "not an unshaped, non-empty dict" },      /* a tuple           */
-        { fs_map_keys(img, fs_map(img, s.A))[0], "not an unshaped, non-empty dict" },   /* a str */
+        { fs_map_key(img, fs_map(img, s.A), 0), "not an unshaped, non-empty dict" },   /* a str */
         { s.E, "not an unshaped, non-empty dict" },         /* an empty dict     */
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -1743,7 +1750,9 @@ Test(image_shape, shape_keys_need_the_shared_flag)
     shapes_t s;
     size_t n;
     uint8_t *img = shapes_image(&s, &n), *p = malloc(n);
-    const fs_ref_t *keys = fs_map_keys(img, fs_map(img, s.A));
+    fs_ref_t keys[3];
+    for (int i = 0; i < 3; i++)
+        keys[i] = fs_map_key(img, fs_map(img, s.A), (uint64_t)i);
     for (int i = 0; i < 3; i++) {
         cr_assert(fs_obj_shared(img, keys[i]));
         memcpy(p, img, n);
@@ -1762,7 +1771,7 @@ Test(image_shape, shape_keys_need_the_shared_flag)
     d0 = keyed_dict(b, 0, 2, xy, 0);
     fs_build_seq_set(b, l, 0, d0);
     OK(fs_builder_finish(b, l, NULL, 0, 0));
-    cr_assert_not(fs_obj_shared(fs_builder_base(b), fs_map_keys(fs_builder_base(b), fs_map(fs_builder_base(b), d0))[0]));
+    cr_assert_not(fs_obj_shared(fs_builder_base(b), fs_map_key(fs_builder_base(b), fs_map(fs_builder_base(b), d0), 0)));
     fs_builder_destroy(b);
 
     b = new_builder(0);
@@ -1773,7 +1782,7 @@ Test(image_shape, shape_keys_need_the_shared_flag)
     fs_build_seq_set(b, l, 1, d1);
     img = finish_copy(b, l, &n);
     cr_assert(fs_map_shaped(fs_map(img, d1)));
-    fs_ref_t x = fs_map_keys(img, fs_map(img, d0))[0];
+    fs_ref_t x = fs_map_key(img, fs_map(img, d0), 0);
     cr_assert(fs_obj_shared(img, x));
     ohdr(img, x)->flags &= (uint8_t)~FS_FLAG_SHARED;
     CORRUPT(img, n, "lacks FS_FLAG_SHARED");
@@ -2220,9 +2229,9 @@ Test(image_check, out_of_range_offsets_and_bad_tags_are_rejected)
     size_t n;
     uint8_t *img = mixed_copy(&n);
     uint64_t end = hdr(img)->objects_end;
-    fs_ref_t list = root_vals(img)[MX_LIST];               /* the 2000-item list */
-    fs_ref_t rec = fs_seq_items(fs_seq(img, root_vals(img)[MX_RECORDS]))[1];   /* shaped */
-    fs_ref_t shape = fs_seq_items(fs_seq(img, root_vals(img)[MX_RECORDS]))[0];
+    fs_ref_t list = *root_val(img, MX_LIST);               /* the 2000-item list */
+    fs_ref_t rec = fs_seq_items(fs_seq(img, *root_val(img, MX_RECORDS)))[1];   /* shaped */
+    fs_ref_t shape = fs_seq_items(fs_seq(img, *root_val(img, MX_RECORDS)))[0];
     cr_assert(fs_map_shaped(fs_map(img, rec)));
     fs_ref_t bad[] = {
         end,                       /* the import table                  */
@@ -2246,24 +2255,24 @@ Test(image_check, out_of_range_offsets_and_bad_tags_are_rejected)
         CORRUPT(p, n, why);
         /* as a dict key, a dict value, and the root */
         memcpy(p, img, n);
-        root_keys(p)[MX_I64MIN] = bad[i];
+        *root_key(p, MX_I64MIN) = bad[i];
         CORRUPT(p, n, why);
         memcpy(p, img, n);
-        root_vals(p)[MX_I64MIN] = bad[i];
+        *root_val(p, MX_I64MIN) = bad[i];
         CORRUPT(p, n, why);
         memcpy(p, img, n);
         hdr(p)->root = bad[i];
         CORRUPT(p, n, why);
         /* as a shaped dict's value and a shape's key */
         memcpy(p, img, n);
-        w_values(p, rec)[2] = bad[i];
+        *w_value(p, rec, 2) = bad[i];
         CORRUPT(p, n, why);
         memcpy(p, img, n);
-        w_keys(p, shape)[1] = bad[i];
+        *w_key(p, shape, 1) = bad[i];
         CORRUPT(p, n, why);
         /* as a set member */
         memcpy(p, img, n);
-        w_keys(p, root_vals(p)[MX_FROZENSET])[39] = bad[i];
+        *w_key(p, *root_val(p, MX_FROZENSET), 39) = bad[i];
         CORRUPT(p, n, why);
     }
     free(p);
@@ -2280,7 +2289,7 @@ Test(image_check, bad_kinds_and_flags_are_rejected)
                         FS_KIND__COUNT, 200, 255 };
     for (size_t i = 0; i < sizeof kinds; i++) {
         for (int e = 0; e < MIXED_N; e++) {
-            fs_ref_t v = root_vals(img)[e];
+            fs_ref_t v = *root_val(img, e);
             if (fs_ref_tag(v) != FS_TAG_OBJ)
                 continue;
             memcpy(p, img, n);
@@ -2296,7 +2305,7 @@ Test(image_check, bad_kinds_and_flags_are_rejected)
     ohdr(p, root)->aux = 1;                                   /* aux: STR only */
     CORRUPT(p, n, "reserved object header field");
     memcpy(p, img, n);
-    ohdr(p, root_vals(img)[MX_BYTES])->aux = 1;
+    ohdr(p, *root_val(img, MX_BYTES))->aux = 1;
     CORRUPT(p, n, "reserved object header field");
     memcpy(p, img, n);
     ohdr(p, root)->flags = 0x40;
@@ -2305,22 +2314,22 @@ Test(image_check, bad_kinds_and_flags_are_rejected)
     ohdr(p, root)->flags = FS_FLAG_ASCII;
     CORRUPT(p, n, "unknown flags");
     memcpy(p, img, n);
-    ohdr(p, root_vals(img)[MX_NEGZERO])->flags = 1;           /* float */
+    ohdr(p, *root_val(img, MX_NEGZERO))->flags = 1;           /* float */
     CORRUPT(p, n, "a float with flags");
     memcpy(p, img, n);
-    ohdr(p, root_vals(img)[MX_COMPLEX])->flags = FS_FLAG_FROZENDICT;
+    ohdr(p, *root_val(img, MX_COMPLEX))->flags = FS_FLAG_FROZENDICT;
     CORRUPT(p, n, "a float with flags");
     memcpy(p, img, n);
-    ohdr(p, root_vals(img)[MX_BIG40])->flags = FS_FLAG_ASCII;
+    ohdr(p, *root_val(img, MX_BIG40))->flags = FS_FLAG_ASCII;
     CORRUPT(p, n, "big int");
     memcpy(p, img, n);
-    ohdr(p, root_vals(img)[MX_BYTEARRAY])->flags = FS_FLAG_ASCII;
+    ohdr(p, *root_val(img, MX_BYTEARRAY))->flags = FS_FLAG_ASCII;
     CORRUPT(p, n, "bytes with flags");
     memcpy(p, img, n);
-    ohdr(p, root_vals(img)[MX_LIST])->flags |= FS_FLAG_FROZENDICT;
+    ohdr(p, *root_val(img, MX_LIST))->flags |= FS_FLAG_FROZENDICT;
     CORRUPT(p, n, "a sequence with flags");
     memcpy(p, img, n);
-    ohdr(p, root_vals(img)[MX_FROZENSET])->flags = FS_FLAG_FROZENDICT;
+    ohdr(p, *root_val(img, MX_FROZENSET))->flags = FS_FLAG_FROZENDICT;
     CORRUPT(p, n, "unknown flags");                           /* on a frozenset */
     memcpy(p, img, n);
     ohdr(p, root)->flags = FS_FLAG_FROZENDICT;
@@ -2334,7 +2343,7 @@ Test(image_check, bad_xrefs_are_rejected)
     size_t n;
     uint8_t *img = mixed_copy(&n);
     uint8_t *p = malloc(n);
-    fs_ref_t list = root_vals(img)[MX_LIST];
+    fs_ref_t list = *root_val(img, MX_LIST);
     uint32_t nx = hdr(img)->nxrefs;
     fs_ref_t xr[] = { ((fs_ref_t)nx << 3) | FS_TAG_XREF, ((fs_ref_t)1 << 40) | FS_TAG_XREF };
     for (int i = 0; i < 2; i++) {
@@ -2645,7 +2654,7 @@ Test(image_check, cycle_through_a_key_is_well_formed)
     const uint8_t *base = finish(b, x);
     cr_assert(fs_obj_shared(base, x), "X is the root and K's item: shared");
     cr_assert_not(fs_obj_shared(base, k), "K is referenced once");
-    cr_assert_eq(fs_map_keys(base, fs_map(base, d))[0], k);
+    cr_assert_eq(fs_map_key(base, fs_map(base, d), 0), k);
     walk_image(base, fs_image_header(base)->image_size);     /* terminates */
     fs_builder_destroy(b);
 }
@@ -2922,6 +2931,62 @@ Test(image_narrow, values_that_do_not_fit_keep_the_dict_wide)
     fs_builder_destroy(b);
 }
 
+/* A vocabulary: one dict of 1000 str -> int entries, built complete. All
+** fit, so its entries are narrow (16 bytes, not 24), and every key is found
+** by its hash with its value; one value that does not fit (an int of 2^28,
+** a float immediate) keeps it wide, 8 bytes an entry bigger. */
+static size_t vocab_image(int64_t last, int as_float, uint8_t **img, fs_ref_t *d)
+{
+    enum { N = 1000 };
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t keys[N], values[N];
+    int64_t hashes[N];
+    char name[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "tok%d", i);
+        keys[i] = ascii(b, name);
+        hashes[i] = str_hash(name);
+        values[i] = fs_ref_small_int(i % 2 ? i : -(INT64_C(1) << 28) + i);
+    }
+    if (as_float)
+        OK(fs_build_float(b, 1.5, &values[N - 1]));
+    else
+        values[N - 1] = fs_ref_small_int(last);
+    OK(fs_build_record(b, 0, N, hashes, keys, values, d));
+    size_t n;
+    *img = finish_copy(b, *d, &n);
+    const fs_map_t *m = fs_map(*img, *d);
+    cr_assert_not(fs_map_shaped(m));
+    cr_assert_eq(fs_map_count(*img, m), N);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "tok%d", i);
+        int64_t e = fs_map_find(*img, m, str_hash(name), eq_cstr, name);
+        cr_assert_eq(e, i, "%s at %lld", name, (long long)e);
+        cr_assert_eq(fs_map_value(m, (uint64_t)i), values[i]);
+        cr_assert_eq(fs_map_key(*img, m, (uint64_t)i), keys[i]);
+        cr_assert_eq(fs_map_hash(*img, m, (uint64_t)i), hashes[i]);
+    }
+    cr_assert_eq(fs_map_find(*img, m, str_hash("absent"), eq_cstr, "absent"), -1);
+    return n;
+}
+
+Test(image_narrow, a_complete_vocabulary_has_narrow_entries)
+{
+    uint8_t *narrow, *wide, *wide_f;
+    fs_ref_t dn, dw, df;
+    size_t nn = vocab_image((INT64_C(1) << 28) - 1, 0, &narrow, &dn);
+    size_t nw = vocab_image(INT64_C(1) << 28, 0, &wide, &dw);
+    size_t nf = vocab_image(0, 1, &wide_f, &df);
+    cr_assert(fs_map(narrow, dn)->h.flags & FS_FLAG_NARROW);
+    cr_assert_not(fs_map(wide, dw)->h.flags & FS_FLAG_NARROW);
+    cr_assert_not(fs_map(wide_f, df)->h.flags & FS_FLAG_NARROW);
+    cr_assert_eq(nw - nn, 8 * 1000, "narrow %zu, wide %zu bytes", nn, nw);
+    cr_assert_eq(nf, nw);
+    free(narrow);
+    free(wide);
+    free(wide_f);
+}
+
 Test(image_narrow, corrupt_narrow_dicts_are_rejected)
 {
     fs_builder_t *b = new_builder(0);
@@ -2951,8 +3016,20 @@ Test(image_narrow, corrupt_narrow_dicts_are_rejected)
     ohdr(p, s)->flags &= (uint8_t)~FS_FLAG_SHARED;              /* 2 refs, no flag */
     CORRUPT(p, n, "SHARED");
     memcpy(p, img, n);
-    w_map(p, r0)->h.flags |= FS_FLAG_NARROW;                    /* not shaped */
-    CORRUPT(p, n, "not shaped");
+    /* r0, the shape, has narrow entries too: { hash, u32 key, u32 value } */
+    cr_assert(w_map(p, r0)->h.flags & FS_FLAG_NARROW);
+    uint32_t *e1 = (uint32_t *)(uintptr_t)fs_keyset_entry(w_map(p, r0), 1) + 2;
+    e1[0] |= FS_TAG_FLOAT;                                      /* key: a float tag */
+    CORRUPT(p, n, "float tag");
+    memcpy(p, img, n);
+    e1[1] = (uint32_t)fs_ref_small_int(7) | FS_TAG_FLOAT;       /* value: a float tag */
+    CORRUPT(p, n, "float tag");
+    memcpy(p, img, n);
+    e1[0] = (uint32_t)(s + 8);                                  /* key inside an object */
+    CORRUPT(p, n, "between");
+    memcpy(p, img, n);
+    w_map(p, r0)->h.flags &= (uint8_t)~FS_FLAG_NARROW;          /* size disagrees */
+    CORRUPT(p, n, NULL);
     memcpy(p, img, n);
     w_map(p, r1)->h.flags &= (uint8_t)~FS_FLAG_NARROW;          /* size disagrees */
     CORRUPT(p, n, NULL);

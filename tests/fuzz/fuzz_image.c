@@ -106,14 +106,13 @@ static void walk(const uint8_t *base, size_t size)
             /* a shaped dict reads count, hashes, keys and index in its shape */
             const fs_map_t *m = fs_map(base, r);
             uint64_t n = fs_map_count(base, m);
-            const int64_t *hashes = fs_map_hashes(base, m);
-            const fs_ref_t *keys = fs_map_keys(base, m);
             int dict = m->h.kind == FS_KIND_DICT;
             for (uint64_t i = 0; i < n; i++) {
-                fs_ref_t key = keys[i];
-                sink += (uint64_t)fs_map_find(base, m, hashes[i], same_ref, &key);
+                fs_ref_t key = fs_map_key(base, m, i);
+                int64_t hash = fs_map_hash(base, m, i);
+                sink += (uint64_t)fs_map_find(base, m, hash, same_ref, &key);
                 fs_ref_t none = ~(fs_ref_t)0;
-                sink += (uint64_t)fs_map_find(base, m, hashes[i] ^ 0x5bd1e995, same_ref, &none);
+                sink += (uint64_t)fs_map_find(base, m, hash ^ 0x5bd1e995, same_ref, &none);
                 stack[top++] = key;
                 if (dict)
                     stack[top++] = fs_map_value(m, i);

@@ -3,8 +3,9 @@
 ** (format v2) of every kind and structure, built with the real builder, one
 ** file each: scalars, nested containers, imports, empty containers, a cycle
 ** through a key, float immediates and objects, values stored once, dict
-** shapes, and map indexes of 1- and 2-byte slots (4-byte slots need 32768
-** entries, beyond the fuzzer's 64 KiB inputs).
+** shapes, map indexes of 1- and 2-byte slots (4-byte slots need 32768
+** entries, beyond the fuzzer's 64 KiB inputs) and a vocabulary's narrow
+** entries.
 **   make_seeds <dir>
 ** The committed corpus in tests/fuzz/corpus/ was made with this program.
 */
@@ -229,5 +230,22 @@ int main(int argc, char **argv)
         fs_build_seq_set(b, l, (uint64_t)c, s);
     }
     bad |= write_image(dir, "index.img", b, l, 0);
+
+    /* a vocabulary: 40 str -> int entries built complete (narrow entries,
+    ** a 1-byte index) */
+    CHECK(fs_builder_create(&b, 0));
+    {
+        fs_ref_t keys[40], vals[40];
+        int64_t hashes[40];
+        char w[8];
+        for (int i = 0; i < 40; i++) {
+            snprintf(w, sizeof w, "w%02d", i);
+            hashes[i] = (int64_t)(i * 2654435761u);
+            CHECK(fs_build_str(b, 1, strlen(w), FS_MAXCHAR_SCAN, hashes[i], w, &keys[i]));
+            vals[i] = fs_ref_small_int(i - 20);
+        }
+        CHECK(fs_build_record(b, 0, 40, hashes, keys, vals, &d));
+    }
+    bad |= write_image(dir, "vocab.img", b, d, 0);
     return bad;
 }

@@ -184,6 +184,29 @@ def test_narrow_records_are_smaller_than_wide_ones():
     assert fs.info(wide)["image_bytes"] >= 10000 * 56
 
 
+@pytest.mark.parametrize("odd", [None, 2 ** 28, -(2 ** 28) - 1, 0.5, 2 ** 70])
+def test_vocabulary_entries_are_narrow_when_every_value_fits(odd):
+    # 20000 str -> int entries, values at the narrow edges [-2^28, 2^28): 16
+    # bytes an entry (hash, u32 key, u32 value); one value that does not fit
+    # (an int immediate past the edge, a float immediate) keeps all 24; a big
+    # int is an object, and a reference to it fits
+    keys = ["w%d" % i for i in range(20000)]
+    src = {k: (i - 2 ** 28 if i % 2 else 2 ** 28 - 1 - i) for i, k in enumerate(keys)}
+    if odd is not None:
+        src[keys[-1]] = odd
+    f = fs.freeze(src)
+    _ext._check_image(f)
+    strs = 20000 * 16                                # "w1234": 8-byte header + 8
+    entry = 16 if odd is None or odd == 2 ** 70 else 24
+    index = 32768 * 2                                # 2-byte slots, 2/3 full at most
+    assert fs.info(f)["image_bytes"] == pytest.approx(strs + 20000 * entry + index, rel=0.02)
+    assert fs.thaw(f) == src
+    for k in random.Random(3).sample(keys, 500) + [keys[-1]]:
+        assert f[k] == src[k] and type(f[k]) is type(src[k])
+    assert "absent" not in f and f.get("w-1") is None
+    assert list(f.keys())[:3] == keys[:3] and list(f.values())[-1] == src[keys[-1]]
+
+
 def test_items_iterator_reuses_only_pairs_nobody_holds():
     f = fs.freeze({"k%d" % i: [i] if i % 2 else i for i in range(50)})
     it = iter(f.items())
