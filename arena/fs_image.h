@@ -129,8 +129,10 @@
 ** ever hashed.
 **
 ** Map index: slots of 1 byte (int8) when count <= 127, of 2 bytes (int16)
-** when count <= 32767, else of 4 (int32); -1 marks an empty slot, any other
-** value is an entry number. Open addressing, probing the sequence
+** when count <= 32767, of 3 (a little-endian int24) when count <= 2^23 - 1,
+** else of 4 (int32); -1 marks an empty slot, any other value is an entry
+** number. (3-byte slots: a quarter of the index of a 32k..8M-entry
+** vocabulary, ~2.6 bytes an entry.) Open addressing, probing the sequence
 **   i = hash & mask; perturb = (uint64)hash;
 **   repeat: perturb >>= 5; i = (i * 5 + perturb + 1) & mask
 ** Lookups stop at an empty slot or after index_size probes, so a corrupt
@@ -423,8 +425,9 @@ static inline fs_ref_t fs_map_value(const fs_map_t *m, uint64_t i)
     return fs_keyset_narrow(m) ? fs_ref_widen((uint32_t)(en[1] >> 32)) : en[2];
 }
 /* Bytes of one index slot for a map of count entries. */
+#define FS_INDEX3_MAX ((UINT64_C(1) << 23) - 1)
 static inline unsigned fs_index_width(uint64_t count)
-{ return count <= 127 ? 1u : count <= 32767 ? 2u : 4u; }
+{ return count <= 127 ? 1u : count <= 32767 ? 2u : count <= FS_INDEX3_MAX ? 3u : 4u; }
 /* The index of an unshaped map (a keyset): right after its entries. */
 static inline const void *fs_keyset_index(const fs_map_t *ks)
 { return fs_keyset_entry(ks, ks->h.n); }
@@ -434,7 +437,28 @@ static inline int64_t fs_index_slot(const void *index, unsigned width, uint64_t 
         return ((const int8_t *)index)[i];
     if (width == 2)
         return ((const int16_t *)index)[i];
+    if (width == 3) {                /* three loads: the last slot ends the map */
+        const uint8_t *p = (const uint8_t *)index + i * 3;
+        return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                         (p[2] & 0x80 ? UINT32_C(0xff000000) : 0));
+    }
     return ((const int32_t *)index)[i];
+}
+/* Write slot i (builders, tests). */
+static inline void fs_index_put(void *index, unsigned width, uint64_t i, int64_t e)
+{
+    if (width == 1)
+        ((int8_t *)index)[i] = (int8_t)e;
+    else if (width == 2)
+        ((int16_t *)index)[i] = (int16_t)e;
+    else if (width == 3) {
+        uint8_t *p = (uint8_t *)index + i * 3;
+        p[0] = (uint8_t)e;
+        p[1] = (uint8_t)(e >> 8);
+        p[2] = (uint8_t)(e >> 16);
+    }
+    else
+        ((int32_t *)index)[i] = (int32_t)e;
 }
 
 /* Equality callback for lookups: 1 equal, 0 not equal, -1 error. */

@@ -643,15 +643,6 @@ void fs_build_map_set(fs_builder_t *b, fs_ref_t map, uint64_t i, int64_t hash,
         note_ref(b, value);
 }
 
-static inline void slot_put(void *index, unsigned width, uint64_t i, int64_t e)
-{
-    if (width == 1)
-        ((int8_t *)index)[i] = (int8_t)e;
-    else if (width == 2)
-        ((int16_t *)index)[i] = (int16_t)e;
-    else
-        ((int32_t *)index)[i] = (int32_t)e;
-}
 
 void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
 {
@@ -672,7 +663,7 @@ void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
             perturb >>= 5;
             i = (i * 5 + perturb + 1) & mask;
         }
-        slot_put(index, width, i, (int64_t)e);
+        fs_index_put(index, width, i, (int64_t)e);
     }
 }
 

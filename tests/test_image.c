@@ -130,15 +130,6 @@ static fs_ref_t *w_value(uint8_t *img, fs_ref_t r, uint64_t i)
 static fs_map_t *w_map(uint8_t *img, fs_ref_t r) { return (fs_map_t *)(void *)(img + r); }
 static uint8_t *w_data(uint8_t *img, fs_ref_t r) { return (uint8_t *)fs_obj_body(ohdr(img, r)); }
 
-static void slot_put(void *index, unsigned width, uint64_t i, int64_t e)
-{
-    if (width == 1)
-        ((int8_t *)index)[i] = (int8_t)e;
-    else if (width == 2)
-        ((int16_t *)index)[i] = (int16_t)e;
-    else
-        ((int32_t *)index)[i] = (int32_t)e;
-}
 
 static int eq_small_int(void *ctx, const void *base, fs_ref_t stored)
 {
@@ -1806,8 +1797,8 @@ static uint8_t *int_map_image(int kind, uint64_t n, size_t *size, fs_ref_t *m)
 
 Test(image_index, maps_of_every_slot_width_find_all_keys)
 {
-    uint64_t counts[] = { 9, 127, 128, 32767, 32768, 100000 };
-    unsigned widths[] = { 1, 1, 2, 2, 4, 4 };
+    uint64_t counts[] = { 9, 127, 128, 32767, 32768, 100000, FS_INDEX3_MAX, FS_INDEX3_MAX + 1 };
+    unsigned widths[] = { 1, 1, 2, 2, 3, 3, 3, 4 };
     for (size_t c = 0; c < sizeof counts / sizeof *counts; c++) {
         for (int kind = FS_KIND_DICT; kind <= FS_KIND_SET; kind++) {
             uint64_t n = counts[c];
@@ -1847,7 +1838,7 @@ Test(image_index, maps_of_every_slot_width_find_all_keys)
 
 Test(image_index, corrupt_slots_of_every_width_are_rejected)
 {
-    uint64_t counts[] = { 9, 127, 128, 32767, 32768 };
+    uint64_t counts[] = { 9, 127, 128, 32767, 32768, 100000 };
     for (size_t c = 0; c < sizeof counts / sizeof *counts; c++) {
         uint64_t n = counts[c];
         unsigned w = fs_index_width(n);
@@ -1867,29 +1858,29 @@ Test(image_index, corrupt_slots_of_every_width_are_rejected)
         cr_assert(first >= 0 && second >= 0 && empty >= 0);
 #define INDEX(p) ((void *)fs_keyset_index(fs_map((p), r)))
         /* out of range: the count itself, the width's extremes, -2 */
-        int64_t maxw = w == 1 ? INT8_MAX : w == 2 ? INT16_MAX : INT32_MAX;
-        int64_t minw = w == 1 ? INT8_MIN : w == 2 ? INT16_MIN : INT32_MIN;
+        int64_t maxw = w == 1 ? INT8_MAX : w == 2 ? INT16_MAX : w == 3 ? (INT64_C(1) << 23) - 1 : INT32_MAX;
+        int64_t minw = w == 1 ? INT8_MIN : w == 2 ? INT16_MIN : w == 3 ? -(INT64_C(1) << 23) : INT32_MIN;
         int64_t bad[] = { (int64_t)n, maxw, -2, minw };
         for (size_t v = 0; v < sizeof bad / sizeof *bad; v++) {
             if (bad[v] > maxw)
                 continue;
             memcpy(p, img, size);
-            slot_put(INDEX(p), w, (uint64_t)first, bad[v]);
+            fs_index_put(INDEX(p), w, (uint64_t)first, bad[v]);
             CORRUPT(p, size, "a map index slot out of range or repeated");
         }
         memcpy(p, img, size);
-        slot_put(INDEX(p), w, (uint64_t)second, fs_index_slot(INDEX(p), w, (uint64_t)first));
+        fs_index_put(INDEX(p), w, (uint64_t)second, fs_index_slot(INDEX(p), w, (uint64_t)first));
         CORRUPT(p, size, "a map index slot out of range or repeated");   /* twice, one lost */
         memcpy(p, img, size);
-        slot_put(INDEX(p), w, (uint64_t)first, -1);
+        fs_index_put(INDEX(p), w, (uint64_t)first, -1);
         CORRUPT(p, size, "missing from its index");                      /* an entry lost */
         memcpy(p, img, size);
-        slot_put(INDEX(p), w, (uint64_t)empty, fs_index_slot(INDEX(p), w, (uint64_t)first));
+        fs_index_put(INDEX(p), w, (uint64_t)empty, fs_index_slot(INDEX(p), w, (uint64_t)first));
         CORRUPT(p, size, "a map index slot out of range or repeated");   /* an entry twice */
         memcpy(p, img, size);
         int64_t tmp = fs_index_slot(INDEX(p), w, (uint64_t)first);   /* swapped: still each */
-        slot_put(INDEX(p), w, (uint64_t)first, fs_index_slot(INDEX(p), w, (uint64_t)second));
-        slot_put(INDEX(p), w, (uint64_t)second, tmp);               /* exactly once: OK    */
+        fs_index_put(INDEX(p), w, (uint64_t)first, fs_index_slot(INDEX(p), w, (uint64_t)second));
+        fs_index_put(INDEX(p), w, (uint64_t)second, tmp);               /* exactly once: OK    */
         cr_assert_eq(check(p, size), FS_OK);
         walk_image(p, size);                                         /* misses, no crash */
 #undef INDEX

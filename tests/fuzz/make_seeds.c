@@ -3,9 +3,9 @@
 ** (format v2) of every kind and structure, built with the real builder, one
 ** file each: scalars, nested containers, imports, empty containers, a cycle
 ** through a key, float immediates and objects, values stored once, dict
-** shapes, map indexes of 1- and 2-byte slots (4-byte slots need 32768
-** entries, beyond the fuzzer's 64 KiB inputs) and a vocabulary's narrow
-** entries.
+** shapes, map indexes of 1- and 2-byte slots (3- and 4-byte slots need
+** 32768 and 2^23 entries, beyond the fuzzer's 64 KiB inputs) and a
+** vocabulary's narrow entries.
 **   make_seeds <dir>
 ** The committed corpus in tests/fuzz/corpus/ was made with this program.
 */
