@@ -540,6 +540,10 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
 ** are neither looked up nor remembered (the keys of a big dict, distinct by
 ** definition, would only fill the table). */
 void fs_builder_dedup(fs_builder_t *b, int on);
+/* A hint: a str of this charsize and hash is about to be built; start
+** loading the dedup table's slot for it (a freeze of unique strings spends
+** a cache miss each there; hinting a record's values first overlaps them). */
+void fs_builder_prefetch_str(const fs_builder_t *b, unsigned charsize, int64_t hash);
 /* BYTES are deduplicated like str (up to FS_DEDUP_BYTES_MAX bytes: longer
 ** blobs would pay a hash of their whole length); BYTEARRAY never is. */
 #define FS_DEDUP_BYTES_MAX 4096u

@@ -71,9 +71,22 @@ _Static_assert(sizeof(fs_map_t) == 16 && sizeof(fs_shaped_t) == 8, "map layouts"
 
 /* The builder's two lookup tables (value dedup, shapes): open addressing
 ** over (hash, ref), ref 0 a free slot (no object lives at offset 0), load
-** <= 1/2, grown before the object they would name is appended. */
-typedef struct fs_dedup_s { uint64_t h; fs_ref_t ref; } fs_dedup_t;
+** <= 1/2, grown before the object they would name is appended. A slot is 8
+** bytes, the low 32 bits of the hash (which also place it) and ref / 8: a
+** freeze of unique strings costs a table miss each, and half the bytes is
+** fewer misses. Objects beyond 32 GiB are not entered (dtab_put). */
+typedef struct fs_dedup_s { uint32_t h; uint32_t ref8; } fs_dedup_t;
 typedef struct fs_dtab_s { fs_dedup_t *slots; uint64_t size, used; } fs_dtab_t;
+
+static inline fs_ref_t dslot_ref(const fs_dedup_t *d) { return (fs_ref_t)d->ref8 << 3; }
+/* Enter ref with hash h in free slot i (a no-op past 32 GiB). */
+static inline void dtab_put(fs_dtab_t *t, uint64_t i, uint64_t h, fs_ref_t ref)
+{
+    if ((ref >> 3) > UINT32_MAX)
+        return;
+    t->slots[i] = (fs_dedup_t){ (uint32_t)h, (uint32_t)(ref >> 3) };
+    t->used++;
+}
 
 struct fs_builder_s {
     uint8_t   *base;         /* image start (arena); NULL once detached       */
@@ -278,8 +291,7 @@ static int float_object(fs_builder_t *b, double v, fs_ref_t *out)
     err = new_object(b, FS_KIND_FLOAT, 0, sizeof(fs_float_t), out);
     if (!err) {
         ((fs_float_t *)(void *)(b->base + *out))->value = v;
-        b->vals.slots[slot] = (fs_dedup_t){ h, *out };
-        b->vals.used++;
+        dtab_put(&b->vals, slot, h, *out);
     }
     return err;
 }
@@ -400,10 +412,10 @@ static int dtab_reserve(fs_dtab_t *t, uint64_t first)
     if (n == NULL)
         return FS_ENOMEM;
     for (uint64_t i = 0; i < t->size; i++) {
-        if (t->slots[i].ref == 0)
+        if (t->slots[i].ref8 == 0)
             continue;
         uint64_t j = t->slots[i].h & (size - 1);
-        while (n[j].ref)
+        while (n[j].ref8)
             j = (j + 1) & (size - 1);
         n[j] = t->slots[i];
     }
@@ -421,17 +433,18 @@ static fs_ref_t vals_find(const fs_builder_t *b, uint64_t h, int kind, unsigned 
                           const void *data, uint64_t nbytes, uint64_t *slot)
 {
     uint64_t mask = b->vals.size - 1, i = h & mask;
-    for (; b->vals.slots[i].ref; i = (i + 1) & mask) {
-        if (b->vals.slots[i].h != h)
+    for (; b->vals.slots[i].ref8; i = (i + 1) & mask) {
+        if (b->vals.slots[i].h != (uint32_t)h)
             continue;
-        const fs_obj_hdr_t *o = (const fs_obj_hdr_t *)(const void *)(b->base + b->vals.slots[i].ref);
+        fs_ref_t ref = dslot_ref(&b->vals.slots[i]);
+        const fs_obj_hdr_t *o = (const fs_obj_hdr_t *)(const void *)(b->base + ref);
         if (o->kind != kind || o->aux != aux)
             continue;
         if (kind != FS_KIND_FLOAT && fs_obj_len(o) * (aux ? aux : 1) != nbytes)
             continue;
         const uint8_t *d = kind == FS_KIND_FLOAT ? (const uint8_t *)(o + 1) : fs_obj_body(o);
         if (nbytes == 0 || memcmp(d, data, (size_t)nbytes) == 0)   /* data may be NULL */
-            return b->vals.slots[i].ref;
+            return ref;
     }
     *slot = i;
     return 0;
@@ -462,6 +475,16 @@ static int new_blob(fs_builder_t *b, int kind, unsigned flags, unsigned aux, uin
     return FS_OK;
 }
 
+/* The dedup table's key hash of a str. */
+static inline uint64_t str_key(unsigned charsize, int64_t hash)
+{ return mix64((uint64_t)hash ^ ((uint64_t)charsize << 56)); }
+
+void fs_builder_prefetch_str(const fs_builder_t *b, unsigned charsize, int64_t hash)
+{
+    if (b->vals.slots != NULL && !b->no_dedup)
+        __builtin_prefetch(&b->vals.slots[str_key(charsize, hash) & (b->vals.size - 1)]);
+}
+
 int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
                  uint32_t maxchar, int64_t hash, const void *data, fs_ref_t *out)
 {
@@ -488,7 +511,7 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
     int err = vals_reserve(b);
     if (err)
         return err;
-    uint64_t h = mix64((uint64_t)hash ^ ((uint64_t)charsize << 56)), slot = 0;
+    uint64_t h = str_key(charsize, hash), slot = 0;
     fs_ref_t hit = vals_find(b, h, FS_KIND_STR, charsize, data, nbytes, &slot);
     if (hit) {
         b->dedup_hits++;
@@ -498,8 +521,7 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
     err = new_blob(b, FS_KIND_STR, maxchar < 128 ? FS_FLAG_ASCII : 0, charsize, length,
                    NULL, 0, data, nbytes, out);
     if (!err) {
-        b->vals.slots[slot] = (fs_dedup_t){ h, *out };
-        b->vals.used++;
+        dtab_put(&b->vals, slot, h, *out);
     }
     return err;
 }
@@ -528,8 +550,7 @@ int fs_build_bytes(fs_builder_t *b, int kind, const void *data, uint64_t length,
     }
     int err = new_blob(b, kind, 0, 0, length, NULL, 0, data, (size_t)length, out);
     if (!err && dedup) {
-        b->vals.slots[slot] = (fs_dedup_t){ h, *out };
-        b->vals.used++;
+        dtab_put(&b->vals, slot, h, *out);
     }
     return err;
 }
@@ -782,19 +803,16 @@ int fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64
     if (err)
         return err;
     uint64_t h = keys_hash(count, keys), mask = b->shapes.size - 1, i = h & mask;
-    fs_ref_t owner = 0;
-    for (; b->shapes.slots[i].ref; i = (i + 1) & mask) {
-        fs_map_t *m = map_at(b, b->shapes.slots[i].ref);
-        if (b->shapes.slots[i].h == h && m->h.n == count && same_keys(m, keys)) {
-            owner = b->shapes.slots[i].ref;
-            break;
-        }
+    for (; b->shapes.slots[i].ref8; i = (i + 1) & mask) {
+        fs_ref_t owner = dslot_ref(&b->shapes.slots[i]);
+        fs_map_t *m = map_at(b, owner);
+        if (b->shapes.slots[i].h == (uint32_t)h && m->h.n == count && same_keys(m, keys))
+            return new_shaped(b, flags, owner, values, out);
     }
-    if (owner && (owner >> 3) <= UINT32_MAX)
-        return new_shaped(b, flags, owner, values, out);
-    /* Not found (or too far away to name): this dict is stored unshaped and
-    ** becomes the shape for its key sequence from now on. Narrow entries
-    ** when every key and value is known and fits. */
+    /* Not found: this dict is stored unshaped and becomes the shape for its
+    ** key sequence from now on (unless it lies beyond 32 GiB, where shaped
+    ** dicts could not name it). Narrow entries when every key and value is
+    ** known and fits. */
     int narrow = values != NULL;
     for (uint64_t k = 0; narrow && k < count; k++)
         narrow = fs_ref_fits_narrow(keys[k]) && fs_ref_fits_narrow(values[k]);
@@ -809,12 +827,7 @@ int fs_build_record(fs_builder_t *b, unsigned flags, uint64_t count, const int64
             note_ref(b, values[k]);
     }
     fs_build_map_finish(b, *out);
-    if (owner)
-        b->shapes.slots[i].ref = *out;             /* the slot of the far one */
-    else {
-        b->shapes.slots[i] = (fs_dedup_t){ h, *out };
-        b->shapes.used++;
-    }
+    dtab_put(&b->shapes, i, h, *out);
     b->nshapes++;
     return FS_OK;
 }

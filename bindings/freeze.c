@@ -509,6 +509,19 @@ static int leaf_values(fctx *c, PyObject *o, Py_ssize_t n, size_t parent)
     return i == n ? 0 : changed_size("dictionary");
 }
 
+/* Hint the builder at the str values of dict o, which are built next (one
+** after another, each a likely cache miss in the dedup table: hinted
+** first, the misses overlap). Hashing an exact str runs no code. */
+static void prefetch_values(fctx *c, PyObject *o)
+{
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(o, &pos, &k, &v)) {
+        if (PyUnicode_CheckExact(v))
+            fs_builder_prefetch_str(c->b, (unsigned)PyUnicode_KIND(v), (int64_t)PyObject_Hash(v));
+    }
+}
+
 /* Convert the keys of dict o (leaf_keys(o) = lk) and build the dict: *ref;
 ** with lk 2 its values too (*complete = 1: no frame needed). *kacc: digest
 ** of the key identities, in order. A dict with the same key objects as the
@@ -521,6 +534,8 @@ static int build_keyed_dict(fctx *c, PyObject *o, unsigned flags, Py_ssize_t n, 
     *complete = lk == 2;
     if (scratch(c, (size_t)n) < 0)
         return -1;
+    if (n <= FS_DEDUP_KEYS_MAX)
+        prefetch_values(c, o);
     if (same_keys_as_last(c, o, n, kacc)) {
         if (*complete && leaf_values(c, o, n, parent) < 0)
             return -1;
