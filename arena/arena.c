@@ -88,6 +88,7 @@ static atomic_size_t  unpurged;              /* bytes freed since the last purge
 ** refused past a half (freeze raises MemoryError). Guarded by prot_lock,
 ** which also orders seal/unseal with the neighbour checks. */
 static pthread_mutex_t prot_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;  /* serializes reporter installs */
 static size_t sealed_runs;                  /* guarded by prot_lock            */
 static size_t max_maps = 65530;             /* vm.max_map_count, read at init  */
 
@@ -225,6 +226,26 @@ static void read_max_map_count(void)
     }
 }
 
+/* fork (DESIGN.md I1 holds in the child: sealed pages stay sealed and
+** shared). The locks of this file are held across fork() so that the child
+** finds them free and what they guard whole. Prepare handlers run in the
+** reverse order of registration and jemalloc registered its own at load
+** (its constructor), so ours run first: the refcount layer's (registered
+** after this one) take theirs, then prot_lock and sig_lock here, then
+** jemalloc takes its arena locks. res_lock is not taken: it is held only
+** inside the extent hooks, which jemalloc calls under locks its own prepare
+** waits for, so no thread is inside one once that has run. */
+static void arena_prefork(void)
+{
+    pthread_mutex_lock(&sig_lock);
+    pthread_mutex_lock(&prot_lock);
+}
+static void arena_postfork(void)        /* parent and child */
+{
+    pthread_mutex_unlock(&prot_lock);
+    pthread_mutex_unlock(&sig_lock);
+}
+
 static void arena_init_once(void)
 {
     read_max_map_count();
@@ -249,6 +270,10 @@ static void arena_init_once(void)
     size_t never = SIZE_MAX;
     snprintf(name, sizeof name, "arena.%u.oversize_threshold", arena_ind);
     fsje_mallctl(name, NULL, NULL, &never, sizeof never);
+    if (pthread_atfork(arena_prefork, arena_postfork, arena_postfork) != 0) {
+        init_err = FS_ENOMEM;
+        return;
+    }
     init_err = FS_OK;
 }
 
@@ -555,7 +580,6 @@ typedef struct reporter_slot_s {
     uint64_t    ctx;           /* hash of the interrupted registers                  */
 } reporter_slot_t;
 
-static pthread_mutex_t sig_lock = PTHREAD_MUTEX_INITIALIZER;  /* serializes installs */
 static chain_t         chain[2][CHAIN_RING];                  /* [0] SIGSEGV, [1] SIGBUS */
 static atomic_uint     chain_pub[2];
 static reporter_slot_t slots[REPORTER_SLOTS];

@@ -36,6 +36,10 @@ extern "C" {
 
 typedef struct fs_region_s fs_region_t;
 
+/* The layer's one-time setup (the arena's, then fork handlers for its
+** locks): FS_OK or an error. fs_region_create and the registry call it. */
+int fs_region_init(void);
+
 /* Finish builder b (root, import table from imports[i]'s ids), seal the image
 ** and wrap it in a new region with count 1, owned by the caller. Each import
 ** gets +1 for the life of the new region. Consumes b in every case: on

@@ -245,6 +245,27 @@ static void retry_one(void)
     pthread_mutex_unlock(&deferred_lock);
 }
 
+/* fork: deferred_lock is held across it (see arena.c, "fork"); this
+** handler registers after the arena's, so its prepare runs before it, in
+** the order the locks nest (deferred_lock, then the arena's). */
+static pthread_once_t region_once = PTHREAD_ONCE_INIT;
+static int region_init_err;
+static void region_prefork(void) { pthread_mutex_lock(&deferred_lock); }
+static void region_postfork(void) { pthread_mutex_unlock(&deferred_lock); }
+static void region_init_once(void)
+{
+    region_init_err = fs_arena_init();
+    if (region_init_err == FS_OK &&
+        pthread_atfork(region_prefork, region_postfork, region_postfork) != 0)
+        region_init_err = FS_ENOMEM;
+}
+
+int fs_region_init(void)
+{
+    pthread_once(&region_once, region_init_once);
+    return region_init_err;
+}
+
 int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
                      fs_region_t *const *imports, uint32_t nimports,
                      int64_t hash_check)
@@ -262,6 +283,9 @@ int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
         if (imports[i] == NULL)
             goto fail_args;
 
+    err = fs_region_init();
+    if (err != FS_OK)
+        goto fail_args;
     err = FS_ENOMEM;
     r = fs__malloc(sizeof *r + (size_t)nimports * sizeof r->imports[0]);
     if (r == NULL)

@@ -38,6 +38,26 @@ static entry_t *entries;     /* sorted by (len, bytes); guarded by lock     */
 static size_t   count;       /* entries in use                              */
 static size_t   cap;         /* entries allocated                           */
 
+/* fork: lock is held across it, taken first (it nests outside the region
+** layer's locks: a publish may release a region); registered after the
+** region layer's handler (fs_region_init), so its prepare runs first. */
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void registry_prefork(void) { pthread_mutex_lock(&lock); }
+static void registry_postfork(void) { pthread_mutex_unlock(&lock); }
+static void init_once(void)
+{
+    /* Without a handler (ENOMEM: never seen) the registry still works; only
+    ** a fork racing another thread's publish could leave the child's lock
+    ** held. */
+    if (fs_region_init() == FS_OK)
+        (void)pthread_atfork(registry_prefork, registry_postfork, registry_postfork);
+}
+static void lock_registry(void)
+{
+    pthread_once(&once, init_once);
+    pthread_mutex_lock(&lock);
+}
+
 static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
 {
     if (alen != blen)
@@ -73,7 +93,7 @@ int fs_registry_publish(const char *name, size_t len, fs_region_t *r, fs_ref_t r
     fs_region_t *old = NULL;
     int found, err = FS_OK;
 
-    pthread_mutex_lock(&lock);
+    lock_registry();
     size_t at = find(name, len, &found);
     if (found) {
         old = entries[at].region;
@@ -115,7 +135,7 @@ int fs_registry_lookup(const char *name, size_t len, fs_region_t **r, fs_ref_t *
     if (r == NULL || (name == NULL && len > 0))
         return FS_EINVAL;
     int found;
-    pthread_mutex_lock(&lock);
+    lock_registry();
     size_t at = find(name, len, &found);
     if (found) {
         fs_region_acquire(entries[at].region);   /* alive: the entry holds +1 */
@@ -133,7 +153,7 @@ int fs_registry_unpublish(const char *name, size_t len)
         return FS_EINVAL;
     int found;
     entry_t gone = { 0 };
-    pthread_mutex_lock(&lock);
+    lock_registry();
     size_t at = find(name, len, &found);
     if (found) {
         gone = entries[at];
@@ -156,7 +176,7 @@ int fs_registry_list(char ***names, size_t **lens, size_t *n_out)
     if (names == NULL || lens == NULL || n_out == NULL)
         return FS_EINVAL;
     int err = FS_OK;
-    pthread_mutex_lock(&lock);
+    lock_registry();
     size_t n = count, bytes = n * (sizeof(char *) + sizeof(size_t));
     for (size_t i = 0; i < n; i++)
         bytes += entries[i].len + 1;
@@ -194,7 +214,7 @@ void fs_registry_list_free(char **names, size_t *lens, size_t n)
 
 void fs_registry_clear(void)
 {
-    pthread_mutex_lock(&lock);
+    lock_registry();
     entry_t *v = entries;
     size_t n = count;
     entries = NULL;
@@ -209,7 +229,7 @@ void fs_registry_clear(void)
 
 size_t fs_registry_count(void)
 {
-    pthread_mutex_lock(&lock);
+    lock_registry();
     size_t n = count;
     pthread_mutex_unlock(&lock);
     return n;

@@ -898,3 +898,80 @@ Test(region_registry, concurrent_publish_lookup_unpublish_balances)
     fs_registry_clear();
     assert_all_reclaimed(RT);
 }
+
+/* ---- fork --------------------------------------------------------------- */
+/* Threads build, publish, look up and reclaim regions (the registry lock,
+** deferred_lock, the arena's prot_lock and jemalloc's locks all change
+** hands all the time) while the main thread forks again and again. Each
+** child does the same once, alone: a lock left held by a thread that does
+** not exist in the child would hang it (the alarm turns that into a
+** failure), a half-updated table would crash it. The parent's regions are
+** readable in the child. */
+#define FORK_THREADS 2
+#define FORKS 60
+static atomic_int fork_stop;
+
+static void *fork_churn(void *arg)
+{
+    char name[32];
+    int len = snprintf(name, sizeof name, "churn-%d", (int)(uintptr_t)arg);
+    while (!atomic_load(&fork_stop)) {
+        fs_region_t *r = bytes_region(3 * 4096 + 17, 'c');
+        fs_region_t *got = NULL;
+        if (fs_registry_publish(name, (size_t)len, r, fs_region_root(r)) == FS_OK &&
+            fs_registry_lookup(name, (size_t)len, &got, NULL) == FS_OK)
+            fs_region_release(got);
+        fs_registry_unpublish(name, (size_t)len);
+        fs_region_release(r);
+    }
+    return NULL;
+}
+
+static int fork_child_body(fs_region_t *parents)
+{
+    alarm(10);
+    if (list_value(parents) != 4242)
+        return 2;
+    for (int i = 0; i < 20; i++) {
+        fs_region_t *r = NULL, *got = NULL;
+        if (try_region(&r, i, &parents, 1) != FS_OK)
+            return 3;
+        if (fs_registry_publish("child", 5, r, fs_region_root(r)) != FS_OK ||
+            fs_registry_lookup("child", 5, &got, NULL) != FS_OK || got != r)
+            return 4;
+        fs_region_release(got);
+        fs_registry_unpublish("child", 5);
+        fs_region_release(r);
+    }
+    fs_region_release(bytes_region(1 << 20, 'x'));
+    return 0;
+}
+
+Test(region_fork, fork_while_threads_churn_leaves_the_child_consistent, .timeout = 120)
+{
+    fs_region_t *parents = new_region(4242, NULL, 0);
+    pthread_t th[FORK_THREADS];
+    atomic_store(&fork_stop, 0);
+    for (uintptr_t t = 0; t < FORK_THREADS; t++)
+        cr_assert_eq(pthread_create(&th[t], NULL, fork_churn, (void *)t), 0);
+    int bad = 0;
+    for (int k = 0; k < FORKS; k++) {
+        usleep(2000 + 997 * (unsigned)(k % 7));   /* land anywhere in the loop */
+        pid_t pid = fork();
+        cr_assert_neq(pid, -1);
+        if (pid == 0)
+            _exit(fork_child_body(parents));
+        int status = 0;
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            cr_log_error("child %d: %s %d", k, WIFEXITED(status) ? "exit" : "signal",
+                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            bad++;
+        }
+    }
+    atomic_store(&fork_stop, 1);
+    for (int t = 0; t < FORK_THREADS; t++)
+        pthread_join(th[t], NULL);
+    cr_assert_eq(bad, 0, "%d of %d children failed", bad, FORKS);
+    fs_region_release(parents);
+}
