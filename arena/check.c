@@ -2,8 +2,9 @@
 ** check.c -- fs_image_check: prove that an untrusted image is well formed.
 **
 ** Three passes, none recursive, none reading outside [image, image + size):
-**   1. header: magic, version, byte order, word size, hash domain, zero
-**      fields, and the fixed layout
+**   1. header: magic, version, byte order, word size, hash domain (and
+**      its seed), zero fields, the checksum when there is one, and the
+**      fixed layout
 **        | header 128 | objects [128, objects_end) | imports | xrefs | = image_size
 **      (image_size <= size; every sum and product overflow-checked). An image
 **      of another version or platform is FS_EVERSION, anything else wrong
@@ -323,7 +324,7 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
 }
 
 /* Pass 1. FS_OK, FS_EVERSION or FS_ECORRUPT with *why. */
-static int check_header(const fs_image_header_t *h, size_t size, const char **why)
+static int check_header(const fs_image_header_t *h, size_t size, int checksum, const char **why)
 {
     if (memcmp(h->magic, FS_IMAGE_MAGIC_V1, 8) == 0) {
         *why = "format version 1 (this reader reads version 2)";
@@ -346,15 +347,21 @@ static int check_header(const fs_image_header_t *h, size_t size, const char **wh
         *why = "another format version (this reader reads version 2)";
         return FS_EVERSION;
     }
-    if (h->hash_domain != FS_HASH_PROCESS) {
+    if (h->hash_domain != FS_HASH_PROCESS && h->hash_domain != FS_HASH_KEYED) {
         *why = "an unknown hash domain";
         return FS_EVERSION;
     }
     static const uint8_t zero16[16];
+    int keyed = h->hash_domain == FS_HASH_KEYED;
     if (h->header_size != FS_IMAGE_HEADER_SIZE || h->flags || h->zero8 || h->zero64[0] ||
-        h->zero64[1] || memcmp(h->hash_key, zero16, 16) || h->checksum_kind || h->checksum) {
+        h->zero64[1] || memcmp(h->hash_key + (keyed ? 8 : 0), zero16, keyed ? 8 : 16) ||
+        (keyed && h->hash_check != -1) || (h->checksum_kind == 0 && h->checksum)) {
         *why = "reserved header fields are not zero";
         return FS_ECORRUPT;
+    }
+    if (h->checksum_kind > FS_CHECKSUM_XXH3) {
+        *why = "an unknown checksum kind";
+        return FS_EVERSION;
     }
     uint64_t n = h->image_size;
     if (n > size) {
@@ -376,7 +383,30 @@ static int check_header(const fs_image_header_t *h, size_t size, const char **wh
         *why = "object_count is larger than the objects could hold";
         return FS_ECORRUPT;
     }
+    if (checksum && h->checksum_kind == FS_CHECKSUM_XXH3 &&
+        fs_image_checksum(h, (size_t)n) != h->checksum) {
+        *why = "the checksum does not match the image (damaged or changed)";
+        return FS_ECORRUPT;
+    }
     return FS_OK;
+}
+
+/* The checks both entry points start with. */
+static int check_start(const void *image, size_t size, int checksum, const char **why)
+{
+    *why = NULL;
+    if (image == NULL || size < FS_IMAGE_HEADER_SIZE || (uintptr_t)image % 8) {
+        *why = image == NULL || (uintptr_t)image % 8 ? "not an 8-byte aligned buffer"
+                                                     : "truncated: shorter than a header";
+        return FS_ECORRUPT;
+    }
+    return check_header(image, size, checksum, why);
+}
+
+int fs_image_check_header(const void *image, size_t size, const char **why)
+{
+    const char *dummy;
+    return check_start(image, size, 0, why != NULL ? why : &dummy);
 }
 
 int fs_image_check_why(const void *image, size_t size, const char **why)
@@ -384,14 +414,8 @@ int fs_image_check_why(const void *image, size_t size, const char **why)
     const char *dummy;
     if (why == NULL)
         why = &dummy;
-    *why = NULL;
-    if (image == NULL || size < FS_IMAGE_HEADER_SIZE || (uintptr_t)image % 8) {
-        *why = image == NULL || (uintptr_t)image % 8 ? "not an 8-byte aligned buffer"
-                                                     : "truncated: shorter than a header";
-        return FS_ECORRUPT;
-    }
     const fs_image_header_t *h = image;
-    int err = check_header(h, size, why);
+    int err = check_start(image, size, 1, why);
     if (err)
         return err;
     uint64_t end = h->objects_end;

@@ -23,15 +23,25 @@
 **   72 u32 nxrefs             76 u32 checksum_kind      80 u64 checksum
 **   88 i64 hash_check         96 u8 hash_key[16]       112 u64 zero[2]
 ** byte_order and word_size are single bytes so that a reader of any
-** platform can name what differs. checksum_kind 0 (none) for images in
-** memory; files fill it in (their writer defines the kinds). The checksum
-** covers the image with the checksum field read as zero.
+** platform can name what differs. checksum_kind 0 (none, checksum 0) for
+** images in memory; portable images carry FS_CHECKSUM_XXH3 (below).
 **
 ** Hash domains (DESIGN.md "Hash domains"). FS_HASH_PROCESS: stored hashes
 ** are CPython's hash() of the building process (a secret all interpreters
 ** of a process share); hash_check is that process's hash of the ASCII str
 ** "frozenshare", or -1, and a reader whose own value differs must not trust
-** stored hashes. hash_key is zero. Other domains are reserved.
+** stored hashes. hash_key is zero. Images built by freeze are in this domain:
+** a probe's cached hash is all a lookup needs.
+** FS_HASH_KEYED: stored hashes are K, a hash any process computes from a
+** key's value and the u64 seed in hash_key[0..8) (little-endian; bytes 8..16
+** zero; hash_check -1): XXH3 of a str's canonical bytes or of a bytes,
+** CPython's hash() of numbers, bool and None (secret-free), and
+** fs_keyed_tuple_* / fs_keyed_set_* over the items of tuples, frozensets
+** and frozendicts (portable.c has the definition). Images that leave the
+** process (dumps, dump, pickling) are rekeyed into it (fs_image_rekey), so a
+** reader anywhere looks up in O(1) by hashing its probe once.
+** checksum_kind FS_CHECKSUM_XXH3: checksum is XXH3-64 of the image_size
+** bytes, the checksum field read as zero; portable images carry it.
 **
 ** References (fs_ref_t, 64 bits) carry a tag in their low 3 bits:
 **
@@ -167,6 +177,9 @@ typedef uint64_t fs_ref_t;
 #define FS_BYTE_ORDER_LITTLE  1u
 #define FS_BYTE_ORDER_BIG     2u
 #define FS_HASH_PROCESS       1u              /* CPython hash(), this process */
+#define FS_HASH_KEYED         2u              /* K under hash_key's seed      */
+#define FS_CHECKSUM_XXH3      1u              /* checksum_kind                */
+#define FS_KEYED_BYTES_SALT   UINT64_C(0x62797465734b6579)  /* "byteKey"     */
 
 #define FS_TAG_MASK   UINT64_C(7)
 #define FS_TAG_OBJ    0u
@@ -218,7 +231,7 @@ typedef struct fs_image_header_s {
     uint16_t version;        /* FS_IMAGE_VERSION                          */
     uint8_t  byte_order;     /* FS_BYTE_ORDER_LITTLE                      */
     uint8_t  word_size;      /* 8                                         */
-    uint8_t  hash_domain;    /* FS_HASH_PROCESS                           */
+    uint8_t  hash_domain;    /* FS_HASH_PROCESS or FS_HASH_KEYED          */
     uint8_t  zero8;
     uint16_t header_size;    /* FS_IMAGE_HEADER_SIZE                      */
     uint32_t flags;          /* 0                                         */
@@ -230,10 +243,10 @@ typedef struct fs_image_header_s {
     uint64_t import_off;     /* u64 region ids [nimports]                 */
     uint64_t xref_off;       /* fs_xref_t [nxrefs]                        */
     uint32_t nxrefs;         /* entries in the xref table                 */
-    uint32_t checksum_kind;  /* 0: none                                   */
+    uint32_t checksum_kind;  /* 0: none; FS_CHECKSUM_XXH3                 */
     uint64_t checksum;       /* of the image, this field read as 0        */
     int64_t  hash_check;     /* FS_HASH_PROCESS: hash("frozenshare") or -1 */
-    uint8_t  hash_key[16];   /* keyed domains; zero for FS_HASH_PROCESS   */
+    uint8_t  hash_key[16];   /* FS_HASH_KEYED: u64 seed, 8 zero bytes     */
     uint64_t zero64[2];
 } fs_image_header_t;
 
@@ -601,6 +614,64 @@ int fs_builder_finish(fs_builder_t *b, fs_ref_t root, const uint64_t *import_ids
 ** *base and *alloc_size (whole pages, what fs_arena_seal wants). */
 void fs_builder_detach(fs_builder_t *b, void **base, size_t *alloc_size);
 
+/* ---- portable images (portable.c) --------------------------------------- */
+/* K of a str (canonical form: charsize 1, 2 or 4) and of a bytes; never -1. */
+int64_t fs_keyed_str_hash(uint64_t seed, unsigned charsize, uint64_t length, const void *data);
+int64_t fs_keyed_bytes_hash(uint64_t seed, uint64_t length, const void *data);
+/* K of a tuple: acc = fs_keyed_tuple_begin(seed), acc = fs_keyed_tuple_add(acc,
+** K(item)) for each item in order, fs_keyed_tuple_end(acc, count). Of a
+** frozenset (members) or frozendict (fs_keyed_tuple of each (key, value)):
+** sum = 0, sum += fs_keyed_set_member(K(member)) in any order,
+** fs_keyed_set_end(seed, sum, count). */
+static inline uint64_t fs_keyed_mix(uint64_t x)
+{
+    x ^= x >> 30; x *= UINT64_C(0xbf58476d1ce4e5b9);
+    x ^= x >> 27; x *= UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
+}
+static inline uint64_t fs_keyed_tuple_begin(uint64_t seed)
+{ return fs_keyed_mix(seed ^ UINT64_C(0x7475706c654b6579)); }
+static inline uint64_t fs_keyed_tuple_add(uint64_t acc, int64_t item)
+{
+    acc += (uint64_t)item * UINT64_C(0xC2B2AE3D27D4EB4F);
+    acc = (acc << 31) | (acc >> 33);
+    return acc * UINT64_C(0x9E3779B185EBCA87);
+}
+static inline int64_t fs_keyed_tuple_end(uint64_t acc, uint64_t count)
+{
+    int64_t h = (int64_t)fs_keyed_mix(acc ^ count);
+    return h == -1 ? -2 : h;
+}
+static inline uint64_t fs_keyed_set_member(int64_t member)
+{ return fs_keyed_mix((uint64_t)member ^ UINT64_C(0x5a5a5a5a5a5a5a5a)); }
+static inline int64_t fs_keyed_set_end(uint64_t seed, uint64_t sum, uint64_t count)
+{
+    int64_t h = (int64_t)fs_keyed_mix(sum ^ fs_keyed_mix(seed ^ count ^ UINT64_C(0x7365744b6579)));
+    return h == -1 ? -2 : h;
+}
+/* The seed of a FS_HASH_KEYED image. */
+static inline uint64_t fs_image_seed(const fs_image_header_t *h)
+{
+    uint64_t s = 0;
+    for (unsigned i = 0; i < 8; i++)
+        s |= (uint64_t)h->hash_key[i] << (8 * i);
+    return s;
+}
+/* FS_CHECKSUM_XXH3 of the first size bytes of image (size >= the header). */
+uint64_t fs_image_checksum(const void *image, size_t size);
+/* Bytes from the object at off to the next object (trusted image). */
+uint64_t fs_obj_size(const void *base, uint64_t off);
+/* Rebuild the index of unshaped map m from its entries' hashes (builders). */
+void fs_map_reindex(fs_map_t *m);
+/* K of a tuple, frozenset or frozendict key of image: *out, FS_OK or an error. */
+typedef int (*fs_rekey_fn)(void *ctx, const void *image, fs_ref_t key, int64_t *out);
+/* Move a writable copy of a trusted image that imports nothing into
+** FS_HASH_KEYED with seed: every map entry's hash becomes K of its key, every
+** index is rebuilt, the header names the domain and seed and carries an
+** FS_CHECKSUM_XXH3 checksum. FS_OK; FS_EINVAL for an image with imports; or
+** composite's error (the copy is then half rewritten: discard it). */
+int fs_image_rekey(void *image, uint64_t seed, fs_rekey_fn composite, void *ctx);
+
 /* ---- validator ---------------------------------------------------------- */
 /* Prove that an untrusted image is well formed: header fields, every object
 ** in bounds and of a known kind, every reference pointing at an object start,
@@ -614,6 +685,9 @@ void fs_builder_detach(fs_builder_t *b, void **base, size_t *alloc_size);
 ** named in *why), or FS_ENOMEM (it needs about size/32 bytes). */
 int fs_image_check(const void *image, size_t size);
 int fs_image_check_why(const void *image, size_t size, const char **why);
+/* Pass 1 alone (header, layout; not the checksum): what a reader needs to
+** trust before it uses the header of an image vouched for (verify=False). */
+int fs_image_check_header(const void *image, size_t size, const char **why);
 
 #ifdef __cplusplus
 }

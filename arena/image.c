@@ -667,25 +667,7 @@ void fs_build_map_set(fs_builder_t *b, fs_ref_t map, uint64_t i, int64_t hash,
 
 void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
 {
-    fs_map_t *m = map_at(b, map);
-    if (m->index_size == 0)
-        return;
-    void *index = (void *)fs_keyset_index(m);
-    unsigned width = fs_index_width(m->h.n);
-    uint64_t mask = (uint64_t)m->index_size - 1;
-    memset(index, 0xff, (size_t)m->index_size * width);
-    /* Entries go in insertion order along the probing sequence of fs_map_find
-    ** (fs_image.h). index_size_for() guarantees a free slot within
-    ** index_size probes, so the loop ends and every entry is found. */
-    for (uint64_t e = 0; e < m->h.n; e++) {
-        uint64_t perturb = (uint64_t)fs_keyset_hash(m, e);
-        uint64_t i = perturb & mask;
-        while (fs_index_slot(index, width, i) >= 0) {
-            perturb >>= 5;
-            i = (i * 5 + perturb + 1) & mask;
-        }
-        fs_index_put(index, width, i, (int64_t)e);
-    }
+    fs_map_reindex(map_at(b, map));    /* portable.c: shared with fs_image_rekey */
 }
 
 /* ---- shapes: dicts with the same keys in the same order ------------------ */

@@ -49,6 +49,35 @@ int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
                      fs_region_t *const *imports, uint32_t nimports,
                      int64_t hash_check);
 
+/* ---- regions over images that came from elsewhere ------------------------ */
+/* Where a region's image lives. ARENA: frozen or copied here, sealed by us.
+** FILE: a read-only shared mapping of a file. BUFFER: memory another owner
+** lends (a Python buffer), let go of through the region's release hook. */
+enum { FS_BACKING_ARENA = 0, FS_BACKING_FILE = 1, FS_BACKING_BUFFER = 2 };
+typedef void (*fs_release_fn)(void *ctx, const void *image, size_t size);
+
+/* A region (count 1) over the image at image (size bytes, 8-aligned,
+** read-only for its whole life, already verified or vouched for, importing
+** nothing). When the count reaches 0, release(ctx, image, size) is called
+** once, on the thread that released last (I5: release must not need Python
+** API unless its caller guarantees where the last release happens).
+** backing FILE or BUFFER. FS_OK, FS_EINVAL, FS_ENOMEM. */
+int fs_region_adopt(fs_region_t **out, const void *image, size_t size, int backing,
+                    fs_release_fn release, void *ctx);
+/* Map file fd read-only (MAP_SHARED), check it (verify: fs_image_check;
+** otherwise its magic only) and adopt it as a FILE region; the region owns
+** the mapping (munmap at reclaim; fd may be closed at once). FS_OK, or
+** FS_ECORRUPT / FS_EVERSION with *why, FS_ESYS (errno), FS_ENOMEM. A file
+** must not be written in place while mapped (replace it: dump renames). */
+int fs_region_map_file(fs_region_t **out, int fd, int verify, const char **why);
+/* A new ARENA region holding a sealed copy of the size bytes at image (any
+** alignment), the copy checked before it is sealed (verify: fs_image_check;
+** else its header) -- the copy is what readers see, whatever happens to the
+** source. FS_OK, or FS_ECORRUPT / FS_EVERSION with *why, FS_ENOMEM. */
+int fs_region_copy(fs_region_t **out, const void *image, size_t size, int verify,
+                   const char **why);
+int fs_region_backing(const fs_region_t *r);
+
 void fs_region_acquire(fs_region_t *r);            /* +1 (r must be alive) */
 void fs_region_release(fs_region_t *r);            /* -1; reclaims at 0; NULL-safe */
 

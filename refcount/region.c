@@ -37,6 +37,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "fs_region.h"
 
@@ -71,6 +74,9 @@ struct fs_region_s {
     fs_ref_t      root;         /* the frozen object                             */
     uint64_t      object_count; /* from the header                               */
     fs_region_t  *next_dead;    /* reclaim worklist link, only while refcnt == 0 */
+    int           backing;      /* FS_BACKING_*                                  */
+    fs_release_fn release;      /* foreign backings: lets go of the image        */
+    void         *release_ctx;
     uint32_t      nimports;     /* entries of imports[]                          */
     fs_region_t  *imports[];    /* +1 each, slot i = import table entry i (I6)   */
 };
@@ -266,6 +272,28 @@ int fs_region_init(void)
     return region_init_err;
 }
 
+/* Fill in a new block for the image at base (alloc_size bytes held) and
+** count it live. Nothing here fails. */
+static void block_init(fs_region_t *r, uint8_t *base, size_t alloc_size, int backing,
+                       fs_release_fn release, void *ctx)
+{
+    const fs_image_header_t *h = fs_image_header(base);
+    atomic_init(&r->refcnt, 1);
+    r->base = base;
+    r->alloc_size = alloc_size;
+    r->size = (size_t)h->image_size;
+    r->root = h->root;
+    r->object_count = h->object_count;
+    r->next_dead = NULL;
+    r->backing = backing;
+    r->release = release;
+    r->release_ctx = ctx;
+    r->nimports = 0;
+    atomic_fetch_add_explicit(&st_live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st_bytes, r->size, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st_created, 1, memory_order_relaxed);
+}
+
 int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
                      fs_region_t *const *imports, uint32_t nimports,
                      int64_t hash_check)
@@ -319,22 +347,12 @@ int fs_region_create(fs_region_t **out, fs_builder_t *b, fs_ref_t root,
     }
 
     /* Nothing below fails: from here the region exists. */
-    const fs_image_header_t *h = fs_image_header(base);
-    atomic_init(&r->refcnt, 1);
-    r->base = base;
-    r->alloc_size = alloc_size;
-    r->size = (size_t)h->image_size;
-    r->root = root;
-    r->object_count = h->object_count;
-    r->next_dead = NULL;
+    block_init(r, base, alloc_size, FS_BACKING_ARENA, NULL, NULL);
     r->nimports = nimports;
     for (uint32_t i = 0; i < nimports; i++) {
         fs_region_acquire(imports[i]);     /* I6: held for r's lifetime */
         r->imports[i] = imports[i];
     }
-    atomic_fetch_add_explicit(&st_live, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&st_bytes, r->size, memory_order_relaxed);
-    atomic_fetch_add_explicit(&st_created, 1, memory_order_relaxed);
     /* The reporter only explains a fault that kills the process anyway; a
     ** region without it is still sealed (I1), so its failure is not ours. */
     (void)fs_arena_install_reporter();
@@ -357,6 +375,131 @@ fail_args:
     return err;
 }
 
+/* A region over an image someone else holds (fs_region_adopt). */
+int fs_region_adopt(fs_region_t **out, const void *image, size_t size, int backing,
+                    fs_release_fn release, void *ctx)
+{
+    if (out == NULL || image == NULL || release == NULL || size < FS_IMAGE_HEADER_SIZE ||
+        (backing != FS_BACKING_FILE && backing != FS_BACKING_BUFFER))
+        return FS_EINVAL;
+    *out = NULL;
+    const fs_image_header_t *h = fs_image_header(image);
+    if (h->nimports != 0 || h->image_size > size)
+        return FS_EINVAL;
+    int err = fs_region_init();
+    if (err != FS_OK)
+        return err;
+    fs_region_t *r = fs__malloc(sizeof *r);
+    if (r == NULL)
+        return FS_ENOMEM;
+    if ((err = blocks_reserve()) != FS_OK) {   /* every block is counted there */
+        fs__free(r);
+        return err;
+    }
+    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    block_init(r, (uint8_t *)(uintptr_t)image, size, backing, release, ctx);
+    *out = r;
+    return FS_OK;
+}
+
+static void unmap_release(void *ctx, const void *image, size_t size)
+{
+    (void)ctx;
+    munmap((void *)(uintptr_t)image, size);
+}
+
+int fs_region_map_file(fs_region_t **out, int fd, int verify, const char **why)
+{
+    static const char *dummy;
+    if (why == NULL)
+        why = &dummy;
+    *why = NULL;
+    if (out == NULL)
+        return FS_EINVAL;
+    *out = NULL;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0)
+        return FS_ESYS;
+    if (!S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode)) {
+        *why = "not a regular file";
+        return FS_ECORRUPT;
+    }
+    if ((uint64_t)sb.st_size < FS_IMAGE_HEADER_SIZE) {
+        *why = sb.st_size == 0 ? "an empty file" : "truncated: shorter than a header";
+        return FS_ECORRUPT;
+    }
+    if ((uint64_t)sb.st_size > SIZE_MAX)
+        return FS_ETOOBIG;
+    size_t size = (size_t)sb.st_size;
+    /* Read-only and shared: every process mapping the file reads the same
+    ** page-cache pages (I1: nothing can write through this mapping). */
+    void *p = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return FS_ESYS;
+    int err = FS_OK;
+    err = verify ? fs_image_check_why(p, size, why) : fs_image_check_header(p, size, why);
+    if (err == FS_OK && fs_image_header(p)->nimports != 0) {
+        *why = "the image imports other regions (a file never does)";
+        err = FS_ECORRUPT;
+    }
+    if (err == FS_OK)
+        err = fs_region_adopt(out, p, size, FS_BACKING_FILE, unmap_release, NULL);
+    if (err != FS_OK)
+        munmap(p, size);
+    return err;
+}
+
+int fs_region_copy(fs_region_t **out, const void *image, size_t size, int verify,
+                   const char **why)
+{
+    static const char *dummy;
+    if (why == NULL)
+        why = &dummy;
+    *why = NULL;
+    if (out == NULL || image == NULL)
+        return FS_EINVAL;
+    *out = NULL;
+    int err = fs_region_init();
+    if (err != FS_OK)
+        return err;
+    fs_region_t *r = fs__malloc(sizeof *r);
+    if (r == NULL)
+        return FS_ENOMEM;
+    void *base = NULL;
+    size_t usable = 0;
+    if ((err = fs_arena_alloc(size ? size : 1, &base, &usable)) != FS_OK) {
+        fs__free(r);
+        return err;
+    }
+    memcpy(base, image, size);
+    memset((uint8_t *)base + size, 0, usable - size);
+    /* the copy, not the source, is what readers will see: check the copy */
+    err = verify ? fs_image_check_why(base, size, why) : fs_image_check_header(base, size, why);
+    if (err == FS_OK && fs_image_header(base)->nimports != 0) {
+        *why = "the image imports other regions (a portable image never does)";
+        err = FS_ECORRUPT;
+    }
+    if (err != FS_OK)
+        goto fail;
+    if ((err = blocks_reserve()) != FS_OK)
+        goto fail;
+    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    if ((err = fs_arena_seal(base, usable, r->id)) != FS_OK) {
+        block_gone();
+        goto fail;
+    }
+    block_init(r, base, usable, FS_BACKING_ARENA, NULL, NULL);
+    (void)fs_arena_install_reporter();
+    *out = r;
+    return FS_OK;
+fail:
+    fs_arena_free(base);
+    fs__free(r);
+    return err;
+}
+
+int fs_region_backing(const fs_region_t *r) { return r->backing; }
+
 void fs_region_acquire(fs_region_t *r)
 {
     /* Relaxed: the caller already holds a reference, which orders
@@ -375,6 +518,12 @@ static void region_destroy(fs_region_t *r)
     atomic_fetch_sub_explicit(&st_live, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&st_bytes, r->size, memory_order_relaxed);
     atomic_fetch_add_explicit(&st_reclaims, 1, memory_order_relaxed);
+    if (r->backing != FS_BACKING_ARENA) {  /* not ours: hand it back */
+        r->release(r->release_ctx, r->base, r->alloc_size);
+        fs__free(r);
+        block_gone();
+        return;
+    }
     pthread_mutex_lock(&deferred_lock);
     unseal_or_defer_locked(r);
     pthread_mutex_unlock(&deferred_lock);

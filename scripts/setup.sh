@@ -33,6 +33,7 @@ command -v bzip2 >/dev/null || need+=(bzip2)
 # scripts/test-report.py (stdlib only); with FS_PYTHONS given, one of those serves
 command -v python3 >/dev/null || [ -n "${FS_PYTHONS:-}" ] || need+=(python3)
 [ -f /usr/include/criterion/criterion.h ] || need+=(libcriterion-dev)
+[ -f /usr/include/xxhash.h ] || need+=(libxxhash-dev)              # XXH3: portable image hashes
 if [ "${FS_WITH_SANITIZE:-1}" = 1 ]; then                       # scripts/sanitize.sh fuzzes with clang
     command -v clang >/dev/null || need+=(clang)
     ls /usr/lib/llvm-*/lib/clang/*/lib/*/libclang_rt.fuzzer*.a >/dev/null 2>&1 || need+=(libclang-rt-dev)
@@ -97,6 +98,13 @@ for p in "${candidates[@]}"; do
     if ! "$venv/bin/python" -c 'import pytest, hypothesis' 2>/dev/null; then
         say "installing test dependencies into $venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest hypothesis
+    fi
+    # Real engines for tests/python/test_engines.py, in one venv (PyPI has
+    # Ray for 3.13 here; the tests skip where they are absent).
+    if [ "$ver" = 3.13 ] && ! "$venv/bin/python" -c 'import ray, distributed' 2>/dev/null; then
+        say "installing Ray and Dask into $venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check \
+            'ray==2.60.0' 'distributed==2026.8.0'
     fi
     venv_pythons+=("$venv/bin/python")
 done

@@ -2054,7 +2054,7 @@ Test(image_header, other_versions_and_platforms_are_eversion)
         { offsetof(fs_image_header_t, word_size), 0, 1, "word size" },
         { offsetof(fs_image_header_t, word_size), 16, 1, "word size" },
         { offsetof(fs_image_header_t, hash_domain), 0, 1, "hash domain" },
-        { offsetof(fs_image_header_t, hash_domain), 2, 1, "hash domain" },
+        { offsetof(fs_image_header_t, hash_domain), 3, 1, "hash domain" },
         { offsetof(fs_image_header_t, hash_domain), 255, 1, "hash domain" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -2086,8 +2086,7 @@ Test(image_header, nonzero_reserved_fields_are_corrupt)
         { offsetof(fs_image_header_t, header_size), 256, 2 },
         { offsetof(fs_image_header_t, flags), 1, 4 },
         { offsetof(fs_image_header_t, flags), 0x80000000u, 4 },
-        { offsetof(fs_image_header_t, checksum_kind), 1, 4 },
-        { offsetof(fs_image_header_t, checksum), 0xdeadbeef, 8 },
+        { offsetof(fs_image_header_t, checksum), 0xdeadbeef, 8 },   /* kind 0: no checksum */
         { offsetof(fs_image_header_t, hash_key), 1, 1 },
         { offsetof(fs_image_header_t, hash_key) + 15, 0x80, 1 },
         { offsetof(fs_image_header_t, zero64), 1, 8 },
@@ -2098,6 +2097,14 @@ Test(image_header, nonzero_reserved_fields_are_corrupt)
         memcpy(p + cases[i].field, &cases[i].value, (size_t)cases[i].width);
         CORRUPT(p, n, "reserved header fields");
     }
+    /* a checksum kind claimed but not matching; an unknown kind */
+    memcpy(p, img, n);
+    hdr(p)->checksum_kind = FS_CHECKSUM_XXH3;
+    CORRUPT(p, n, "checksum");
+    hdr(p)->checksum = fs_image_checksum(p, n);
+    cr_assert_eq(check(p, n), FS_OK);
+    hdr(p)->checksum_kind = 2;
+    REFUSED(p, n, FS_EVERSION, "checksum kind");
     /* hash_check is the reader's business (any value, -1 included) */
     int64_t hc[] = { 0, -1, 12345, INT64_MIN };
     for (size_t i = 0; i < sizeof hc / sizeof *hc; i++) {
@@ -3025,5 +3032,167 @@ Test(image_narrow, corrupt_narrow_dicts_are_rejected)
     w_map(p, r1)->h.flags &= (uint8_t)~FS_FLAG_NARROW;          /* size disagrees */
     CORRUPT(p, n, NULL);
     free(p);
+    free(img);
+}
+
+/* ---- image_portable: the keyed hash domain, checksums, rekeying ---------- */
+
+static int composite_calls;
+/* fs_rekey_fn for the tests: a hash of the key's offset (any function of
+** the key will do here; the bindings use the key's value). */
+static int composite_hash(void *ctx, const void *image, fs_ref_t key, int64_t *out)
+{
+    (void)ctx;
+    cr_assert(fs_ref_kind(image, key) == FS_KIND_TUPLE || fs_ref_kind(image, key) == FS_KIND_FROZENSET,
+              "only composite keys reach the callback (kind %d)", fs_ref_kind(image, key));
+    composite_calls++;
+    *out = (int64_t)fs_keyed_mix(key) | 1;
+    return FS_OK;
+}
+
+/* Every entry of every unshaped map of a keyed image is found by its K
+** (str and bytes recomputed here from the key itself). */
+static void assert_keyed_lookups(const uint8_t *img, uint64_t seed)
+{
+    const fs_image_header_t *h = fs_image_header(img);
+    uint64_t objects = 0;
+    for (uint64_t off = FS_IMAGE_HEADER_SIZE; off < h->objects_end; off += fs_obj_size(img, off)) {
+        objects++;
+        const fs_map_t *m = fs_map(img, off);
+        int k = m->h.kind;
+        if ((k != FS_KIND_DICT && k != FS_KIND_SET && k != FS_KIND_FROZENSET) || fs_map_shaped(m))
+            continue;
+        for (uint64_t e = 0; e < m->h.n; e++) {
+            fs_ref_t key = fs_keyset_key(m, e);
+            int64_t hash = fs_keyset_hash(m, e);
+            if (fs_ref_kind(img, key) == FS_KIND_STR) {
+                const fs_str_t *s = fs_str(img, key);
+                cr_assert_eq(hash, fs_keyed_str_hash(seed, fs_str_charsize(s), fs_str_len(s),
+                                                     fs_str_data(s)));
+            }
+            cr_assert_neq(hash, -1);
+            fs_ref_t probe = key;
+            cr_assert_eq(fs_map_find(img, m, hash, eq_same_ref, &probe), (int64_t)e,
+                         "entry %lu of the map at %lu is not found by its K",
+                         (unsigned long)e, (unsigned long)off);
+        }
+    }
+    cr_assert_eq(objects, h->object_count, "fs_obj_size walks every object exactly once");
+}
+
+/* An image importing nothing with keys of every kind: a 12-entry root dict
+** (an index) of str (three char sizes), bytes, int, float, tuple and
+** frozenset keys, a frozenset, and 5 records sharing one shape (narrow). */
+static uint8_t *portable_copy(size_t *n)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t root, r, k, t, fz, recs;
+    OK(fs_build_map(b, FS_KIND_DICT, 0, 12, &root));
+    uint64_t e = 0;
+    OK(fs_build_str(b, 1, 5, FS_MAXCHAR_SCAN, 11, "alpha", &k));
+    fs_build_map_set(b, root, e++, 11, k, fs_ref_small_int(1));
+    uint16_t u2[2] = { 0x20ac, 'x' };
+    OK(fs_build_str(b, 2, 2, FS_MAXCHAR_SCAN, 12, u2, &k));
+    fs_build_map_set(b, root, e++, 12, k, fs_ref_small_int(2));
+    uint32_t u4[2] = { 0x1f600, 'y' };
+    OK(fs_build_str(b, 4, 2, FS_MAXCHAR_SCAN, 13, u4, &k));
+    fs_build_map_set(b, root, e++, 13, k, fs_ref_small_int(3));
+    OK(fs_build_bytes(b, FS_KIND_BYTES, "raw", 3, &k));
+    fs_build_map_set(b, root, e++, 14, k, fs_ref_small_int(4));
+    fs_build_map_set(b, root, e++, 5, fs_ref_small_int(5), FS_REF_NONE);
+    OK(fs_build_float(b, 0.0, &k));
+    fs_build_map_set(b, root, e++, 0, k, FS_REF_TRUE);
+    OK(fs_build_seq(b, FS_KIND_TUPLE, 2, &t));
+    fs_build_seq_set(b, t, 0, fs_ref_small_int(1));
+    fs_build_seq_set(b, t, 1, ascii(b, "t"));
+    fs_build_map_set(b, root, e++, 17, t, FS_REF_FALSE);
+    OK(fs_build_map(b, FS_KIND_FROZENSET, 0, 2, &fz));
+    fs_build_map_set(b, fz, 0, str_hash("p"), ascii(b, "p"), FS_REF_NONE);
+    fs_build_map_set(b, fz, 1, 2, fs_ref_small_int(2), FS_REF_NONE);
+    fs_build_map_finish(b, fz);
+    fs_build_map_set(b, root, e++, 18, fz, fz);
+    OK(fs_build_seq(b, FS_KIND_LIST, 5, &recs));
+    int64_t hashes[2] = { str_hash("id"), str_hash("name") };
+    fs_ref_t keys[2] = { ascii(b, "id"), ascii(b, "name") };
+    for (uint64_t i = 0; i < 5; i++) {
+        fs_ref_t vals[2] = { fs_ref_small_int((int64_t)i), ascii(b, "n") };
+        OK(fs_build_record(b, 0, 2, hashes, keys, vals, &r));
+        fs_build_seq_set(b, recs, i, r);
+    }
+    fs_build_map_set(b, root, e++, str_hash("records"), ascii(b, "records"), recs);
+    while (e < 12) {
+        char name[8];
+        snprintf(name, sizeof name, "k%lu", (unsigned long)e);
+        fs_build_map_set(b, root, e, str_hash(name), ascii(b, name), fs_ref_small_int((int64_t)e));
+        e++;
+    }
+    fs_build_map_finish(b, root);
+    return finish_copy(b, root, n);
+}
+
+Test(image_portable, rekey_moves_every_hash_into_the_keyed_domain_and_seals_a_checksum)
+{
+    size_t n;
+    uint8_t *img = portable_copy(&n);
+    uint64_t seed = UINT64_C(0x0123456789abcdef);
+    composite_calls = 0;
+    OK(fs_image_rekey(img, seed, composite_hash, NULL));
+    cr_assert_gt(composite_calls, 0, "the tuple and frozenset keys went to the callback");
+    const fs_image_header_t *h = fs_image_header(img);
+    cr_assert_eq(h->hash_domain, FS_HASH_KEYED);
+    cr_assert_eq(fs_image_seed(h), seed);
+    cr_assert_eq(h->hash_check, -1);
+    cr_assert_eq(h->checksum_kind, FS_CHECKSUM_XXH3);
+    cr_assert_eq(h->checksum, fs_image_checksum(img, n));
+    cr_assert_eq(check(img, n), FS_OK);
+    assert_keyed_lookups(img, seed);
+    /* the header's checks: a changed byte anywhere, a seed's reserved bytes,
+    ** an unknown checksum kind */
+    img[n / 2] ^= 0x40;
+    CORRUPT(img, n, "checksum");
+    img[n / 2] ^= 0x40;
+    hdr(img)->hash_key[12] = 1;
+    CORRUPT(img, n, "reserved");
+    hdr(img)->hash_key[12] = 0;
+    hdr(img)->checksum_kind = 7;
+    REFUSED(img, n, FS_EVERSION, "checksum kind");
+    hdr(img)->checksum_kind = FS_CHECKSUM_XXH3;
+    hdr(img)->hash_domain = 9;
+    REFUSED(img, n, FS_EVERSION, "hash domain");
+    hdr(img)->hash_domain = FS_HASH_KEYED;
+    cr_assert_eq(check(img, n), FS_OK);
+    cr_assert_eq(fs_image_check_header(img, n, NULL), FS_OK);
+    free(img);
+}
+
+Test(image_portable, keyed_hashes_depend_on_seed_and_value_only)
+{
+    uint16_t u2[2] = { 0x20ac, 'x' };
+    cr_assert_eq(fs_keyed_str_hash(1, 1, 3, "abc"), fs_keyed_str_hash(1, 1, 3, "abc"));
+    cr_assert_neq(fs_keyed_str_hash(1, 1, 3, "abc"), fs_keyed_str_hash(2, 1, 3, "abc"));
+    cr_assert_neq(fs_keyed_str_hash(1, 1, 3, "abc"), fs_keyed_bytes_hash(1, 3, "abc"));
+    cr_assert_neq(fs_keyed_str_hash(1, 2, 2, u2), fs_keyed_str_hash(1, 1, 2, "\xac\x20"));
+    /* tuples are ordered, sets are not; neither is ever -1 */
+    uint64_t a = fs_keyed_tuple_add(fs_keyed_tuple_add(fs_keyed_tuple_begin(5), 1), 2);
+    uint64_t b = fs_keyed_tuple_add(fs_keyed_tuple_add(fs_keyed_tuple_begin(5), 2), 1);
+    cr_assert_neq(fs_keyed_tuple_end(a, 2), fs_keyed_tuple_end(b, 2));
+    uint64_t s1 = fs_keyed_set_member(1) + fs_keyed_set_member(2);
+    uint64_t s2 = fs_keyed_set_member(2) + fs_keyed_set_member(1);
+    cr_assert_eq(fs_keyed_set_end(5, s1, 2), fs_keyed_set_end(5, s2, 2));
+    for (uint64_t i = 0; i < 100000; i++)
+        cr_assert_neq(fs_keyed_tuple_end(fs_keyed_tuple_begin(i), i), -1);
+}
+
+Test(image_portable, rekey_refuses_an_image_that_imports)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t x;
+    OK(fs_build_xref(b, 0, fs_ref_small_int(1), &x));
+    uint64_t id = 77;
+    OK(fs_builder_finish(b, x, &id, 1, 0));
+    size_t n = fs_builder_size(b);
+    uint8_t *img = copy_exact(fs_builder_base(b), n);
+    fs_builder_destroy(b);
+    cr_assert_eq(fs_image_rekey(img, 1, composite_hash, NULL), FS_EINVAL);
     free(img);
 }

@@ -975,3 +975,104 @@ Test(region_fork, fork_while_threads_churn_leaves_the_child_consistent, .timeout
     cr_assert_eq(bad, 0, "%d of %d children failed", bad, FORKS);
     fs_region_release(parents);
 }
+
+/* ---- region_foreign: regions over files, lent buffers and copies ----------- */
+
+#define OK(e) cr_assert_eq((e), FS_OK, "%s failed", #e)
+
+static int releases;
+static void count_release(void *ctx, const void *image, size_t size)
+{
+    cr_assert_eq(ctx, &releases);
+    cr_assert_not_null(image);
+    cr_assert_geq(size, FS_IMAGE_HEADER_SIZE);
+    releases++;
+}
+
+/* A temporary file holding the n bytes at data; its descriptor, open for reading. */
+static int temp_file(const void *data, size_t n)
+{
+    char path[] = "/tmp/fs-test-region-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    cr_assert_eq(write(fd, data, n), (ssize_t)n);
+    return fd;
+}
+
+Test(region_foreign, adopted_and_mapped_images_read_the_same_and_are_let_go_once)
+{
+    fs_region_t *src = bytes_region(100000, 'q');
+    size_t n = fs_region_size(src);
+    uint64_t created = rstats().created;
+
+    /* a lent buffer: released exactly once, at the last release */
+    uint8_t *copy = malloc(n);
+    memcpy(copy, fs_region_base(src), n);
+    fs_region_t *a = NULL;
+    releases = 0;
+    OK(fs_region_adopt(&a, copy, n, FS_BACKING_BUFFER, count_release, &releases));
+    cr_assert_eq(fs_region_backing(a), FS_BACKING_BUFFER);
+    cr_assert_eq(fs_region_root(a), fs_region_root(src));
+    cr_assert_eq(fs_region_size(a), n);
+    fs_region_acquire(a);
+    fs_region_release(a);
+    cr_assert_eq(releases, 0);
+    fs_region_release(a);
+    cr_assert_eq(releases, 1);
+    free(copy);
+
+    /* a mapped file: the same bytes, unmapped at reclaim */
+    int fd = temp_file(fs_region_base(src), n);
+    fs_region_t *m = NULL;
+    const char *why = NULL;
+    OK(fs_region_map_file(&m, fd, 1, &why));
+    close(fd);                                       /* the mapping outlives it */
+    cr_assert_eq(fs_region_backing(m), FS_BACKING_FILE);
+    cr_assert_eq(memcmp(fs_region_base(m), fs_region_base(src), n), 0);
+    const uint8_t *mb = fs_region_base(m);
+    fs_region_release(m);
+    cr_assert_eq(mincore((void *)(uintptr_t)mb, 4096, (unsigned char[1]){0}), -1,
+                 "the mapping is gone after the last release");
+
+    /* a sealed copy */
+    fs_region_t *c = NULL;
+    OK(fs_region_copy(&c, fs_region_base(src), n, 1, NULL));
+    cr_assert_eq(fs_region_backing(c), FS_BACKING_ARENA);
+    cr_assert_eq(memcmp(fs_region_base(c), fs_region_base(src), n), 0);
+    fs_region_release(c);
+    fs_region_release(src);
+    fs_region_stats_t s = rstats();
+    cr_assert_eq(s.created, created + 3);
+    cr_assert_eq(s.live_regions, 0);
+    cr_assert_eq(s.image_bytes, 0);
+}
+
+Test(region_foreign, bad_files_are_refused_with_a_reason)
+{
+    const char *why = NULL;
+    fs_region_t *m = (fs_region_t *)1;
+    int fd = temp_file("", 0);
+    cr_assert_eq(fs_region_map_file(&m, fd, 1, &why), FS_ECORRUPT);
+    cr_assert_null(m);
+    cr_assert(why != NULL && strstr(why, "empty"), "%s", why);
+    close(fd);
+    fd = temp_file("FRZSHARE not really an image, but long enough to hold a header? "
+                   "......................................................................", 130);
+    cr_assert_neq(fs_region_map_file(&m, fd, 0, &why), FS_OK);   /* verify=0 still checks the header */
+    cr_assert_not_null(why);
+    close(fd);
+    /* an image that imports another region is never adopted */
+    fs_region_t *base = new_region(1, NULL, 0);
+    fs_region_t *imp = new_region(2, &base, 1);
+    fd = temp_file(fs_region_base(imp), fs_region_size(imp));
+    cr_assert_eq(fs_region_map_file(&m, fd, 1, &why), FS_ECORRUPT);
+    cr_assert(strstr(why, "imports"), "%s", why);
+    close(fd);
+    cr_assert_eq(fs_region_copy(&m, fs_region_base(imp), fs_region_size(imp), 1, &why), FS_ECORRUPT);
+    cr_assert(strstr(why, "imports"), "%s", why);
+    cr_assert_eq(fs_region_map_file(&m, -1, 1, &why), FS_ESYS);
+    fs_region_release(imp);
+    fs_region_release(base);
+    cr_assert_eq(rstats().live_regions, 0);
+}
