@@ -381,7 +381,9 @@ static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
         *out = p->ref;
         return 0;
     }
-    fs_region_t *r = p->h->region;
+    fs_region_t *r = fs__shareable(p->h);    /* the new region may travel */
+    if (r == NULL)
+        return -1;
     uint64_t *slot = fs__tab_get(&c->slot_of, (uintptr_t)r, 0);
     uint32_t s;
     if (slot != NULL) {

@@ -13,6 +13,8 @@
 **   map.c  seq.c  set.c  bytes.c  the proxy families (never call each other)
 **   proxy.c                      shared by the proxies: common methods, repr
 **                                guard, .view(), entry iterator, set-likes
+**   portable.c                   dumps/loads/load, pickling: images that
+**                                leave or enter the process
 **   freeze.c  thaw.c             graph -> region, region -> plain objects
 **   read.c                       scalars, proxies, lookups in an image
 **   state.c  table.c             handles, FS_E* -> exceptions, hash tables
@@ -110,6 +112,7 @@ typedef struct fs_state_s {
     PyObject     *module;                /* borrowed: the module owning us */
     PyObject     *mapping_abc;           /* collections.abc.Mapping, lazy */
     PyObject     *set_abc;               /* collections.abc.Set, lazy     */
+    PyObject     *image_error;           /* frozenshare.ImageError        */
     Py_hash_t     hash_check;            /* hash("frozenshare") here      */
     fs__tab_t     handles;               /* region -> fs_handle (borrowed) */
     fs__tab_t     repr_active;           /* (region, ref) being repr'd    */
@@ -117,6 +120,7 @@ typedef struct fs_state_s {
     uint64_t      keycache_shapes;       /* shapes cached, all handles    */
     uint64_t      keycache_keys;         /* keys in them                  */
     uint64_t      keycache_hits;         /* keys served from the cache    */
+    uint64_t      lookups_scanned;       /* lookups that could not hash    */
     struct fs_proxy_s *proxy_free;       /* dead proxies kept for reuse,
                                             chained through their h      */
     int           nproxy_free;           /* <= FS_PROXY_FREE_MAX          */
@@ -136,9 +140,21 @@ typedef struct fs_handle_s {
     const uint8_t *base;     /* fs_region_base(region): sealed image (I1) */
     PyObject      *module;   /* strong: keeps st (and its table) alive    */
     fs_state      *st;       /* borrowed: PyModule_GetState(module)       */
-    int            trust_hash; /* image hash_check == st->hash_check      */
+    int            trust_hash; /* FS_HASH_PROCESS, hash_check == ours:
+                                  a probe's own hash finds its entry       */
+    int            keyed;    /* FS_HASH_KEYED: probes hashed with seed    */
+    uint64_t       seed;
+    fs_region_t   *shared;   /* BUFFER region: its ARENA copy, made at the
+                                first hand-off out of this interpreter     */
     fs__tab_t      keycache; /* shape offset -> tuple of its keys, read   */
 } fs_handle;
+
+/* The region to hand out of this interpreter (XID, publish, an import of a
+** freeze) for h: h's own, or, when h lends a Python buffer of this
+** interpreter (FS_BACKING_BUFFER: only this interpreter may let go of it), a
+** sealed copy made once (same offsets: every reference into h is valid in
+** it). Borrowed (kept by h); NULL with an exception on failure. */
+fs_region_t *fs__shareable(fs_handle *h);
 
 /* The key cache: a shape's keys are materialized once per interpreter and
 ** region, then reused by keys(), items() and iteration of every dict of
@@ -161,6 +177,9 @@ extern PyType_Spec fs__handle_spec;      /* frozenshare._Handle */
 /* THE place mapping FS_E* codes to Python exceptions. Returns NULL.
 ** key (borrowed, may be NULL) becomes the KeyError's argument. */
 PyObject *fs__raise(int err, PyObject *key);
+/* frozenshare.ImageError for FS_ECORRUPT / FS_EVERSION (why: what is wrong,
+** where: a file name or NULL); other codes as fs__raise. Returns NULL. */
+PyObject *fs__raise_image(fs_state *st, int err, const char *why, PyObject *where);
 
 /* ==== read.c: reading an image ============================================= */
 
@@ -211,6 +230,10 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref);
 /* The process's hash("frozenshare") (the same in every interpreter: one
 ** hash secret per process), set at module exec; -1 until then. */
 extern int64_t fs__process_hash_check;
+
+/* K (fs_image.h, "Hash domains") of o under seed: 1 with *out, 0 when o is
+** of no kind an image key can have (the caller scans), -1 on error. */
+int fs__keyed_hash(PyObject *o, uint64_t seed, int64_t *out);
 
 /* 1 if the image at base stores hashes of this process (its str hashes are
 ** CPython's own here). */
@@ -277,11 +300,24 @@ PyObject *fs__freeze(fs_state *st, PyObject *obj);              /* new reference
 /* Deep copy of the value at (h, ref) back to plain objects. New reference. */
 PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref);
 
+/* ==== portable.c ============================================================ */
+/* New reference: the portable image (FS_HASH_KEYED, checksummed, importing
+** nothing) of obj -- a proxy's region copied and rekeyed, or obj frozen
+** (flattened) first -- as bytes. */
+PyObject *fs__dumps(fs_state *st, PyObject *obj);
+/* As fs__dumps, but NULL with *entangled = 1 and no exception when obj has
+** no image without another region (pickling then falls back to by value). */
+PyObject *fs__portable(fs_state *st, PyObject *obj, int *entangled);
+PyObject *fs__mod_dumps(PyObject *module, PyObject *obj);
+PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs);
+extern const char fs__dumps_doc[], fs__loads_doc[], fs__load_doc[];
+
 /* ==== proxy.c: what the proxy families share =============================== */
 /* Each returns what the slot or method it implements returns (new
 ** references; self and arguments borrowed). */
 void      fs__proxy_dealloc(PyObject *self);                        /* tp_dealloc */
-PyObject *fs__proxy_reduce(PyObject *self, PyObject *unused);       /* by value */
+PyObject *fs__proxy_reduce_ex(PyObject *self, PyObject *protocol); /* the image */
 PyObject *fs__proxy_copy(PyObject *self, PyObject *unused);         /* self */
 PyObject *fs__proxy_deepcopy(PyObject *self, PyObject *memo);       /* self */
 PyObject *fs__container_view(PyObject *self, PyObject *key);        /* .view() */
@@ -312,7 +348,8 @@ static inline int is_setview(fs_state *st, PyObject *o)
 }
 
 #define COMMON_METHODS \
-    {"__reduce__", fs__proxy_reduce, METH_NOARGS, "Pickle by value: freeze(thaw(self))."}, \
+    {"__reduce_ex__", fs__proxy_reduce_ex, METH_O, \
+     "Pickle as the portable image: loads(image); out of band with protocol 5."}, \
     {"__copy__", fs__proxy_copy, METH_NOARGS, "Frozen objects are immutable: self."}, \
     {"__deepcopy__", fs__proxy_deepcopy, METH_O, "Frozen objects are immutable: self."}, \
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585."}

@@ -158,7 +158,10 @@ static PyObject *mod_publish(PyObject *module, PyObject *const *args, Py_ssize_t
     fs_proxy *p = as_proxy(st, args[1], "publish");
     if (p == NULL)
         return NULL;
-    int err = fs_registry_publish(name, (size_t)len, p->h->region, p->ref);
+    fs_region_t *r = fs__shareable(p->h);    /* any interpreter may look it up */
+    if (r == NULL)
+        return NULL;
+    int err = fs_registry_publish(name, (size_t)len, r, p->ref);
     if (err != FS_OK)
         return fs__raise(err, args[0]);
     Py_RETURN_NONE;
@@ -258,7 +261,17 @@ PyDoc_STRVAR(info_doc,
 "dict describing the region holding a frozen object: region_id,\n"
 "image_bytes, refcount (a snapshot, all interpreters and the registry\n"
 "included), imports (number of regions it imports), import_ids,\n"
-"object_count, offset (of this object in the image).");
+"object_count, offset (of this object in the image), backing (where the\n"
+"image lives: 'arena' -- frozen or copied here --, 'file' -- a mapped file,\n"
+"load() --, 'buffer' -- a read-only buffer lent to loads()) and hash_domain\n"
+"('process': this process's hash(); 'keyed': a portable image, hashed with\n"
+"the seed in its header; 'foreign process': another process's hash(),\n"
+"lookups scan).");
+
+static const char *backing_name(int backing)
+{
+    return backing == FS_BACKING_FILE ? "file" : backing == FS_BACKING_BUFFER ? "buffer" : "arena";
+}
 
 /* info(frozen): new reference; module, obj borrowed. */
 static PyObject *mod_info(PyObject *module, PyObject *obj)
@@ -287,7 +300,10 @@ static PyObject *mod_info(PyObject *module, PyObject *obj)
         set_item(d, "import_ids", Py_NewRef(ids)) < 0 ||
         set_item(d, "object_count", PyLong_FromUnsignedLongLong(fs_region_object_count(r))) < 0 ||
         set_item(d, "offset", PyLong_FromUnsignedLongLong(
-                     fs_ref_tag(p->ref) == FS_TAG_OBJ ? p->ref : 0)) < 0)
+                     fs_ref_tag(p->ref) == FS_TAG_OBJ ? p->ref : 0)) < 0 ||
+        set_item(d, "backing", PyUnicode_FromString(backing_name(fs_region_backing(r)))) < 0 ||
+        set_item(d, "hash_domain", PyUnicode_FromString(
+                     p->h->keyed ? "keyed" : p->h->trust_hash ? "process" : "foreign process")) < 0)
         goto error;
     Py_DECREF(ids);
     return d;
@@ -304,7 +320,9 @@ PyDoc_STRVAR(stats_doc,
 "reclaims, seals, unseals, arena_live_images, arena_image_bytes,\n"
 "arena_mapped_bytes, arena_reserved_bytes, arena_reservations,\n"
 "arena_allocated_bytes, arena_resident_bytes, published; and handles (this\n"
-"interpreter's live handles).");
+"interpreter's live handles), lookups_scanned (this interpreter's lookups\n"
+"that had to compare every entry: a probe of no key kind in a portable\n"
+"image, or an image of another process's hash secret).");
 
 /* stats(): new reference; module borrowed. */
 static PyObject *mod_stats(PyObject *module, PyObject *unused)
@@ -339,6 +357,7 @@ static PyObject *mod_stats(PyObject *module, PyObject *unused)
         U64("key_cache_shapes", st->keycache_shapes) ||
         U64("key_cache_keys", st->keycache_keys) ||
         U64("key_cache_hits", st->keycache_hits) ||
+        U64("lookups_scanned", st->lookups_scanned) ||
         U64("proxy_free_list", st->nproxy_free))
         goto error;
 #undef U64
@@ -376,6 +395,81 @@ static PyObject *mod_alloc_count(PyObject *module, PyObject *unused)
     return PyLong_FromLong(fs_alloc_count());
 }
 
+PyDoc_STRVAR(kinds_doc,
+"_kinds(proxy)\n--\n\n"
+"For the command line's info: the objects of proxy's image by kind, a dict\n"
+"{kind: count} (kinds as the format names them: 'str', 'dict', 'shaped dict',\n"
+"'narrow dict', ...).");
+
+/* _kinds(proxy): new reference; module, arg borrowed. */
+static PyObject *mod_kinds(PyObject *module, PyObject *arg)
+{
+    static const char *const names[FS_KIND__COUNT] = {
+        [FS_KIND_FLOAT] = "float", [FS_KIND_COMPLEX] = "complex", [FS_KIND_INT] = "int",
+        [FS_KIND_STR] = "str", [FS_KIND_BYTES] = "bytes", [FS_KIND_BYTEARRAY] = "bytearray",
+        [FS_KIND_TUPLE] = "tuple", [FS_KIND_LIST] = "list", [FS_KIND_DICT] = "dict",
+        [FS_KIND_SET] = "set", [FS_KIND_FROZENSET] = "frozenset",
+    };
+    fs_proxy *p = as_proxy(get_state(module), arg, "_kinds");
+    if (p == NULL)
+        return NULL;
+    const uint8_t *base = p->h->base;
+    const fs_image_header_t *h = fs_image_header(base);
+    uint64_t counts[FS_KIND__COUNT + 2] = {0};  /* + shaped, narrow dicts */
+    for (uint64_t off = FS_IMAGE_HEADER_SIZE; off < h->objects_end; off += fs_obj_size(base, off)) {
+        const fs_obj_hdr_t *o = fs_obj(base, off);
+        unsigned k = o->kind < FS_KIND__COUNT ? o->kind : 0;
+        if (k == FS_KIND_DICT && (o->flags & FS_FLAG_SHAPED))
+            k = FS_KIND__COUNT;
+        else if (k == FS_KIND_DICT && (o->flags & FS_FLAG_NARROW))
+            k = FS_KIND__COUNT + 1;
+        counts[k]++;
+    }
+    PyObject *d = PyDict_New();
+    for (unsigned k = 0; d != NULL && k < FS_KIND__COUNT + 2; k++) {
+        if (counts[k] == 0)
+            continue;
+        const char *name = k == FS_KIND__COUNT ? "shaped dict" : k == FS_KIND__COUNT + 1
+                           ? "narrow dict" : names[k] ? names[k] : "?";
+        if (set_item(d, name, PyLong_FromUnsignedLongLong(counts[k])) < 0)
+            Py_CLEAR(d);
+    }
+    return d;
+}
+
+PyDoc_STRVAR(reseal_doc,
+"_reseal(buffer)\n--\n\n"
+"TESTS ONLY. Recompute the checksum of the image in a writable buffer (a\n"
+"bytearray) after a test changed it, so that the validator's other checks\n"
+"see the change. Needs a whole header whose image_size fits the buffer.");
+
+/* _reseal(buffer): None; module, arg borrowed. */
+static PyObject *mod_reseal(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0)
+        return NULL;
+    fs_image_header_t h;
+    int ok = (size_t)view.len >= sizeof h;
+    if (ok) {
+        memcpy(&h, view.buf, sizeof h);
+        ok = h.image_size >= sizeof h && h.image_size <= (uint64_t)view.len;
+    }
+    if (ok) {
+        h.checksum_kind = FS_CHECKSUM_XXH3;
+        memcpy(view.buf, &h, sizeof h);
+        h.checksum = fs_image_checksum(view.buf, (size_t)h.image_size);
+        memcpy(view.buf, &h, sizeof h);
+    }
+    PyBuffer_Release(&view);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "_reseal: no whole image in the buffer");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(check_image_doc,
 "_check_image(proxy)\n--\n\n"
 "TESTS ONLY. Run the validator (fs_image_check) over the image of proxy's\n"
@@ -396,7 +490,7 @@ static PyObject *mod_check_image(PyObject *module, PyObject *arg)
     if (err == FS_ENOMEM)
         return PyErr_NoMemory();
     if (err != FS_OK) {
-        PyErr_Format(PyExc_ValueError, "frozenshare: image refused: %s", why ? why : "?");
+        PyErr_Format(st->image_error, "frozenshare: image refused: %s", why ? why : "?");
         return NULL;
     }
     Py_RETURN_NONE;
@@ -411,10 +505,15 @@ static PyMethodDef module_methods[] = {
     {"unpublish", mod_unpublish, METH_O, unpublish_doc},
     {"published", mod_published, METH_NOARGS, published_doc},
     {"info", mod_info, METH_O, info_doc},
+    {"dumps", fs__mod_dumps, METH_O, fs__dumps_doc},
+    {"loads", FS_METH(fs__mod_loads), METH_VARARGS | METH_KEYWORDS, fs__loads_doc},
+    {"load", FS_METH(fs__mod_load), METH_VARARGS | METH_KEYWORDS, fs__load_doc},
     {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"_fail_alloc_after", mod_fail_alloc_after, METH_O, fail_alloc_after_doc},
     {"_alloc_count", mod_alloc_count, METH_NOARGS, alloc_count_doc},
     {"_check_image", mod_check_image, METH_O, check_image_doc},
+    {"_reseal", mod_reseal, METH_O, reseal_doc},
+    {"_kinds", mod_kinds, METH_O, kinds_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -457,6 +556,13 @@ static int module_exec(PyObject *module)
         return -1;
     if (PyModule_AddIntConstant(module, "IMAGE_FORMAT_VERSION", FS_IMAGE_VERSION) < 0)
         return -1;
+    st->image_error = PyErr_NewExceptionWithDoc(
+        "frozenshare.ImageError",
+        "Not a frozenshare image, or a truncated, corrupt or changed one, or one of\n"
+        "another format version or platform; the message says which.",
+        PyExc_ValueError, NULL);
+    if (st->image_error == NULL || PyModule_AddObjectRef(module, "ImageError", st->image_error) < 0)
+        return -1;
     return 0;
 }
 
@@ -477,6 +583,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->bufowner_type);
     Py_VISIT(st->mapping_abc);
     Py_VISIT(st->set_abc);
+    Py_VISIT(st->image_error);
     return 0;
 }
 
@@ -498,6 +605,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->bufowner_type);
     Py_CLEAR(st->mapping_abc);
     Py_CLEAR(st->set_abc);
+    Py_CLEAR(st->image_error);
     return 0;
 }
 

@@ -61,21 +61,41 @@ void fs__proxy_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* __reduce__: pickled by value, unpickled by freezing the thawed value.
-** New reference (freeze, (thawed,)); self borrowed. */
-PyObject *fs__proxy_reduce(PyObject *self, PyObject *unused)
+/* __reduce_ex__(protocol): (loads, (image,)), the image being the portable
+** bytes of fs__dumps -- with protocol 5 wrapped in a read-only PickleBuffer,
+** which a pickler with a buffer_callback sends out of band (the in-band
+** part is then a few dozen bytes) and any other writes in band. Unpickling
+** maps the image (zero-copy over a read-only buffer): never thaw + freeze,
+** except for the one graph without a portable image (fs__portable).
+** New reference; self, protocol borrowed. */
+PyObject *fs__proxy_reduce_ex(PyObject *self, PyObject *protocol)
 {
-    (void)unused;
-    fs_proxy *p = FS_PROXY(self);
-    PyObject *freeze = PyObject_GetAttrString(p->h->module, "freeze");
-    if (freeze == NULL)
+    long proto = PyLong_AsLong(protocol);
+    if (proto == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *value = fs__thaw_ref(p->h, p->ref);
-    if (value == NULL) {
-        Py_DECREF(freeze);
+    fs_proxy *p = FS_PROXY(self);
+    PyObject *loads = PyObject_GetAttrString(p->h->module, "loads");
+    if (loads == NULL)
+        return NULL;
+    int entangled;
+    PyObject *image = fs__portable(PyModule_GetState(p->h->module), self, &entangled);
+    if (image == NULL && entangled) {
+        /* A FrozenMap as a key (before 3.15): by value, freeze(thaw(self)),
+        ** pickling the proxies inside the same way. */
+        Py_SETREF(loads, PyObject_GetAttrString(p->h->module, "freeze"));
+        if (loads == NULL)
+            return NULL;
+        image = fs__thaw_ref(p->h, p->ref);
+    }
+    else if (image != NULL && proto >= 5) {
+        PyObject *pb = PyPickleBuffer_FromObject(image);
+        Py_SETREF(image, pb);
+    }
+    if (image == NULL) {
+        Py_DECREF(loads);
         return NULL;
     }
-    return Py_BuildValue("(N(N))", freeze, value);
+    return Py_BuildValue("(N(N))", loads, image);
 }
 
 /* __copy__ (and copy()): new reference to self. */

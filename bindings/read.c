@@ -17,9 +17,11 @@
 ** an exact tuple probe item by item without C recursion; any other probe
 ** with the materialized stored key through PyObject_RichCompareBool (so
 ** 1 == 1.0 == True, NaN only by identity, and exceptions from __eq__
-** propagate). Stored hashes are used only when the image's hash_check
-** matches this process (handle->trust_hash); otherwise lookups scan the
-** entries.
+** propagate). Probes are hashed in the image's domain: CPython's hash()
+** when the image holds this process's hashes (handle->trust_hash), K under
+** the image's seed when it is portable (handle->keyed, fs__keyed_hash);
+** only an image of another process's secret (never written by dumps) is
+** scanned.
 **
 ** Everything here reads sealed images (I1) through offsets (I3) and writes
 ** nothing into them; no PyObject is stored in an image (I4).
@@ -306,6 +308,103 @@ static inline int eq_str_probe(void *vctx, const void *base, fs_ref_t stored)
     return eq_stored(vctx, base, stored);
 }
 
+/* K of a str or bytes probe (fs_image.h): the canonical bytes CPython
+** already holds are the image's canonical form. */
+static int64_t keyed_blob(PyObject *o, uint64_t seed)
+{
+    if (PyUnicode_Check(o))
+        return fs_keyed_str_hash(seed, (unsigned)PyUnicode_KIND(o),
+                                 (uint64_t)PyUnicode_GET_LENGTH(o), PyUnicode_DATA(o));
+    return fs_keyed_bytes_hash(seed, (uint64_t)PyBytes_GET_SIZE(o), PyBytes_AS_STRING(o));
+}
+
+/* Members of a frozenset or (key, value) pairs of a frozendict, combined
+** in any order (fs_keyed_set_*). 1, 0 (a member of no key kind), -1. */
+static int keyed_members(PyObject *o, uint64_t seed, int pairs, int64_t *out)
+{
+    PyObject *it = PyObject_GetIter(o), *k;
+    if (it == NULL)
+        return -1;
+    uint64_t sum = 0, n = 0;
+    int ok = 1;
+    while (ok > 0 && (k = PyIter_Next(it)) != NULL) {
+        int64_t kh, vh = 0;
+        ok = fs__keyed_hash(k, seed, &kh);
+        if (ok > 0 && pairs) {
+            PyObject *v = PyObject_GetItem(o, k);
+            ok = v == NULL ? -1 : fs__keyed_hash(v, seed, &vh);
+            Py_XDECREF(v);
+            if (ok > 0)
+                kh = fs_keyed_tuple_end(fs_keyed_tuple_add(fs_keyed_tuple_add(
+                         fs_keyed_tuple_begin(seed), kh), vh), 2);
+        }
+        Py_DECREF(k);
+        sum += fs_keyed_set_member(kh);
+        n++;
+    }
+    Py_DECREF(it);
+    if (ok > 0 && PyErr_Occurred())
+        ok = -1;
+    if (ok > 0)
+        *out = fs_keyed_set_end(seed, sum, n);
+    return ok;
+}
+
+/* See fs_py.h. The same function hashes probes here and composite keys when
+** portable.c rekeys an image, so the two always agree. Numbers, bool and
+** None keep CPython's hash (no secret in it); str and bytes subclasses that
+** keep their base's hash are hashed as their base. */
+int fs__keyed_hash(PyObject *o, uint64_t seed, int64_t *out)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp->tp_hash == PyUnicode_Type.tp_hash || tp->tp_hash == PyBytes_Type.tp_hash) {
+        if (!PyUnicode_Check(o) && !PyBytes_Check(o))
+            return 0;
+        *out = keyed_blob(o, seed);
+        return 1;
+    }
+    if (PyLong_Check(o) || PyFloat_Check(o) || PyComplex_Check(o) || o == Py_None) {
+        if (tp->tp_hash != PyLong_Type.tp_hash && tp->tp_hash != PyFloat_Type.tp_hash &&
+            tp->tp_hash != PyComplex_Type.tp_hash && tp->tp_hash != PyBool_Type.tp_hash &&
+            o != Py_None)
+            return 0;
+        Py_hash_t h = PyObject_Hash(o);
+        if (h == -1)
+            return -1;
+        *out = (int64_t)h;
+        return 1;
+    }
+    if (PyTuple_Check(o) && tp->tp_hash == PyTuple_Type.tp_hash) {
+        if (Py_EnterRecursiveCall(" while hashing a key"))
+            return -1;
+        uint64_t acc = fs_keyed_tuple_begin(seed);
+        Py_ssize_t n = PyTuple_GET_SIZE(o);
+        int ok = 1;
+        for (Py_ssize_t i = 0; ok > 0 && i < n; i++) {
+            int64_t ih;
+            if ((ok = fs__keyed_hash(PyTuple_GET_ITEM(o, i), seed, &ih)) > 0)
+                acc = fs_keyed_tuple_add(acc, ih);
+        }
+        Py_LeaveRecursiveCall();
+        if (ok > 0)
+            *out = fs_keyed_tuple_end(acc, (uint64_t)n);
+        return ok;
+    }
+    int pairs = 0;
+    if ((PyFrozenSet_Check(o) && tp->tp_hash == PyFrozenSet_Type.tp_hash)
+#ifdef PyFrozenDict_Check
+        || (pairs = PyFrozenDict_Check(o) && tp->tp_hash == PyFrozenDict_Type.tp_hash)
+#endif
+    ) {
+        if (Py_EnterRecursiveCall(" while hashing a key"))
+            return -1;
+        int ok = keyed_members(o, seed, pairs, out);
+        Py_LeaveRecursiveCall();
+        return ok;
+    }
+    return 0;
+}
+
 int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
 {
     /* The hot case: an exact str with its hash cached, in an image of this
@@ -323,7 +422,9 @@ int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
         *entry = e;
         return 1;
     }
-    Py_hash_t hash = PyObject_Hash(key);
+    /* (A str's K needs no CPython hash; every other probe must be hashable
+    ** in CPython's sense first, as a dict demands.) */
+    Py_hash_t hash = p->h->keyed && PyUnicode_CheckExact(key) ? 0 : PyObject_Hash(key);
     if (hash == -1)
         return -1;
     const fs_map_t *m = P_MAP(p);
@@ -333,8 +434,12 @@ int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
         c.length = PyUnicode_GET_LENGTH(key);
         c.data = PyUnicode_DATA(key);
     }
-    if (p->h->trust_hash) {
-        int64_t e = fs_map_find(P_BASE(p), m, (int64_t)hash, eq_stored, &c);
+    int64_t probe = (int64_t)hash;
+    int known = p->h->trust_hash;
+    if (p->h->keyed && (known = fs__keyed_hash(key, p->h->seed, &probe)) < 0)
+        return -1;
+    if (known) {
+        int64_t e = fs_map_find(P_BASE(p), m, probe, c.str_fast ? eq_str_probe : eq_stored, &c);
         if (e == -2)
             return -1;
         if (e < 0)
@@ -342,7 +447,9 @@ int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
         *entry = e;
         return 1;
     }
-    /* Foreign hashes (another process built the image): scan. */
+    /* Hashes this process cannot compute for this probe (an image of another
+    ** process's secret, or a keyed image probed by a kind no key has): scan. */
+    p->h->st->lookups_scanned++;
     for (uint64_t i = 0, n = fs_map_count(P_BASE(p), m); i < n; i++) {
         int r = eq_stored(&c, P_BASE(p), fs_map_key(P_BASE(p), m, i));
         if (r < 0)

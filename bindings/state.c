@@ -57,6 +57,20 @@ PyObject *fs__raise(int err, PyObject *key)
     }
 }
 
+/* Returns NULL. See fs_py.h. */
+PyObject *fs__raise_image(fs_state *st, int err, const char *why, PyObject *where)
+{
+    if (err != FS_ECORRUPT && err != FS_EVERSION)
+        return fs__raise(err, NULL);
+    if (why == NULL)
+        why = fs_strerror(err);
+    if (where != NULL)
+        PyErr_Format(st->image_error, "%R: %s", where, why);
+    else
+        PyErr_Format(st->image_error, "frozenshare: %s", why);
+    return NULL;
+}
+
 /* ---- handles ------------------------------------------------------------ */
 
 /* tp_dealloc: consumes the last reference to self; leaves the table, releases
@@ -81,7 +95,10 @@ static void handle_dealloc(PyObject *self)
         }
     }
     fs__tab_fini(&h->keycache);
-    fs_region_release(h->region);      /* I2: the handle's one count */
+    fs_region_release(h->shared);      /* NULL-safe */
+    fs_region_release(h->region);      /* I2: the handle's one count; a BUFFER
+                                          region's last one is here, in the
+                                          interpreter that lent the buffer */
     PyObject_Free(self);
     Py_DECREF(tp);
     Py_XDECREF(module);                /* last: the state belongs to it */
@@ -125,8 +142,12 @@ static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
     h->base = fs_region_base(r);
     h->module = Py_NewRef(st->module);
     h->st = NULL;                      /* not in the table yet */
-    h->trust_hash = fs_image_header(h->base)->hash_check == (int64_t)st->hash_check &&
-                    st->hash_check != -1;
+    const fs_image_header_t *ih = fs_image_header(h->base);
+    h->trust_hash = ih->hash_domain == FS_HASH_PROCESS &&
+                    ih->hash_check == (int64_t)st->hash_check && st->hash_check != -1;
+    h->keyed = ih->hash_domain == FS_HASH_KEYED;
+    h->seed = h->keyed ? fs_image_seed(ih) : 0;
+    h->shared = NULL;
     memset(&h->keycache, 0, sizeof h->keycache);
     int err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h);
     if (err != FS_OK) {
@@ -152,4 +173,19 @@ fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r)
 fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r)
 {
     return handle_get(st, r, 0);
+}
+
+/* Borrowed. See fs_py.h. */
+fs_region_t *fs__shareable(fs_handle *h)
+{
+    if (fs_region_backing(h->region) != FS_BACKING_BUFFER)
+        return h->region;
+    if (h->shared == NULL) {
+        /* The buffer was proven well formed (or vouched for) at loads and
+        ** cannot change (read-only): its copy is the same image. */
+        int err = fs_region_copy(&h->shared, h->base, fs_region_size(h->region), 0, NULL);
+        if (err != FS_OK)
+            return (fs_region_t *)fs__raise(err, NULL);
+    }
+    return h->shared;
 }

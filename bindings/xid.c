@@ -193,12 +193,15 @@ static int xid_getdata(PyThreadState *tstate, PyObject *obj, fs_xidata *data)
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
+    fs_region_t *r = fs__shareable(p->h);   /* never a buffer of this interpreter */
+    if (r == NULL)
+        return -1;
     fs_xid_t *x = fs__malloc(sizeof *x);
     if (x == NULL) {
         fs__raise(FS_ENOMEM, NULL);
         return -1;
     }
-    x->region = p->h->region;
+    x->region = r;
     x->ref = p->ref;
     x->type_code = tc;
     atomic_init(&x->received, 0);

@@ -13,10 +13,19 @@ or by name through ``publish()`` / ``lookup()``.
     >>> fs.thaw(f) == {"users": [{"name": "ada"}], "n": 1}
     True
 
+Images also leave the process: ``dump(obj, path)`` / ``load(path)`` through a
+file (mapped read-only: every process shares the page cache), ``dumps`` /
+``loads`` through bytes or any read-only buffer, and pickling (protocol 5
+carries the image out of band, for Ray, Dask and multiprocessing). A
+portable image is hashed with a seed in its header, so lookups stay O(1) in a
+process with another hash secret.
+
 The implementation is the extension module ``frozenshare._frozenshare``; this
-package re-exports it and registers the proxies with the collections.abc ABCs
-(in each interpreter that imports it).
+package re-exports it, adds ``dump`` (an atomic file write around ``dumps``)
+and registers the proxies with the collections.abc ABCs (in each interpreter
+that imports it).
 """
+import os as _os
 from collections import abc as _abc
 
 from ._frozenshare import (
@@ -30,9 +39,13 @@ from ._frozenshare import (
     FrozenSet,
     FrozenTuple,
     FrozenValue,
+    ImageError,
     __version__,
+    dumps,
     freeze,
     info,
+    load,
+    loads,
     is_frozen,
     lookup,
     publish,
@@ -41,6 +54,55 @@ from ._frozenshare import (
     thaw,
     unpublish,
 )
+
+
+
+def dump(obj, file):
+    """Write the portable image of obj (a proxy, or anything freeze() accepts)
+    to file: a path, or a binary file object (written at its position).
+
+    A path is written to a temporary file in the same directory, flushed to
+    disk (fsync) and renamed over the target, so a reader sees the old image
+    or the new one, never part of one, and processes that loaded the old file
+    keep reading it. On any error the target is untouched and no temporary
+    file is left behind.
+    """
+    data = dumps(obj)
+    if not isinstance(file, (str, bytes, _os.PathLike)):
+        file.write(data)
+        return
+    import tempfile
+
+    path = _os.fspath(file)
+    folder = _os.path.dirname(_os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".frozenshare-", suffix=".tmp",
+                               dir=folder if isinstance(folder, str) else _os.fsdecode(folder))
+    try:
+        umask = _os.umask(0)
+        _os.umask(umask)
+        _os.fchmod(fd, 0o666 & ~umask)        # as open() would have made it
+        with open(fd, "wb", closefd=True) as f:
+            f.write(data)
+            f.flush()
+            _os.fsync(f.fileno())
+        _os.replace(tmp, path)
+    except BaseException:
+        try:
+            _os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:                                       # make the rename itself durable
+        dfd = _os.open(folder, _os.O_RDONLY | getattr(_os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        _os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        _os.close(dfd)
+
 
 _abc.Mapping.register(FrozenMap)
 _abc.Sequence.register(FrozenTuple)
@@ -62,9 +124,14 @@ __all__ = [
     "FrozenTuple",
     "FrozenValue",
     "IMAGE_FORMAT_VERSION",
+    "ImageError",
     "__version__",
+    "dump",
+    "dumps",
     "freeze",
     "info",
+    "load",
+    "loads",
     "is_frozen",
     "lookup",
     "publish",

@@ -415,6 +415,27 @@ def start_python(code, *, args=(), env=None):
         preexec_fn=_no_core)
 
 
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
+
+
+def readme_examples(heading):
+    """The ```python blocks of README.md's section `heading` (up to the next
+    ## or ### heading); [] when the README or the section is not beside the
+    tests (an installed copy)."""
+    import re
+    try:
+        with open(README, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return []
+    start = text.find(heading)
+    if start < 0:
+        return []
+    ends = [e for e in (text.find("\n## ", start + 1), text.find("\n### ", start + 1)) if e >= 0]
+    section = text[start:min(ends)] if ends else text[start:]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
 def run_python(code, *, args=(), env=None, timeout=180):
     """Run code in a fresh `python -c` (no core dumps). Returns CompletedProcess."""
     return subprocess.run(

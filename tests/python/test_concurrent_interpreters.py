@@ -42,6 +42,7 @@ from concurrent.interpreters import _queues  # noqa: E402
 
 import _ci_workers as W  # noqa: E402
 import frozenshare as fs  # noqa: E402
+from _fshelpers import readme_examples as _readme_examples  # noqa: E402
 from _fshelpers import (assert_same_plain, hashables_nonan, live_regions,  # noqa: E402
                         run_python, track_interpreter, wait_live)
 from hypothesis import given  # noqa: E402
@@ -253,24 +254,12 @@ def test_pool_arguments_and_results_by_reference():
 
 # ---------------------------------------------------------- README.md -------
 
-README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")
 README_SECTION = "### Python 3.14+"
 
 
 def readme_examples():
-    """The ```python blocks of README.md's 3.14+ section ([] when the
-    README is not beside the tests, e.g. in an installed copy)."""
-    try:
-        with open(README, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return []
-    start = text.find(README_SECTION)
-    if start < 0:
-        return []
-    end = text.find("\n### ", start + 1)
-    section = text[start:end]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    """The ```python blocks of README.md's 3.14+ section."""
+    return _readme_examples(README_SECTION)
 
 
 def expected_output(code):

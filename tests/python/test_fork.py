@@ -18,12 +18,11 @@ What must hold (DESIGN.md I1, arena.c "fork"):
     (/proc/self/smaps_rollup).
 """
 import os
-import re
 import textwrap
 
 import pytest
 
-from _fshelpers import run_python
+from _fshelpers import readme_examples, run_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -219,18 +218,11 @@ def test_multiprocessing_fork_pool_reads_a_module_level_image():
     assert out.strip() == "ok"
 
 
-README = os.path.join(HERE, "..", "..", "README.md")
-
-
 def test_readme_fork_example_runs_verbatim():
-    try:
-        with open(README, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
+    examples = readme_examples("### `fork`")
+    if not examples:
         pytest.skip("README.md is not beside the tests")
-    start = text.index("### Processes: `fork`")
-    section = text[start:text.index("\n## ", start)]
-    (code,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    (code,) = examples
     r = run_python(code, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[7, 999999, -1]"
