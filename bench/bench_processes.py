@@ -13,9 +13,11 @@ What it measures, each against its baseline in the same run:
                fork         frozen before the fork  vs  plain objects before it
                spawn+load   fs.load in the worker   vs  pickle.load in the worker
                ray (--ray)  ray.put(proxy), a task  vs  ray.put(plain data), a task
-             time until every worker has read everything, and the anonymous
-             (private) memory each worker added (smaps_rollup's Anonymous:
-             a mapped image is page cache, shared; a copy is anonymous).
+             time until every worker has read everything, and the private
+             memory each worker added (smaps_rollup: Anonymous for spawned
+             workers and Ray tasks -- a mapped image is page cache, a copy is
+             anonymous --, Private_Dirty for forked children, whose inherited
+             heap is anonymous from the start and copied page by page).
 Data: issue 12's same-keyed records (gen_records flat) and a vocabulary.
 """
 import argparse
@@ -35,8 +37,17 @@ fs = F.load_fs()
 
 
 def anon_kb():
+    """Anonymous memory: what a process copies for itself. (A mapped image is
+    page cache: not counted, however many processes map it.)"""
     with open("/proc/self/smaps_rollup") as f:
         return sum(int(line.split()[1]) for line in f if line.startswith("Anonymous:"))
+
+
+def private_dirty_kb():
+    """After a fork the inherited heap is anonymous in both processes; what a
+    child copies (a refcount write to a shared page) turns Private_Dirty."""
+    with open("/proc/self/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:"))
 
 
 def read_all(data):
@@ -94,9 +105,9 @@ def fork_run(n, data):
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            before = anon_kb()
+            before = private_dirty_kb()
             read_all(data)
-            os.write(w, b"%d" % (anon_kb() - before))
+            os.write(w, b"%d" % (private_dirty_kb() - before))
             os._exit(0)
         os.close(w)
         pipes.append(r)
@@ -244,9 +255,13 @@ def ray_rows(res, frozen, data, worst):
     except ImportError:
         res.note("ray is not installed: no Ray rows")
         return []
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    pkg = os.path.dirname(os.path.dirname(fs.__file__))      # the build tree's frozenshare
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join([pkg, here, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
 
-    @ray.remote(num_cpus=1)
+    @ray.remote(num_cpus=1, max_calls=1)        # a fresh worker process per task
     def task(boxed):
         before = anon_kb()
         read_all(ray.get(boxed[0]))

@@ -422,9 +422,24 @@ int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
         *entry = e;
         return 1;
     }
-    /* (A str's K needs no CPython hash; every other probe must be hashable
-    ** in CPython's sense first, as a dict demands.) */
-    Py_hash_t hash = p->h->keyed && PyUnicode_CheckExact(key) ? 0 : PyObject_Hash(key);
+    if (p->h->keyed && PyUnicode_CheckExact(key)) {
+        /* A portable image: the probe's K, one XXH3 of its canonical bytes. */
+        eq_ctx c = {.h = p->h, .key = key, .str_fast = 1,
+                    .charsize = (unsigned)PyUnicode_KIND(key),
+                    .length = PyUnicode_GET_LENGTH(key), .data = PyUnicode_DATA(key)};
+        int64_t e = fs_map_find(P_BASE(p), P_MAP(p),
+                                fs_keyed_str_hash(p->h->seed, c.charsize, (uint64_t)c.length, c.data),
+                                eq_str_probe, &c);
+        if (e == -2)
+            return -1;
+        if (e < 0)
+            return 0;
+        *entry = e;
+        return 1;
+    }
+    /* Every other probe must be hashable in CPython's sense first, as a dict
+    ** demands, even where the image's domain is keyed. */
+    Py_hash_t hash = PyObject_Hash(key);
     if (hash == -1)
         return -1;
     const fs_map_t *m = P_MAP(p);
