@@ -11,7 +11,7 @@ import os
 
 import fsbench as F
 
-BENCHES = ["handoff", "memory", "access", "freeze", "scaling", "contention"]
+BENCHES = ["handoff", "memory", "access", "freeze", "scaling", "contention", "processes"]
 HANDOFF_ORDER = ["frozenshare", "pickle", "queue-default", "marshal", "orjson", "msgspec", "msgpack"]
 
 
@@ -177,12 +177,29 @@ def sec_contention(d):
     return "".join(out)
 
 
+def sec_processes(d):
+    rows = d["rows"]
+    out = ["The image in other processes: time to a readable object from a file, verification "
+           "throughput, str-key hits in a process with another hash secret, and N workers reading "
+           "everything (private KiB added per worker).\n\n"]
+    ready = [r for r in rows if r.get("part") == "ready"]
+    if ready:
+        out.append(md_table(["method", "seconds"], [[r["method"], r["seconds"]] for r in ready]))
+        out.append("\n")
+    work = [r for r in rows if r.get("part") == "workers"]
+    if work:
+        out.append(md_table(["method", "N", "seconds", "max KiB per worker"],
+                            [[r["method"], r["n"], r["seconds"], max(r["anon_kib"])] for r in work]))
+    return "".join(out)
+
+
 SECTIONS = {"handoff": ("1. Hand-off to another subinterpreter", sec_handoff),
             "memory": ("2. Memory with N interpreters", sec_memory),
             "access": ("3. Access from Python", sec_access),
             "freeze": ("4. Freeze and thaw vs pickle and marshal", sec_freeze),
             "scaling": ("5. Scaling: K interpreters reading one region", sec_scaling),
-            "contention": ("6. Contention: acquire/drop from K interpreters", sec_contention)}
+            "contention": ("6. Contention: acquire/drop from K interpreters", sec_contention),
+            "processes": ("7. Other processes: files, fork, spawn, Ray", sec_processes)}
 
 
 def build(py):

@@ -254,7 +254,17 @@ static PyObject *loads_buffer(fs_state *st, PyObject *obj, int verify)
     return root_proxy(st, r);
 }
 
-static char *loads_kw[] = {"buffer", "verify", "classes", NULL};
+/* loads(x, *, verify=True, classes=()) and load alike: 0 with *x and
+** *verify, or -1. */
+static int parse_args(PyObject *args, PyObject *kwargs, const char *fmt, char **kw,
+                      PyObject **x, int *verify)
+{
+    PyObject *classes = NULL;
+    *verify = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, fmt, kw, x, verify, &classes))
+        return -1;
+    return check_classes(classes);
+}
 
 const char fs__loads_doc[] =
 "loads(buffer, /, *, verify=True, classes=())\n--\n\n"
@@ -267,12 +277,10 @@ const char fs__loads_doc[] =
 
 PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    PyObject *buffer, *classes = NULL;
-    int verify = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$pO:loads", loads_kw, &buffer, &verify,
-                                     &classes))
-        return NULL;
-    if (check_classes(classes) < 0)
+    static char *kw[] = {"buffer", "verify", "classes", NULL};
+    PyObject *buffer;
+    int verify;
+    if (parse_args(args, kwargs, "O|$pO:loads", kw, &buffer, &verify) < 0)
         return NULL;
     return loads_buffer(PyModule_GetState(module), buffer, verify);
 }
@@ -290,8 +298,6 @@ static PyObject *load_fd(fs_state *st, int fd, int verify, PyObject *name)
     return root_proxy(st, r);
 }
 
-static char *load_kw[] = {"file", "verify", "classes", NULL};
-
 const char fs__load_doc[] =
 "load(file, /, *, verify=True, classes=())\n--\n\n"
 "The proxy of the image file (a path, or a binary file object), mapped\n"
@@ -303,12 +309,10 @@ const char fs__load_doc[] =
 
 PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    PyObject *file, *classes = NULL;
-    int verify = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$pO:load", load_kw, &file, &verify,
-                                     &classes))
-        return NULL;
-    if (check_classes(classes) < 0)
+    static char *kw[] = {"file", "verify", "classes", NULL};
+    PyObject *file;
+    int verify;
+    if (parse_args(args, kwargs, "O|$pO:load", kw, &file, &verify) < 0)
         return NULL;
     fs_state *st = PyModule_GetState(module);
     if (PyUnicode_Check(file) || PyBytes_Check(file) || PyObject_HasAttrString(file, "__fspath__")) {

@@ -405,37 +405,33 @@ int fs__keyed_hash(PyObject *o, uint64_t seed, int64_t *out)
     return 0;
 }
 
+/* fs__map_find for an exact str probe whose hash in the image's domain is
+** known: the equality inlined in the probe. */
+static inline int find_str(fs_proxy *p, PyObject *key, int64_t hash, int64_t *entry)
+{
+    eq_ctx c = {.h = p->h, .key = key, .str_fast = 1,
+                .charsize = (unsigned)PyUnicode_KIND(key),
+                .length = PyUnicode_GET_LENGTH(key), .data = PyUnicode_DATA(key)};
+    int64_t e = fs_map_find(P_BASE(p), P_MAP(p), hash, eq_str_probe, &c);
+    if (e == -2)
+        return -1;
+    if (e < 0)
+        return 0;
+    *entry = e;
+    return 1;
+}
+
 int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
 {
     /* The hot case: an exact str with its hash cached, in an image of this
     ** process -- no call for the hash, the equality inlined in the probe. */
-    if (PyUnicode_CheckExact(key) && ((PyASCIIObject *)key)->hash != -1 && p->h->trust_hash) {
-        eq_ctx c = {.h = p->h, .key = key, .str_fast = 1,
-                    .charsize = (unsigned)PyUnicode_KIND(key),
-                    .length = PyUnicode_GET_LENGTH(key), .data = PyUnicode_DATA(key)};
-        int64_t e = fs_map_find(P_BASE(p), P_MAP(p), (int64_t)((PyASCIIObject *)key)->hash,
-                                eq_str_probe, &c);
-        if (e == -2)
-            return -1;
-        if (e < 0)
-            return 0;
-        *entry = e;
-        return 1;
-    }
-    if (p->h->keyed && PyUnicode_CheckExact(key)) {
-        /* A portable image: the probe's K, one XXH3 of its canonical bytes. */
-        eq_ctx c = {.h = p->h, .key = key, .str_fast = 1,
-                    .charsize = (unsigned)PyUnicode_KIND(key),
-                    .length = PyUnicode_GET_LENGTH(key), .data = PyUnicode_DATA(key)};
-        int64_t e = fs_map_find(P_BASE(p), P_MAP(p),
-                                fs_keyed_str_hash(p->h->seed, c.charsize, (uint64_t)c.length, c.data),
-                                eq_str_probe, &c);
-        if (e == -2)
-            return -1;
-        if (e < 0)
-            return 0;
-        *entry = e;
-        return 1;
+    if (PyUnicode_CheckExact(key)) {
+        if (((PyASCIIObject *)key)->hash != -1 && p->h->trust_hash)
+            return find_str(p, key, (int64_t)((PyASCIIObject *)key)->hash, entry);
+        if (p->h->keyed)       /* a portable image: one XXH3 of the probe's canonical bytes */
+            return find_str(p, key, fs_keyed_str_hash(p->h->seed, (unsigned)PyUnicode_KIND(key),
+                                                      (uint64_t)PyUnicode_GET_LENGTH(key),
+                                                      PyUnicode_DATA(key)), entry);
     }
     /* Every other probe must be hashable in CPython's sense first, as a dict
     ** demands, even where the image's domain is keyed. */

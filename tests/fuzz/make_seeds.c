@@ -85,6 +85,23 @@ static int keyed_dict(fs_builder_t *b, unsigned flags, int n, const char *const 
     return FS_OK;
 }
 
+/* A vocabulary: 40 str -> int entries built complete. */
+static int vocabulary(fs_builder_t *b, fs_ref_t *out)
+{
+    fs_ref_t keys[40], vals[40];
+    int64_t hashes[40];
+    char w[8];
+    for (int i = 0; i < 40; i++) {
+        snprintf(w, sizeof w, "w%02d", i);
+        hashes[i] = (int64_t)(i * 2654435761u);
+        int err = fs_build_str(b, 1, strlen(w), FS_MAXCHAR_SCAN, hashes[i], w, &keys[i]);
+        if (err != FS_OK)
+            return err;
+        vals[i] = fs_ref_small_int(i - 20);
+    }
+    return fs_build_record(b, 0, 40, hashes, keys, vals, out);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -252,34 +269,12 @@ int main(int argc, char **argv)
     /* a vocabulary: 40 str -> int entries built complete (narrow entries,
     ** a 1-byte index) */
     CHECK(fs_builder_create(&b, 0));
-    {
-        fs_ref_t keys[40], vals[40];
-        int64_t hashes[40];
-        char w[8];
-        for (int i = 0; i < 40; i++) {
-            snprintf(w, sizeof w, "w%02d", i);
-            hashes[i] = (int64_t)(i * 2654435761u);
-            CHECK(fs_build_str(b, 1, strlen(w), FS_MAXCHAR_SCAN, hashes[i], w, &keys[i]));
-            vals[i] = fs_ref_small_int(i - 20);
-        }
-        CHECK(fs_build_record(b, 0, 40, hashes, keys, vals, &d));
-    }
+    CHECK(vocabulary(b, &d));
     bad |= write_image(dir, "vocab.img", b, d, 0);
 
     /* the same vocabulary as dumps writes it: keyed hashes, a checksum */
     CHECK(fs_builder_create(&b, 0));
-    {
-        fs_ref_t keys[40], vals[40];
-        int64_t hashes[40];
-        char w[8];
-        for (int i = 0; i < 40; i++) {
-            snprintf(w, sizeof w, "w%02d", i);
-            hashes[i] = (int64_t)(i * 2654435761u);
-            CHECK(fs_build_str(b, 1, strlen(w), FS_MAXCHAR_SCAN, hashes[i], w, &keys[i]));
-            vals[i] = fs_ref_small_int(i - 20);
-        }
-        CHECK(fs_build_record(b, 0, 40, hashes, keys, vals, &d));
-    }
+    CHECK(vocabulary(b, &d));
     bad |= write_image_as(dir, "keyed.img", b, d, 0, 1);
     return bad;
 }
