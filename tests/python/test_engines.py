@@ -16,11 +16,13 @@ The engines are installed in one test venv (Python 3.13, scripts/setup.sh);
 elsewhere these tests skip. Ray needs ~10 s to start: one cluster per module.
 """
 import os
+import subprocess
+import sys
 
 import pytest
 
 import frozenshare as fs
-from _fshelpers import readme_examples, run_python
+from _fshelpers import child_env, readme_examples, run_python
 
 ray = pytest.importorskip("ray")
 distributed = pytest.importorskip("distributed")
@@ -53,12 +55,25 @@ def get_and_read(boxed):
 def test_readme_ray_example_runs_verbatim():
     """First in the module: it starts a cluster of its own, before the
     module's cluster exists."""
-    (code,) = readme_examples("### Ray and Dask") or [None]
-    if code is None:
+    examples = readme_examples("### Ray and Dask")
+    if not examples:
         pytest.skip("README.md is not beside the tests")
+    code = examples[0]
     r = run_python(code, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "[(7, 'buffer'), (-1, 'buffer')]"
+
+
+def test_readme_dask_example_runs_verbatim(tmp_path):
+    examples = readme_examples("### Ray and Dask")
+    if len(examples) < 2:
+        pytest.skip("README.md is not beside the tests")
+    script = tmp_path / "dask_example.py"      # worker processes re-import __main__
+    script.write_text(examples[1])
+    r = subprocess.run([sys.executable, str(script)], env=child_env(None), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == "[(7, 'keyed'), (-1, 'keyed')]"
 
 
 @pytest.fixture(scope="module")

@@ -257,6 +257,8 @@ def test_dump_failures_leave_nothing(tmp_path):
     with pytest.raises(OSError):
         fs.dump([1], target)                             # rename over a directory
     assert os.listdir(tmp_path) == ["adir"] and os.listdir(target) == []
+    with pytest.raises(OSError):
+        fs.dump([1], "/proc/frozenshare-test.img")       # no writing there, even as root
     with pytest.raises(TypeError):
         fs.dump(object(), tmp_path / "y.img")            # refused before any file exists
     assert os.listdir(tmp_path) == ["adir"]
