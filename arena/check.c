@@ -27,12 +27,13 @@
 **      object; every map index slot is -1 or an entry number < count, and
 **      every entry appears exactly once. A second bitmap counts object
 **      references (the root's included, a shaped dict counting one for each
-**      key of its shape): an object referenced twice must carry
-**      FS_FLAG_SHARED.
+**      key of its shape -- the first dict of a shape only: a third count
+**      proves nothing a second did not): an object referenced twice must
+**      carry FS_FLAG_SHARED.
 **
 ** Work is linear in the image size: each object is walked once, each
-** reference counted once per place that holds it (a shaped dict's keys are
-** counted once per shaped dict, which stores as many values).
+** reference counted once per place that holds it (a shape's keys once for
+** the shape and once for its first shaped dict).
 ** The object count must equal header.object_count. Accepted images are safe
 ** for the inline readers of fs_image.h: every offset they follow, every
 ** length they read and every index entry they dereference was proven in
@@ -51,6 +52,8 @@ typedef struct ck_s {
     uint32_t       nxrefs;   /* from the header                              */
     uint8_t       *starts;   /* bit per 8-byte word: an object starts there  */
     uint8_t       *refd;     /* same layout: referenced once already (pass 3) */
+    uint8_t       *counted;  /* same layout: shapes whose keys a shaped dict
+                                counted already (pass 3)                     */
     const char    *why;      /* the first defect found                       */
 } ck_t;
 
@@ -65,7 +68,7 @@ static int is_start(const ck_t *c, uint64_t off)
 /* A well-formed reference. Object references are also counted: a second one
 ** to an object without FS_FLAG_SHARED is corrupt (readers rely on the flag
 ** to find every object they must memoize, cycles included). */
-static int ref_ok(ck_t *c, fs_ref_t r)
+static inline int ref_ok(ck_t *c, fs_ref_t r)
 {
     switch (fs_ref_tag(r)) {
     case FS_TAG_OBJ: {
@@ -277,16 +280,33 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
     const fs_map_t *m = (const void *)h;
     uint64_t n = h->n;
     if (fs_map_shaped(m)) {
-        const fs_map_t *ks = fs_map(c->base, fs_map_shape(m));   /* proven in pass 2 */
+        fs_ref_t sh = fs_map_shape(m);
+        const fs_map_t *ks = fs_map(c->base, sh);                /* proven in pass 2 */
         n = ks->h.n;
-        int narrow = (h->flags & FS_FLAG_NARROW) != 0;
-        const uint32_t *nv = (const uint32_t *)(const void *)((const fs_shaped_t *)(const void *)m)->values;
-        for (uint64_t i = 0; i < n; i++) {
-            if (narrow && (nv[i] & FS_TAG_FLOAT))
-                return BAD(c, "a narrow reference with a float tag");
-            if (!ref_ok(c, fs_keyset_key(ks, i)) || !ref_ok(c, fs_map_value(m, i)))
-                return FS_ECORRUPT;
+        /* The keys count once per shaped dict, but a third count of an
+        ** object proves nothing a second did not (FS_FLAG_SHARED): only the
+        ** first dict of each shape counts them. */
+        uint8_t bit = (uint8_t)(1u << ((sh / 8) % 8));
+        if (!(c->counted[sh / 64] & bit)) {
+            c->counted[sh / 64] |= bit;
+            for (uint64_t i = 0; i < n; i++)
+                if (!ref_ok(c, fs_keyset_key(ks, i)))
+                    return FS_ECORRUPT;
         }
+        if (h->flags & FS_FLAG_NARROW) {
+            const uint32_t *nv = (const uint32_t *)(const void *)((const fs_shaped_t *)(const void *)m)->values;
+            for (uint64_t i = 0; i < n; i++) {
+                if (nv[i] & FS_TAG_FLOAT)
+                    return BAD(c, "a narrow reference with a float tag");
+                if (!ref_ok(c, fs_ref_widen(nv[i])))
+                    return FS_ECORRUPT;
+            }
+            return FS_OK;
+        }
+        const fs_ref_t *v = ((const fs_shaped_t *)(const void *)m)->values;
+        for (uint64_t i = 0; i < n; i++)
+            if (!ref_ok(c, v[i]))
+                return FS_ECORRUPT;
         return FS_OK;
     }
     int dict = h->kind == FS_KIND_DICT, narrow = fs_keyset_narrow(m);
@@ -421,11 +441,13 @@ int fs_image_check_why(const void *image, size_t size, const char **why)
     uint64_t end = h->objects_end;
 
     /* Pass 2: walk the objects, mark their starts. */
-    ck_t c = { image, end, h->nxrefs, fs__calloc((size_t)(end / 64 + 1), 1),
-               fs__calloc((size_t)(end / 64 + 1), 1), NULL };
-    if (c.starts == NULL || c.refd == NULL) {
+    size_t bits = (size_t)(end / 64 + 1);
+    ck_t c = { .base = image, .end = end, .nxrefs = h->nxrefs, .starts = fs__calloc(bits, 1),
+               .refd = fs__calloc(bits, 1), .counted = fs__calloc(bits, 1), .why = NULL };
+    if (c.starts == NULL || c.refd == NULL || c.counted == NULL) {
         fs__free(c.starts);
         fs__free(c.refd);
+        fs__free(c.counted);
         return FS_ENOMEM;
     }
     err = FS_ECORRUPT;
@@ -480,6 +502,7 @@ done:
     fs__free(seen);
     fs__free(c.starts);
     fs__free(c.refd);
+    fs__free(c.counted);
     return err;
 }
 

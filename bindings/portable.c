@@ -273,7 +273,9 @@ const char fs__loads_doc[] =
 "zero-copy (its exporter is kept, and must not change it); a writable one\n"
 "is copied into a sealed region first. verify=True (the default) proves the\n"
 "image well formed (linear in its size); verify=False checks only its\n"
-"header: for images you produced. ImageError names what is wrong.";
+"header: for images you produced. ImageError names what is wrong.\n"
+"classes: the classes an image's records may be built as (DESIGN.md,\n"
+"\"Trust\"); images hold no records yet, so it is only checked to be classes.";
 
 PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs)
 {

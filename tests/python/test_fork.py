@@ -22,7 +22,7 @@ import textwrap
 
 import pytest
 
-from _fshelpers import readme_examples, run_python
+from _fshelpers import readme_examples, run_python, skip_under_asan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -153,6 +153,7 @@ def test_fork_while_other_threads_freeze_leaves_the_child_consistent():
     assert out.startswith("ok")
 
 
+@skip_under_asan
 @pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs smaps_rollup")
 def test_forked_readers_share_the_image_pages_plain_objects_do_not():
     # 300k records read in full by each of 2 forked children: the frozen

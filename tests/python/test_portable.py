@@ -32,7 +32,7 @@ import pytest
 
 import frozenshare as fs
 import frozenshare._frozenshare as C
-from _fshelpers import child_env, readme_examples, run_python
+from _fshelpers import child_env, readme_examples, run_python, skip_under_asan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -412,6 +412,7 @@ if __name__ == "__main__":
 """
 
 
+@skip_under_asan
 @pytest.mark.skipif(not os.path.isdir("/dev/shm") or not os.path.exists("/proc/self/smaps_rollup"),
                     reason="needs /dev/shm and smaps_rollup")
 def test_spawned_workers_share_one_loaded_copy(tmp_path):
