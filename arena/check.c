@@ -12,9 +12,11 @@
 **   2. object walk: from FS_IMAGE_HEADER_SIZE to objects_end, object by
 **      object. Each object's size follows from its own header fields, and a
 **      field is read only after its bytes were proven present. Object starts
-**      are marked in a bitmap (one bit per 8-byte word, fs__calloc'd, size/64
-**      bytes). Per kind: zero padding and reserved fields, known flags,
-**      lengths in their shortest form (the u64 only for n >= FS_N_LONG),
+**      are marked in a bitmap (one bit per 8-byte word, size/64 bytes; with
+**      pass 3's two it is one zeroed scratch block, mapped for itself when
+**      large so that no heap keeps it). Per kind: zero padding and reserved
+**      fields, known flags, lengths in their shortest form (the u64 only for
+**      n >= FS_N_LONG),
 **      canonical strings (charsize the smallest for the largest code point,
 **      FS_FLAG_ASCII exactly when all are < 128, none above 0x10FFFF),
 **      minimal big ints that do not fit an immediate, shaped
@@ -43,6 +45,7 @@
 ** hash (a misplaced entry is a missed lookup, never an out-of-bounds read).
 */
 #include <string.h>
+#include <sys/mman.h>
 
 #include "fs_image.h"
 
@@ -411,6 +414,30 @@ static int check_header(const fs_image_header_t *h, size_t size, int checksum, c
     return FS_OK;
 }
 
+/* The bitmaps, zeroed: size/21 bytes for an image of size bytes. From the
+** C library below SCRATCH_MMAP, else mapped and unmapped here: a heap
+** whose mmap threshold has risen (glibc raises it after freeing a mapped
+** block) would keep that memory as the process's own after every check --
+** ~5% of each image a process loads (seen in Ray workers). */
+#define SCRATCH_MMAP (64u * 1024)
+static uint8_t *scratch_alloc(size_t n)
+{
+    if (n < SCRATCH_MMAP)
+        return fs__calloc(n, 1);
+    if (fs__alloc_should_fail())
+        return NULL;
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void scratch_free(uint8_t *p, size_t n)
+{
+    if (n < SCRATCH_MMAP)
+        fs__free(p);
+    else
+        munmap(p, n);
+}
+
 /* The checks both entry points start with. */
 static int check_start(const void *image, size_t size, int checksum, const char **why)
 {
@@ -442,14 +469,11 @@ int fs_image_check_why(const void *image, size_t size, const char **why)
 
     /* Pass 2: walk the objects, mark their starts. */
     size_t bits = (size_t)(end / 64 + 1);
-    ck_t c = { .base = image, .end = end, .nxrefs = h->nxrefs, .starts = fs__calloc(bits, 1),
-               .refd = fs__calloc(bits, 1), .counted = fs__calloc(bits, 1), .why = NULL };
-    if (c.starts == NULL || c.refd == NULL || c.counted == NULL) {
-        fs__free(c.starts);
-        fs__free(c.refd);
-        fs__free(c.counted);
+    uint8_t *scratch = scratch_alloc(3 * bits);
+    if (scratch == NULL)
         return FS_ENOMEM;
-    }
+    ck_t c = { .base = image, .end = end, .nxrefs = h->nxrefs, .starts = scratch,
+               .refd = scratch + bits, .counted = scratch + 2 * bits, .why = NULL };
     err = FS_ECORRUPT;
     uint8_t *seen = NULL;
     uint64_t seen_cap = 0, count = 0, off = FS_IMAGE_HEADER_SIZE, osize;
@@ -500,9 +524,7 @@ done:
     if (err == FS_ECORRUPT)
         *why = c.why ? c.why : "corrupt";
     fs__free(seen);
-    fs__free(c.starts);
-    fs__free(c.refd);
-    fs__free(c.counted);
+    scratch_free(scratch, 3 * bits);
     return err;
 }
 
