@@ -12,9 +12,10 @@
 **   2. object walk: from FS_IMAGE_HEADER_SIZE to objects_end, object by
 **      object. Each object's size follows from its own header fields, and a
 **      field is read only after its bytes were proven present. Object starts
-**      are marked in a bitmap (one bit per 8-byte word, size/64 bytes; with
-**      pass 3's two it is one zeroed scratch block, mapped for itself when
-**      large so that no heap keeps it). Per kind: zero padding and reserved
+**      are marked in a bitmap (one bit per 8-byte word, size/64 bytes), and
+**      those with FS_FLAG_SHARED in another; with pass 3's two they are one
+**      zeroed scratch block, interleaved (a reference's bits share a cache
+**      line) and mapped for itself when large so that no heap keeps it). Per kind: zero padding and reserved
 **      fields, known flags, lengths in their shortest form (the u64 only for
 **      n >= FS_N_LONG),
 **      canonical strings (charsize the smallest for the largest code point,
@@ -53,19 +54,29 @@ typedef struct ck_s {
     const uint8_t *base;     /* image                                        */
     uint64_t       end;      /* objects_end                                  */
     uint32_t       nxrefs;   /* from the header                              */
-    uint8_t       *starts;   /* bit per 8-byte word: an object starts there  */
-    uint8_t       *refd;     /* same layout: referenced once already (pass 3) */
-    uint8_t       *counted;  /* same layout: shapes whose keys a shaped dict
-                                counted already (pass 3)                     */
+    uint8_t       *bm;       /* the bitmaps, one bit per 8-byte word of the
+                                image, interleaved: for each 64 image bytes
+                                one byte of each (BM_*), so that everything
+                                a reference needs is in one cache line     */
     const char    *why;      /* the first defect found                       */
 } ck_t;
 
 /* Record the defect and return FS_ECORRUPT. */
 #define BAD(c, msg) ((c)->why = (msg), FS_ECORRUPT)
 
+enum {
+    BM_START = 0,            /* an object starts there (pass 2)             */
+    BM_SHARED = 1,           /* ... and carries FS_FLAG_SHARED (pass 2)     */
+    BM_REFD = 2,             /* referenced once already (pass 3)            */
+    BM_COUNTED = 3,          /* a shape whose keys a shaped dict counted (3) */
+    BM_N = 4
+};
+#define BM_BYTE(c, which, off) ((c)->bm[((off) / 64) * BM_N + (which)])
+#define BM_BIT(off) ((uint8_t)(1u << (((off) / 8) % 8)))
+
 static int is_start(const ck_t *c, uint64_t off)
 {
-    return (c->starts[off / 64] >> ((off / 8) % 8)) & 1;
+    return (BM_BYTE(c, BM_START, off) & BM_BIT(off)) != 0;
 }
 
 /* A well-formed reference. Object references are also counted: a second one
@@ -79,12 +90,12 @@ static inline int ref_ok(ck_t *c, fs_ref_t r)
             c->why = "a reference points outside the objects or between them";
             return 0;
         }
-        uint8_t bit = (uint8_t)(1u << ((r / 8) % 8));
-        if ((c->refd[r / 64] & bit) && !fs_obj_shared(c->base, r)) {
+        uint8_t bit = BM_BIT(r);
+        if ((BM_BYTE(c, BM_REFD, r) & bit) && !(BM_BYTE(c, BM_SHARED, r) & bit)) {
             c->why = "an object referenced twice lacks FS_FLAG_SHARED";
             return 0;
         }
-        c->refd[r / 64] |= bit;
+        BM_BYTE(c, BM_REFD, r) |= bit;
         return 1;
     }
     case FS_TAG_INT:   return 1;
@@ -289,9 +300,8 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
         /* The keys count once per shaped dict, but a third count of an
         ** object proves nothing a second did not (FS_FLAG_SHARED): only the
         ** first dict of each shape counts them. */
-        uint8_t bit = (uint8_t)(1u << ((sh / 8) % 8));
-        if (!(c->counted[sh / 64] & bit)) {
-            c->counted[sh / 64] |= bit;
+        if (!(BM_BYTE(c, BM_COUNTED, sh) & BM_BIT(sh))) {
+            BM_BYTE(c, BM_COUNTED, sh) |= BM_BIT(sh);
             for (uint64_t i = 0; i < n; i++)
                 if (!ref_ok(c, fs_keyset_key(ks, i)))
                     return FS_ECORRUPT;
@@ -414,7 +424,7 @@ static int check_header(const fs_image_header_t *h, size_t size, int checksum, c
     return FS_OK;
 }
 
-/* The bitmaps, zeroed: size/21 bytes for an image of size bytes. From the
+/* The bitmaps, zeroed: size/16 bytes for an image of size bytes. From the
 ** C library below SCRATCH_MMAP, else mapped and unmapped here: a heap
 ** whose mmap threshold has risen (glibc raises it after freeing a mapped
 ** block) would keep that memory as the process's own after every check --
@@ -469,29 +479,34 @@ int fs_image_check_why(const void *image, size_t size, const char **why)
 
     /* Pass 2: walk the objects, mark their starts. */
     size_t bits = (size_t)(end / 64 + 1);
-    uint8_t *scratch = scratch_alloc(3 * bits);
+    uint8_t *scratch = scratch_alloc(BM_N * bits);
     if (scratch == NULL)
         return FS_ENOMEM;
-    ck_t c = { .base = image, .end = end, .nxrefs = h->nxrefs, .starts = scratch,
-               .refd = scratch + bits, .counted = scratch + 2 * bits, .why = NULL };
+    ck_t c = { .base = image, .end = end, .nxrefs = h->nxrefs, .bm = scratch, .why = NULL };
     err = FS_ECORRUPT;
     uint8_t *seen = NULL;
     uint64_t seen_cap = 0, count = 0, off = FS_IMAGE_HEADER_SIZE, osize;
     while (off < end) {
         if (walk_object(&c, off, &osize) != FS_OK)
             goto done;
-        c.starts[off / 64] |= (uint8_t)(1u << ((off / 8) % 8));
+        BM_BYTE(&c, BM_START, off) |= BM_BIT(off);
+        if (c.base[off + 1] & FS_FLAG_SHARED)            /* the object's flags */
+            BM_BYTE(&c, BM_SHARED, off) |= BM_BIT(off);
         count++;
         uint64_t next = off + ((osize + 7) & ~(uint64_t)7);   /* osize <= end - off */
         if (next > end) {
             c.why = "an object runs past the end of the objects";
             goto done;
         }
-        for (uint64_t p = off + osize; p < next; p++)
-            if (c.base[p]) {
+        unsigned pad = (unsigned)(next - off - osize);   /* 0..7, in the last word */
+        if (pad) {
+            uint64_t last;                    /* little-endian: padding is its top bytes */
+            memcpy(&last, c.base + next - 8, 8);
+            if (last >> (64 - 8 * pad)) {
                 c.why = "padding after an object is not zero";
                 goto done;
             }
+        }
         off = next;
     }
     if (count != h->object_count) {
@@ -513,7 +528,7 @@ int fs_image_check_why(const void *image, size_t size, const char **why)
         }
     }
     for (uint64_t w = 0; w <= end / 64; w++) {
-        for (unsigned bits = c.starts[w]; bits; bits &= bits - 1) {
+        for (unsigned bits = c.bm[w * BM_N + BM_START]; bits; bits &= bits - 1) {
             off = w * 64 + (uint64_t)__builtin_ctz(bits) * 8;
             if ((err = check_refs(&c, off, &seen, &seen_cap)) != FS_OK)
                 goto done;
@@ -524,7 +539,7 @@ done:
     if (err == FS_ECORRUPT)
         *why = c.why ? c.why : "corrupt";
     fs__free(seen);
-    scratch_free(scratch, 3 * bits);
+    scratch_free(scratch, BM_N * bits);
     return err;
 }
 

@@ -682,7 +682,7 @@ int fs_image_rekey(void *image, uint64_t seed, fs_rekey_fn composite, void *ctx)
 ** Never reads outside [image, image + size). Iterative (no recursion), work
 ** linear in size. Returns FS_OK, FS_ECORRUPT (why: *why, a static string,
 ** when why is not NULL), FS_EVERSION (another format version or platform,
-** named in *why), or FS_ENOMEM (it needs about size/21 bytes, returned to
+** named in *why), or FS_ENOMEM (it needs about size/16 bytes, returned to
 ** the system before it returns). */
 int fs_image_check(const void *image, size_t size);
 int fs_image_check_why(const void *image, size_t size, const char **why);

@@ -126,10 +126,11 @@ sys.path.insert(0, %(bench)r)
 import fsbench as F
 fs = F.load_fs()
 v = fs.load(%(path)r)["vocab"]
-keys = list(v)
-random.Random(1).shuffle(keys)
-d = dict.fromkeys(keys, 0)
-probes = [k.encode().decode() for k in keys[:20000]]   # fresh str objects, hashes cached once
+keys = list(v)                          # the vocabulary's own order, as a dict would
+d = dict.fromkeys(keys, 0)              # be built from the data: same layout as the image
+probes = [k.encode().decode() for k in random.Random(1).sample(keys, 20000)]
+# fresh str objects in random order (not the dict's own keys, not in its
+# order: a dict probed in insertion order reads its entries sequentially)
 for p in probes:
     hash(p)
 def hits_fs():
