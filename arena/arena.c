@@ -527,6 +527,57 @@ int fs_arena_locate(const void *addr, uint64_t *region_id, uint64_t *offset)
     return 1;
 }
 
+/* ---- foreign images: named by the reporter, not held ---------------------- */
+/* A slot is claimed by CAS on start (0: free) and filled before id is
+** published; the reporter reads id, then start and size (a slot changing
+** under a crash report at worst names nothing). */
+#define FOREIGN_SLOTS 64
+static struct {
+    atomic_uintptr_t     start;
+    atomic_size_t        size;
+    atomic_uint_fast64_t id;    /* 0: not (yet) published */
+} foreign[FOREIGN_SLOTS];
+
+void fs_arena_note_foreign(const void *p, size_t size, uint64_t region_id)
+{
+    for (int i = 0; i < FOREIGN_SLOTS; i++) {
+        uintptr_t free_ = 0;
+        if (atomic_compare_exchange_strong(&foreign[i].start, &free_, (uintptr_t)p)) {
+            atomic_store(&foreign[i].size, size);
+            atomic_store_explicit(&foreign[i].id, region_id, memory_order_release);
+            return;
+        }
+    }
+}
+
+void fs_arena_forget_foreign(const void *p)
+{
+    for (int i = 0; i < FOREIGN_SLOTS; i++)
+        if (atomic_load(&foreign[i].start) == (uintptr_t)p && atomic_load(&foreign[i].id) != 0) {
+            atomic_store(&foreign[i].id, 0);
+            atomic_store(&foreign[i].size, 0);
+            atomic_store(&foreign[i].start, 0);
+            return;
+        }
+}
+
+/* Async-signal-safe: the foreign image holding addr, as fs_arena_locate. */
+static int locate_foreign(const void *addr, uint64_t *region_id, uint64_t *offset)
+{
+    uintptr_t a = (uintptr_t)addr;
+    for (int i = 0; i < FOREIGN_SLOTS; i++) {
+        uint64_t id = atomic_load_explicit(&foreign[i].id, memory_order_acquire);
+        uintptr_t s = atomic_load_explicit(&foreign[i].start, memory_order_relaxed);
+        size_t n = atomic_load_explicit(&foreign[i].size, memory_order_relaxed);
+        if (id != 0 && a >= s && a - s < n) {
+            *region_id = id;
+            *offset = a - s;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* ---- violation reporter ---------------------------------------------------- */
 /*
 ** One SIGSEGV/SIGBUS handler for the process (DESIGN.md, "Violation
@@ -729,9 +780,15 @@ static void reporter(int sig, siginfo_t *si, void *uc)
         goto out;
     }
     uint64_t id, off;
-    if (real && fs_arena_locate(si->si_addr, &id, &off)) {
-        char line[160], *p = line;
-        p = put_str(p, "frozenshare: write to frozen memory at ");
+    int mapped = 0;
+    if (real && (fs_arena_locate(si->si_addr, &id, &off) ||
+                 (mapped = locate_foreign(si->si_addr, &id, &off)))) {
+        char line[200], *p = line;
+        /* SIGBUS in a mapped file: a read past its end (cut while loaded) */
+        p = put_str(p, mapped && sig == SIGBUS
+                           ? "frozenshare: read past the end of a mapped image file (truncated "
+                             "while loaded?) at "
+                           : "frozenshare: write to frozen memory at ");
         p = put_hex(p, (uint64_t)(uintptr_t)si->si_addr);
         p = put_str(p, " (region #");
         p = put_dec(p, id);

@@ -105,6 +105,12 @@ int  fs_arena_contains(const void *addr);
 ** Returns 1 if addr is inside a sealed image, else 0. Async-signal-safe. */
 int  fs_arena_locate(const void *addr, uint64_t *region_id, uint64_t *offset);
 
+/* Read-only images the arena does not hold (a region over a mapped file):
+** noted so that the reporter names them too. Up to 64 at once are named;
+** beyond that they fault unnamed. Thread-safe; forget before unmapping. */
+void fs_arena_note_foreign(const void *p, size_t size, uint64_t region_id);
+void fs_arena_forget_foreign(const void *p);
+
 /* ---- violation reporter ------------------------------------------------- */
 /* Install the SIGSEGV/SIGBUS reporter if it is not the current handler
 ** (called again at each freeze: it re-installs itself on top of handlers

@@ -4,7 +4,7 @@
 **
 ** LAYER (the picture in fs_py.h): beside freeze.c/thaw.c; calls them, read.c
 ** and state.c. module.c exposes the functions, proxy.c's __reduce_ex__
-** calls fs__dumps.
+** calls fs__portable.
 **
 ** Leaving: fs__dumps(obj)
 **   obj a proxy of its region's root, the region importing nothing
@@ -15,7 +15,9 @@
 **   a portable image never refers to another region), then as above.
 **   Pickling is loads(image): protocol 5 hands the image to the pickler as
 **   one read-only PickleBuffer (out of band with a buffer_callback, else in
-**   band); older protocols carry the bytes. Never thaw + freeze again.
+**   band); older protocols carry the bytes. Never thaw + freeze again, but
+**   for the one graph with no portable image (a FrozenMap used as a key
+**   before 3.15: flattened() says "entangled"), which pickles by value.
 **
 ** Entering: loads(buffer) / load(file)
 **   read-only, 8-aligned buffer -> verified in place, a BUFFER region holds

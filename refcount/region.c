@@ -398,6 +398,10 @@ int fs_region_adopt(fs_region_t **out, const void *image, size_t size, int backi
     }
     r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
     block_init(r, (uint8_t *)(uintptr_t)image, size, backing, release, ctx);
+    if (backing == FS_BACKING_FILE) {      /* PROT_READ: a stray write faults */
+        fs_arena_note_foreign(image, size, r->id);
+        (void)fs_arena_install_reporter();
+    }
     *out = r;
     return FS_OK;
 }
@@ -519,6 +523,8 @@ static void region_destroy(fs_region_t *r)
     atomic_fetch_sub_explicit(&st_bytes, r->size, memory_order_relaxed);
     atomic_fetch_add_explicit(&st_reclaims, 1, memory_order_relaxed);
     if (r->backing != FS_BACKING_ARENA) {  /* not ours: hand it back */
+        if (r->backing == FS_BACKING_FILE)
+            fs_arena_forget_foreign(r->base);
         r->release(r->release_ctx, r->base, r->alloc_size);
         fs__free(r);
         block_gone();

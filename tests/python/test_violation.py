@@ -1,6 +1,8 @@
 """The violation reporter (DESIGN.md, "Violation reporter"): a write into
 frozen memory kills the process by SIGSEGV, after one line on stderr naming
-the address and the region; FROZENSHARE_NO_SIGNAL_HANDLER=1 opts out.
+the address and the region -- a region frozen here or a loaded (mapped)
+file, whose truncation while loaded is named too (SIGBUS);
+FROZENSHARE_NO_SIGNAL_HANDLER=1 opts out.
 
 The writes run in child processes. The address comes from the read-only
 buffer of a FrozenBytes (or a .view()), through PyObject_GetBuffer called
@@ -213,3 +215,38 @@ def test_write_after_faulthandler_disable_reports_once_then_dies():
     m = LINE_RE.search(r.stderr)
     assert m and int(m.group(1), 16) == addr and int(m.group(2)) == rid, r.stderr
     assert r.stderr.count("frozenshare: write to frozen memory") == 1, r.stderr
+
+
+WRITE_LOADED = PRELUDE + r'''
+import os
+path = PATH
+fs.dump({"blob": b"A" * 3 * 65536, "n": 1}, path)
+m = fs.load(path)
+addr, n = address_of(m.view("blob"))
+target = addr + OFFSET
+print("REGION", fs.info(m)["region_id"], "ADDR", hex(target), flush=True)
+ACTION
+print("SURVIVED", flush=True)
+'''
+
+
+@pytest.mark.parametrize("mode", ["write", "truncate"])
+def test_mapped_file_faults_are_named(tmp_path, mode):
+    """A loaded file is mapped read-only: a stray write faults and the
+    report names the region; a file cut while loaded gives SIGBUS on the
+    next read past its new end, named as such."""
+    offset, action = ((100, "ctypes.memset(target, 0x42, 1)") if mode == "write" else
+                      (100 + 65536, "os.truncate(path, 4096)\nctypes.string_at(target, 1)"))
+    code = (WRITE_LOADED.replace("PATH", repr(str(tmp_path / "m.img")))
+            .replace("OFFSET", str(offset)).replace("ACTION", action))
+    r = run_python(code, timeout=60)
+    rid, addr = _parse(r.stdout)
+    assert "SURVIVED" not in r.stdout
+    if mode == "write":
+        assert r.returncode == -signal.SIGSEGV, (r.returncode, r.stderr[-2000:])
+        m = LINE_RE.search(r.stderr)
+        assert m and int(m.group(2)) == rid and int(m.group(1), 16) == addr, r.stderr
+    else:
+        assert r.returncode == -signal.SIGBUS, (r.returncode, r.stderr[-2000:])
+        assert ("frozenshare: read past the end of a mapped image file (truncated while "
+                "loaded?) at %s (region #%d" % (hex(addr), rid)) in r.stderr, r.stderr
