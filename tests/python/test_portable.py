@@ -212,6 +212,29 @@ def test_lent_buffer_crosses_interpreters_as_a_copy(interps, channels, names):
     fs.unpublish(name)
 
 
+def test_mapped_file_crosses_interpreters_by_reference(tmp_path, interps, channels, names):
+    path = tmp_path / "x.img"
+    fs.dump({"k": list(range(100)), "s": "text"}, path)
+    p = fs.load(path)
+    rid = fs.info(p)["region_id"]
+    (a,) = interps(1)
+    (c,) = channels(1)
+    c.put(p)
+    name = names("mapped")
+    fs.publish(name, p["k"])
+    a.run(f"""
+        x = chan_get({c.id})
+        y = fs.lookup({name!r})
+        reply("%d|%d|%s|%s|%d" % (fs.info(x)["region_id"], fs.info(y)["region_id"],
+                                  fs.info(x)["backing"], x["s"], sum(y)))
+        del x, y
+    """)
+    assert a.recv() == f"{rid}|{rid}|file|text|{sum(range(100))}"   # the same mapping
+    fz = fs.freeze([p["k"], 1])                          # an import of the mapped region
+    assert fs.info(fz)["import_ids"] == [rid] and fz[0][99] == 99
+    fs.unpublish(name)
+
+
 @pytest.mark.parametrize("proto", range(pickle.HIGHEST_PROTOCOL + 1))
 def test_pickle_in_band(proto):
     f = fs.freeze(source())
