@@ -308,8 +308,10 @@ const char fs__load_doc[] =
 "read-only and shared: every process that loads the same file reads the\n"
 "same page-cache pages. The region owns the mapping; the file may be\n"
 "replaced (dump() does so atomically) but must not be written in place\n"
-"while loaded. A file object without a fileno() is read and loaded as\n"
-"loads() would. verify as for loads().";
+"while loaded. A file object at position 0 is mapped the same way (the\n"
+"whole file is the image); one positioned further on, or without a\n"
+"fileno(), is read from its position and loaded as loads() would.\n"
+"verify as for loads().";
 
 PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -337,7 +339,20 @@ PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs)
         Py_DECREF(path);
         return res;
     }
-    if (PyObject_HasAttrString(file, "fileno")) {
+    /* A file object at position 0 is the whole file: map it. Elsewhere (an
+    ** image after other data) or without a descriptor: read from there. */
+    int at_start = 1;
+    if (PyObject_HasAttrString(file, "tell")) {
+        PyObject *pos = PyObject_CallMethod(file, "tell", NULL);
+        if (pos == NULL)
+            PyErr_Clear();              /* unseekable: the descriptor decides */
+        else {
+            at_start = PyLong_Check(pos) && PyLong_AsLongLong(pos) == 0;
+            Py_DECREF(pos);
+            PyErr_Clear();
+        }
+    }
+    if (at_start && PyObject_HasAttrString(file, "fileno")) {
         PyObject *r = PyObject_CallMethod(file, "fileno", NULL);
         if (r != NULL) {
             int fd = PyObject_AsFileDescriptor(r);

@@ -185,6 +185,11 @@ def test_mmap_and_file_objects(tmp_path):
     fs.dump(fs.freeze([1, "two"]), b)
     b.seek(0)
     assert fs.load(b) == [1, "two"]                      # no fileno(): read, then loads
+    with open(tmp_path / "after-a-header.bin", "w+b") as f:
+        f.write(b"my own header\n")
+        fs.dump({"k": 1}, f)                             # written at the position
+        f.seek(len(b"my own header\n"))
+        assert fs.load(f) == {"k": 1}                    # read from the position
 
 
 def test_lent_buffer_crosses_interpreters_as_a_copy(interps, channels, names):
