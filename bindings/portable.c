@@ -213,16 +213,6 @@ static void buffer_release(void *ctx, const void *image, size_t size)
     PyMem_RawFree(view);
 }
 
-static int check(const void *image, size_t size, int verify, const char **why)
-{
-    int err = verify ? fs_image_check_why(image, size, why) : fs_image_check_header(image, size, why);
-    if (err == FS_OK && fs_image_header(image)->nimports != 0) {
-        *why = "the image imports other regions (a portable image never does)";
-        err = FS_ECORRUPT;
-    }
-    return err;
-}
-
 /* New reference: the proxy over buffer obj. */
 static PyObject *loads_buffer(fs_state *st, PyObject *obj, int verify)
 {
@@ -239,7 +229,7 @@ static PyObject *loads_buffer(fs_state *st, PyObject *obj, int verify)
     int err;
     if (view->readonly && (uintptr_t)view->buf % 8 == 0) {
         /* in place: the exporter promised the bytes will not change */
-        err = check(view->buf, size, verify, &why);
+        err = fs_region_check(view->buf, size, verify, &why);
         if (err == FS_OK)
             err = fs_region_adopt(&r, view->buf, size, FS_BACKING_BUFFER, buffer_release, view);
         if (err == FS_OK)

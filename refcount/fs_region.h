@@ -64,16 +64,20 @@ typedef void (*fs_release_fn)(void *ctx, const void *image, size_t size);
 ** backing FILE or BUFFER. FS_OK, FS_EINVAL, FS_ENOMEM. */
 int fs_region_adopt(fs_region_t **out, const void *image, size_t size, int backing,
                     fs_release_fn release, void *ctx);
-/* Map file fd read-only (MAP_SHARED), check it (verify: fs_image_check;
-** otherwise its magic only) and adopt it as a FILE region; the region owns
+/* What a region over bytes from elsewhere needs proven first: verify,
+** fs_image_check, else the header alone (fs_image_check_header); and no
+** imports (a portable image refers to no other region). FS_OK, or
+** FS_ECORRUPT / FS_EVERSION with *why (why may be NULL), FS_ENOMEM. */
+int fs_region_check(const void *image, size_t size, int verify, const char **why);
+/* Map file fd read-only (MAP_SHARED), check it (fs_region_check) and
+** adopt it as a FILE region; the region owns
 ** the mapping (munmap at reclaim; fd may be closed at once). FS_OK, or
 ** FS_ECORRUPT / FS_EVERSION with *why, FS_ESYS (errno), FS_ENOMEM. A file
 ** must not be written in place while mapped (replace it: dump renames). */
 int fs_region_map_file(fs_region_t **out, int fd, int verify, const char **why);
 /* A new ARENA region holding a sealed copy of the size bytes at image (any
-** alignment), the copy checked before it is sealed (verify: fs_image_check;
-** else its header) -- the copy is what readers see, whatever happens to the
-** source. FS_OK, or FS_ECORRUPT / FS_EVERSION with *why, FS_ENOMEM. */
+** alignment), the copy checked (fs_region_check) before it is sealed -- the
+** copy is what readers see, whatever happens to the source. FS_OK, or FS_ECORRUPT / FS_EVERSION with *why, FS_ENOMEM. */
 int fs_region_copy(fs_region_t **out, const void *image, size_t size, int verify,
                    const char **why);
 int fs_region_backing(const fs_region_t *r);

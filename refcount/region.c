@@ -375,6 +375,45 @@ fail_args:
     return err;
 }
 
+/* A new block without an image yet, counted in the deferred table (so its
+** reclaim never allocates), for adopt and copy. FS_OK or an error. */
+static int block_new(fs_region_t **out)
+{
+    int err = fs_region_init();
+    if (err != FS_OK)
+        return err;
+    fs_region_t *r = fs__malloc(sizeof *r);
+    if (r == NULL)
+        return FS_ENOMEM;
+    if ((err = blocks_reserve()) != FS_OK) {
+        fs__free(r);
+        return err;
+    }
+    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
+    *out = r;
+    return FS_OK;
+}
+
+/* A block_new block that never got its image. */
+static void block_discard(fs_region_t *r)
+{
+    block_gone();
+    fs__free(r);
+}
+
+int fs_region_check(const void *image, size_t size, int verify, const char **why)
+{
+    static const char *dummy;
+    if (why == NULL)
+        why = &dummy;
+    int err = verify ? fs_image_check_why(image, size, why) : fs_image_check_header(image, size, why);
+    if (err == FS_OK && fs_image_header(image)->nimports != 0) {
+        *why = "the image imports other regions (a portable image never does)";
+        err = FS_ECORRUPT;
+    }
+    return err;
+}
+
 /* A region over an image someone else holds (fs_region_adopt). */
 int fs_region_adopt(fs_region_t **out, const void *image, size_t size, int backing,
                     fs_release_fn release, void *ctx)
@@ -386,17 +425,10 @@ int fs_region_adopt(fs_region_t **out, const void *image, size_t size, int backi
     const fs_image_header_t *h = fs_image_header(image);
     if (h->nimports != 0 || h->image_size > size)
         return FS_EINVAL;
-    int err = fs_region_init();
+    fs_region_t *r;
+    int err = block_new(&r);
     if (err != FS_OK)
         return err;
-    fs_region_t *r = fs__malloc(sizeof *r);
-    if (r == NULL)
-        return FS_ENOMEM;
-    if ((err = blocks_reserve()) != FS_OK) {   /* every block is counted there */
-        fs__free(r);
-        return err;
-    }
-    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
     block_init(r, (uint8_t *)(uintptr_t)image, size, backing, release, ctx);
     if (backing == FS_BACKING_FILE) {      /* PROT_READ: a stray write faults */
         fs_arena_note_foreign(image, size, r->id);
@@ -442,11 +474,7 @@ int fs_region_map_file(fs_region_t **out, int fd, int verify, const char **why)
     void *p = mmap(NULL, size, PROT_READ, MAP_SHARED | (verify ? MAP_POPULATE : 0), fd, 0);
     if (p == MAP_FAILED)
         return FS_ESYS;
-    int err = verify ? fs_image_check_why(p, size, why) : fs_image_check_header(p, size, why);
-    if (err == FS_OK && fs_image_header(p)->nimports != 0) {
-        *why = "the image imports other regions (a file never does)";
-        err = FS_ECORRUPT;
-    }
+    int err = fs_region_check(p, size, verify, why);
     if (err == FS_OK)
         err = fs_region_adopt(out, p, size, FS_BACKING_FILE, unmap_release, NULL);
     if (err != FS_OK)
@@ -464,43 +492,29 @@ int fs_region_copy(fs_region_t **out, const void *image, size_t size, int verify
     if (out == NULL || image == NULL)
         return FS_EINVAL;
     *out = NULL;
-    int err = fs_region_init();
+    fs_region_t *r;
+    int err = block_new(&r);
     if (err != FS_OK)
         return err;
-    fs_region_t *r = fs__malloc(sizeof *r);
-    if (r == NULL)
-        return FS_ENOMEM;
     void *base = NULL;
     size_t usable = 0;
     if ((err = fs_arena_alloc(size ? size : 1, &base, &usable)) != FS_OK) {
-        fs__free(r);
+        block_discard(r);
         return err;
     }
     memcpy(base, image, size);
     memset((uint8_t *)base + size, 0, usable - size);
     /* the copy, not the source, is what readers will see: check the copy */
-    err = verify ? fs_image_check_why(base, size, why) : fs_image_check_header(base, size, why);
-    if (err == FS_OK && fs_image_header(base)->nimports != 0) {
-        *why = "the image imports other regions (a portable image never does)";
-        err = FS_ECORRUPT;
-    }
-    if (err != FS_OK)
-        goto fail;
-    if ((err = blocks_reserve()) != FS_OK)
-        goto fail;
-    r->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed);
-    if ((err = fs_arena_seal(base, usable, r->id)) != FS_OK) {
-        block_gone();
-        goto fail;
+    if ((err = fs_region_check(base, size, verify, why)) != FS_OK ||
+        (err = fs_arena_seal(base, usable, r->id)) != FS_OK) {
+        fs_arena_free(base);               /* unsealed: the check or the seal failed */
+        block_discard(r);
+        return err;
     }
     block_init(r, base, usable, FS_BACKING_ARENA, NULL, NULL);
     (void)fs_arena_install_reporter();
     *out = r;
     return FS_OK;
-fail:
-    fs_arena_free(base);
-    fs__free(r);
-    return err;
 }
 
 int fs_region_backing(const fs_region_t *r) { return r->backing; }
