@@ -623,6 +623,8 @@ int64_t fs_keyed_bytes_hash(uint64_t seed, uint64_t length, const void *data);
 ** frozenset (members) or frozendict (fs_keyed_tuple of each (key, value)):
 ** sum = 0, sum += fs_keyed_set_member(K(member)) in any order,
 ** fs_keyed_set_end(seed, sum, count). */
+/* The splitmix64 finalizer (also the bindings' hash tables' mixer). Part
+** of K's definition: never change it. */
 static inline uint64_t fs_keyed_mix(uint64_t x)
 {
     x ^= x >> 30; x *= UINT64_C(0xbf58476d1ce4e5b9);

@@ -17,11 +17,7 @@
 
 static inline size_t tab_hash(uintptr_t k1, uint64_t k2)
 {
-    uint64_t x = (uint64_t)k1 ^ (k2 * UINT64_C(0x9E3779B97F4A7C15));
-    x ^= x >> 30; x *= UINT64_C(0xBF58476D1CE4E5B9);     /* splitmix64 finalizer */
-    x ^= x >> 27; x *= UINT64_C(0x94D049BB133111EB);
-    x ^= x >> 31;
-    return (size_t)x;
+    return (size_t)fs_keyed_mix((uint64_t)k1 ^ (k2 * UINT64_C(0x9E3779B97F4A7C15)));
 }
 
 uint64_t *fs__tab_get(const fs__tab_t *t, uintptr_t k1, uint64_t k2)
