@@ -395,14 +395,16 @@ static PyObject *mod_alloc_count(PyObject *module, PyObject *unused)
     return PyLong_FromLong(fs_alloc_count());
 }
 
-PyDoc_STRVAR(kinds_doc,
-"_kinds(proxy)\n--\n\n"
-"For the command line's info: the objects of proxy's image by kind, a dict\n"
+PyDoc_STRVAR(image_summary_doc,
+"_image_summary(proxy)\n--\n\n"
+"For the command line's info: the header fields of proxy's image (version,\n"
+"byte_order, word_size, hash_domain, seed, checksum_kind, checksum,\n"
+"image_size, object_count, nimports) and 'kinds', its objects by kind, a dict\n"
 "{kind: count} (kinds as the format names them: 'str', 'dict', 'shaped dict',\n"
 "'narrow dict', ...).");
 
-/* _kinds(proxy): new reference; module, arg borrowed. */
-static PyObject *mod_kinds(PyObject *module, PyObject *arg)
+/* _image_summary(proxy): new reference; module, arg borrowed. */
+static PyObject *mod_image_summary(PyObject *module, PyObject *arg)
 {
     static const char *const names[FS_KIND__COUNT] = {
         [FS_KIND_FLOAT] = "float", [FS_KIND_COMPLEX] = "complex", [FS_KIND_INT] = "int",
@@ -410,7 +412,7 @@ static PyObject *mod_kinds(PyObject *module, PyObject *arg)
         [FS_KIND_TUPLE] = "tuple", [FS_KIND_LIST] = "list", [FS_KIND_DICT] = "dict",
         [FS_KIND_SET] = "set", [FS_KIND_FROZENSET] = "frozenset",
     };
-    fs_proxy *p = as_proxy(get_state(module), arg, "_kinds");
+    fs_proxy *p = as_proxy(get_state(module), arg, "_image_summary");
     if (p == NULL)
         return NULL;
     const uint8_t *base = p->h->base;
@@ -425,15 +427,31 @@ static PyObject *mod_kinds(PyObject *module, PyObject *arg)
             k = FS_KIND__COUNT + 1;
         counts[k]++;
     }
-    PyObject *d = PyDict_New();
-    for (unsigned k = 0; d != NULL && k < FS_KIND__COUNT + 2; k++) {
+    PyObject *kinds = PyDict_New();
+    for (unsigned k = 0; kinds != NULL && k < FS_KIND__COUNT + 2; k++) {
         if (counts[k] == 0)
             continue;
         const char *name = k == FS_KIND__COUNT ? "shaped dict" : k == FS_KIND__COUNT + 1
                            ? "narrow dict" : names[k] ? names[k] : "?";
-        if (set_item(d, name, PyLong_FromUnsignedLongLong(counts[k])) < 0)
-            Py_CLEAR(d);
+        if (set_item(kinds, name, PyLong_FromUnsignedLongLong(counts[k])) < 0)
+            Py_CLEAR(kinds);
     }
+    if (kinds == NULL)
+        return NULL;
+    PyObject *d = PyDict_New();
+    if (d == NULL)
+        goto error;
+#define U64(k, v) set_item(d, k, PyLong_FromUnsignedLongLong((unsigned long long)(v))) < 0
+    if (U64("version", h->version) || U64("byte_order", h->byte_order) ||
+        U64("word_size", h->word_size) || U64("hash_domain", h->hash_domain) ||
+        U64("seed", fs_image_seed(h)) || U64("checksum_kind", h->checksum_kind) ||
+        U64("checksum", h->checksum) || U64("image_size", h->image_size) ||
+        U64("object_count", h->object_count) || U64("nimports", h->nimports) ||
+        set_item(d, "kinds", Py_NewRef(kinds)) < 0)
+        Py_CLEAR(d);
+#undef U64
+error:
+    Py_DECREF(kinds);
     return d;
 }
 
@@ -513,7 +531,7 @@ static PyMethodDef module_methods[] = {
     {"_alloc_count", mod_alloc_count, METH_NOARGS, alloc_count_doc},
     {"_check_image", mod_check_image, METH_O, check_image_doc},
     {"_reseal", mod_reseal, METH_O, reseal_doc},
-    {"_kinds", mod_kinds, METH_O, kinds_doc},
+    {"_image_summary", mod_image_summary, METH_O, image_summary_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,28 +7,13 @@
                                         with the defect named
 
 Both verify the file in full before trusting anything in it (load's
-verify=True); the header fields shown are read from the verified image.
+verify=True); info shows the header fields of the verified, mapped image.
 """
 import argparse
-import struct
 import sys
 
 import frozenshare as fs
 from frozenshare import _frozenshare as _c
-
-# fs_image.h, "Header": the fields shown by info (offset, struct format)
-_HEADER = {
-    "version": (8, "<H"), "byte_order": (10, "B"), "word_size": (11, "B"),
-    "hash_domain": (12, "B"), "image_size": (24, "<Q"), "object_count": (40, "<Q"),
-    "nimports": (20, "<I"), "checksum_kind": (76, "<I"), "checksum": (80, "<Q"),
-    "seed": (96, "<Q"),
-}
-
-
-def _header(path):
-    with open(path, "rb") as f:
-        raw = f.read(128)
-    return {k: struct.unpack_from(fmt, raw, off)[0] for k, (off, fmt) in _HEADER.items()}
 
 
 def _load(path):
@@ -45,8 +30,8 @@ def cmd_info(args):
     p = _load(args.file)
     if p is None:
         return 1
-    h = _header(args.file)
-    kinds = _c._kinds(p)
+    h = _c._image_summary(p)
+    kinds = h["kinds"]
     root = type(p).__name__
     if hasattr(p, "__len__"):
         root += f" of {len(p)}"
