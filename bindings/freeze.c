@@ -908,8 +908,6 @@ PyObject *fs__freeze(fs_state *st, PyObject *obj)
     fctx c;
     memset(&c, 0, sizeof c);
     c.st = st;
-    PyObject *res = NULL;
-    fs_handle *h = NULL;
     fs_region_t *r = NULL;
     fs_ref_t root = 0;
 
@@ -940,12 +938,7 @@ PyObject *fs__freeze(fs_state *st, PyObject *obj)
         goto error;
     }
     fctx_fini(&c);                              /* imports now hold their +1 */
-    h = fs__handle_owned(st, r);                /* takes the creator's count */
-    if (h == NULL)
-        return NULL;
-    res = fs__proxy_new(h, fs__root_type_code(h->base, root), root);
-    Py_DECREF(h);
-    return res;
+    return fs__root_proxy_owned(st, r, root);   /* takes the creator's count */
 
 error:
     fctx_fini(&c);

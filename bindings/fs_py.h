@@ -221,6 +221,10 @@ int fs__root_type_code(const uint8_t *base, fs_ref_t ref);
 
 /* New reference: a proxy of type code tc over (h, ref); h is borrowed. */
 PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref);
+/* New reference: the proxy a freeze, lookup or load hands out for (r, ref),
+** its type by fs__root_type_code, over this interpreter's handle of r. The
+** caller's count of r is consumed in every case. */
+PyObject *fs__root_proxy_owned(fs_state *st, fs_region_t *r, fs_ref_t ref);
 
 /* New reference: the value at ref in h's image, as seen from Python: scalars
 ** materialized (bytearray as bytes), containers as proxies (of the imported

@@ -185,12 +185,7 @@ static PyObject *mod_lookup(PyObject *module, PyObject *name_obj)
     int err = fs_registry_lookup(name, (size_t)len, &r, &ref);
     if (err != FS_OK)
         return fs__raise(err, name_obj);
-    fs_handle *h = fs__handle_owned(st, r);          /* consumes the +1 */
-    if (h == NULL)
-        return NULL;
-    PyObject *res = fs__proxy_new(h, fs__root_type_code(h->base, ref), ref);
-    Py_DECREF(h);
-    return res;
+    return fs__root_proxy_owned(st, r, ref);          /* consumes the +1 */
 }
 
 PyDoc_STRVAR(unpublish_doc,

@@ -190,18 +190,6 @@ static int check_classes(PyObject *classes)
     return 0;
 }
 
-/* New reference: the root proxy of new region r (its count consumed). */
-static PyObject *root_proxy(fs_state *st, fs_region_t *r)
-{
-    fs_handle *h = fs__handle_owned(st, r);
-    if (h == NULL)
-        return NULL;
-    fs_ref_t root = fs_region_root(r);
-    PyObject *res = fs__proxy_new(h, fs__root_type_code(h->base, root), root);
-    Py_DECREF(h);
-    return res;
-}
-
 /* fs_release_fn of BUFFER regions: runs in the lending interpreter (see the
 ** top of this file), with its GIL. */
 static void buffer_release(void *ctx, const void *image, size_t size)
@@ -233,7 +221,7 @@ static PyObject *loads_buffer(fs_state *st, PyObject *obj, int verify)
         if (err == FS_OK)
             err = fs_region_adopt(&r, view->buf, size, FS_BACKING_BUFFER, buffer_release, view);
         if (err == FS_OK)
-            return root_proxy(st, r);     /* r owns view now */
+            return fs__root_proxy_owned(st, r, fs_region_root(r));     /* r owns view now */
     }
     else {
         /* copied, then the copy checked: only it is what readers will see */
@@ -243,7 +231,7 @@ static PyObject *loads_buffer(fs_state *st, PyObject *obj, int verify)
     PyMem_RawFree(view);
     if (err != FS_OK)
         return fs__raise_image(st, err, why, NULL);
-    return root_proxy(st, r);
+    return fs__root_proxy_owned(st, r, fs_region_root(r));
 }
 
 /* loads(x, *, verify=True, classes=()) and load alike: 0 with *x and
@@ -289,7 +277,7 @@ static PyObject *load_fd(fs_state *st, int fd, int verify, PyObject *name)
         return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, name);
     if (err != FS_OK)
         return fs__raise_image(st, err, why, name);
-    return root_proxy(st, r);
+    return fs__root_proxy_owned(st, r, fs_region_root(r));
 }
 
 const char fs__load_doc[] =

@@ -185,6 +185,17 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref)
     }
 }
 
+/* New reference. See fs_py.h. */
+PyObject *fs__root_proxy_owned(fs_state *st, fs_region_t *r, fs_ref_t ref)
+{
+    fs_handle *h = fs__handle_owned(st, r);      /* takes the caller's count */
+    if (h == NULL)
+        return NULL;
+    PyObject *res = fs__proxy_new(h, fs__root_type_code(h->base, ref), ref);
+    Py_DECREF(h);
+    return res;
+}
+
 /* ---- lookups ------------------------------------------------------------ */
 
 typedef struct eq_ctx_s {
