@@ -141,26 +141,6 @@ static int check_bigint(ck_t *c, const fs_bigint_t *o)
     return FS_OK;
 }
 
-/* The OR of the n code points of charsize cs (1 or 2) at data. */
-static uint32_t or_chars(unsigned cs, uint64_t n, const uint8_t *data)
-{
-    uint64_t bytes = n * cs, acc = 0, w, i = 0;
-    for (; i + 8 <= bytes; i += 8) {
-        memcpy(&w, data + i, 8);
-        acc |= w;
-    }
-    for (; i < bytes; i++)
-        acc |= (uint64_t)data[i] << (8 * (i % 8));
-    acc |= acc >> 32;                 /* fold the lanes: 8 bytes or 4 u16s */
-    if (cs == 1) {
-        acc |= acc >> 16;
-        acc |= acc >> 8;
-        return (uint32_t)(acc & 0xff);
-    }
-    acc |= acc >> 16;
-    return (uint32_t)(acc & 0xffff);
-}
-
 /* The length of a STR, BYTES or sequence at h, given `room` bytes from h:
 ** *n, and *body, the bytes before its payload. 0 if malformed. */
 static int blob_len(ck_t *c, const fs_obj_hdr_t *h, uint64_t room, uint64_t *n, uint64_t *body)
@@ -220,12 +200,8 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
         if (!fits(n, cs, body, room))
             return BAD(c, past);
         *size = body + n * cs;
-        /* Canonical: the smallest charsize for the largest code point. For
-        ** charsizes 1 and 2 the OR of the code points answers that (it has a
-        ** bit above 7 / above 15 exactly when one of them does), a word at a
-        ** time; 4 needs the true maximum (<= 0x10FFFF). */
-        const uint8_t *data = (const uint8_t *)h + body;
-        uint32_t max = cs == 4 ? fs_str_maxchar(cs, n, data) : or_chars(cs, n, data);
+        /* canonical: the smallest charsize for the largest code point */
+        uint32_t max = fs_str_scan_class(cs, n, (const uint8_t *)h + body);
         unsigned want = max < 256 ? 1 : max < 65536 ? 2 : 4;
         if (max > 0x10ffff || cs != want)
             return BAD(c, "a str not in canonical form");

@@ -374,6 +374,30 @@ uint32_t fs_str_maxchar(unsigned charsize, uint64_t length, const void *data)
     return max;
 }
 
+uint32_t fs_str_scan_class(unsigned charsize, uint64_t length, const void *data)
+{
+    if (charsize == 4)
+        return fs_str_maxchar(charsize, length, data);
+    /* The OR of the code points has a bit above 7 (above 15) exactly when
+    ** one of them does: for charsizes 1 and 2 it answers the class, read a
+    ** word at a time. */
+    const uint8_t *d = data;
+    uint64_t bytes = length * charsize, acc = 0, w, i = 0;
+    for (; i + 8 <= bytes; i += 8) {
+        memcpy(&w, d + i, 8);
+        acc |= w;
+    }
+    for (; i < bytes; i++)
+        acc |= (uint64_t)d[i] << (8 * (i % 8));
+    acc |= acc >> 32;                 /* fold the lanes: 8 bytes or 4 u16s */
+    acc |= acc >> 16;
+    if (charsize == 1) {
+        acc |= acc >> 8;
+        return (uint32_t)(acc & 0xff);
+    }
+    return (uint32_t)(acc & 0xffff);
+}
+
 /* ---- value dedup: equal str and bytes stored once ----------------------- */
 /* vals: open addressing over (key hash, ref); key hash mixes the kind into
 ** the str's own hash, or hashes the bytes. Load <= 1/2, grown before the
@@ -492,7 +516,7 @@ int fs_build_str(fs_builder_t *b, unsigned charsize, uint64_t length,
         return FS_EINVAL;
     int scanned = maxchar == FS_MAXCHAR_SCAN;
     if (scanned)
-        maxchar = fs_str_maxchar(charsize, length, data);
+        maxchar = fs_str_scan_class(charsize, length, data);   /* class is all it needs */
     unsigned want = maxchar < 256 ? 1 : maxchar < 65536 ? 2 : 4;
     if (want != charsize || maxchar > 0x10ffff || (length && data == NULL))
         return FS_EINVAL;

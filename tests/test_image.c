@@ -3196,3 +3196,30 @@ Test(image_portable, rekey_refuses_an_image_that_imports)
     cr_assert_eq(fs_image_rekey(img, 1, composite_hash, NULL), FS_EINVAL);
     free(img);
 }
+
+/* fs_str_scan_class answers what fs_str_maxchar does for canonical form and
+** the ASCII flag: the same class, every charsize, every length and tail. */
+Test(image_build, scan_class_has_the_class_of_the_maximum)
+{
+    static const uint32_t tops[] = { 0, 1, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 0x10ffff };
+    uint32_t buf[48];
+    for (unsigned cs = 1; cs <= 4; cs *= 2)
+        for (uint64_t n = 0; n <= 40; n++)
+            for (size_t t = 0; t < sizeof tops / sizeof *tops; t++) {
+                uint32_t top = tops[t], lim = cs == 1 ? 0xff : cs == 2 ? 0xffff : 0x10ffff;
+                if (top > lim)
+                    continue;
+                uint8_t *p = (uint8_t *)buf;
+                for (uint64_t i = 0; i < n; i++) {
+                    uint32_t v = (uint32_t)(rnd() % (top + 1));
+                    if (i == n / 2)
+                        v = top;               /* the maximum somewhere, head or tail */
+                    memcpy(p + i * cs, &v, cs);
+                }
+                uint32_t mx = fs_str_maxchar(cs, n, buf), sc = fs_str_scan_class(cs, n, buf);
+#define CLASS(x) ((x) < 128 ? 0 : (x) < 256 ? 1 : (x) < 65536 ? 2 : (x) <= 0x10ffff ? 3 : 4)
+                cr_assert_eq(CLASS(mx), CLASS(sc), "cs %u n %lu top %x: max %x, scan %x",
+                             cs, (unsigned long)n, top, mx, sc);
+#undef CLASS
+            }
+}
