@@ -15,9 +15,9 @@
 **      are marked in a bitmap (one bit per 8-byte word, size/64 bytes), and
 **      those with FS_FLAG_SHARED in another; with pass 3's two they are one
 **      zeroed scratch block, interleaved (a reference's bits share a cache
-**      line) and mapped for itself when large so that no heap keeps it). Per kind: zero padding and reserved
-**      fields, known flags, lengths in their shortest form (the u64 only for
-**      n >= FS_N_LONG),
+**      line) and mapped for itself when large so that no heap keeps it).
+**      Per kind: zero padding and reserved fields, known flags, lengths in
+**      their shortest form (the u64 only for n >= FS_N_LONG),
 **      canonical strings (charsize the smallest for the largest code point,
 **      FS_FLAG_ASCII exactly when all are < 128, none above 0x10FFFF),
 **      minimal big ints that do not fit an immediate, shaped

@@ -28,7 +28,6 @@ import pickle
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 import fsbench as F

@@ -443,6 +443,16 @@ def readme_examples(heading):
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
+def run_script(folder, code, timeout=300):
+    """Run code as the script folder/main.py (spawned workers, Dask's among
+    them, re-import __main__ from its file). Returns CompletedProcess."""
+    script = os.path.join(folder, "main.py")
+    with open(script, "w", encoding="utf-8") as f:
+        f.write(textwrap.dedent(code))
+    return subprocess.run([sys.executable, script], env=child_env(None), capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=_no_core)
+
+
 def run_python(code, *, args=(), env=None, timeout=180):
     """Run code in a fresh `python -c` (no core dumps). Returns CompletedProcess."""
     return subprocess.run(

@@ -25,7 +25,6 @@ stays counted until that interpreter runs bytecode again or is closed.
 """
 import builtins
 import gc
-import os
 import pickle
 import re
 import sys

@@ -16,13 +16,11 @@ The engines are installed in one test venv (Python 3.13, scripts/setup.sh);
 elsewhere these tests skip. Ray needs ~10 s to start: one cluster per module.
 """
 import os
-import subprocess
-import sys
 
 import pytest
 
 import frozenshare as fs
-from _fshelpers import UNDER_ASAN, child_env, readme_examples, run_python
+from _fshelpers import UNDER_ASAN, readme_examples, run_python, run_script
 
 if UNDER_ASAN:
     pytest.skip("Ray and Dask under ASan's preloaded runtime: not our code to sanitize",
@@ -73,10 +71,7 @@ def test_readme_dask_example_runs_verbatim(tmp_path):
     examples = readme_examples("### Ray and Dask")
     if len(examples) < 2:
         pytest.skip("README.md is not beside the tests")
-    script = tmp_path / "dask_example.py"      # worker processes re-import __main__
-    script.write_text(examples[1])
-    r = subprocess.run([sys.executable, str(script)], env=child_env(None), capture_output=True,
-                       text=True, timeout=300)
+    r = run_script(tmp_path, examples[1])      # worker processes re-import __main__
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "[(7, 'keyed'), (-1, 'keyed')]"
 

@@ -22,17 +22,14 @@ import io
 import mmap
 import os
 import pickle
-import re
 import struct
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 import frozenshare as fs
-import frozenshare._frozenshare as C
-from _fshelpers import child_env, readme_examples, run_python, skip_under_asan
+from _fshelpers import child_env, readme_examples, run_python, run_script, skip_under_asan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -382,14 +379,6 @@ def test_mutated_images_never_crash(seed):
     assert r.returncode == 0, r.stderr[-3000:]
     accepted, refused = map(int, r.stdout.split())
     assert refused > 1000 and accepted + refused == 1500
-
-
-def run_script(folder, code, timeout=300):
-    """Run code as a script file: spawned workers re-import __main__ from it."""
-    script = folder / "main.py"
-    script.write_text(textwrap.dedent(code))
-    return subprocess.run([sys.executable, str(script)], env=child_env(None),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 SPAWN = """
