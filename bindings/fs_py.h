@@ -235,8 +235,9 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref);
 ** hash secret per process), set at module exec; -1 until then. */
 extern int64_t fs__process_hash_check;
 
-/* K (fs_image.h, "Hash domains") of o under seed: 1 with *out, 0 when o is
-** of no kind an image key can have (the caller scans), -1 on error. */
+/* K (fs_image.h, "Hash domains") of o (borrowed) under seed: 1 with *out,
+** 0 when o is of no kind an image key can have (the caller scans), -1 on
+** error. */
 int fs__keyed_hash(PyObject *o, uint64_t seed, int64_t *out);
 
 /* 1 if the image at base stores hashes of this process (its str hashes are
@@ -306,7 +307,7 @@ PyObject *fs__thaw_ref(fs_handle *h, fs_ref_t ref);
 
 /* ==== portable.c ============================================================ */
 /* New reference: the portable image (FS_HASH_KEYED, checksummed, importing
-** nothing) of obj -- a proxy's region copied and rekeyed, or obj frozen
+** nothing) of obj (borrowed) -- a proxy's region copied and rekeyed, or obj frozen
 ** (flattened) first -- as bytes. */
 PyObject *fs__dumps(fs_state *st, PyObject *obj);
 /* As fs__dumps, but NULL with *entangled = 1 and no exception when obj has

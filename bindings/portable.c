@@ -78,7 +78,7 @@ static uint64_t fresh_seed(void)
 }
 
 /* New reference: a proxy of the root of a region importing nothing, for
-** obj. NULL with an exception, or NULL with *entangled set and no exception
+** obj (borrowed). NULL with an exception, or NULL with *entangled set and no exception
 ** when obj cannot be had without another region: a FrozenMap used as a
 ** dict key or set member thaws to itself where no frozendict exists (before
 ** 3.15), so freezing the thawed graph imports it again. */
@@ -161,6 +161,7 @@ const char fs__dumps_doc[] =
 "carries a checksum. A proxy of a region's root is copied; anything else is\n"
 "frozen first (a region that imports others is flattened).";
 
+/* dumps(obj): new reference (bytes); module, obj borrowed. */
 PyObject *fs__mod_dumps(PyObject *module, PyObject *obj)
 {
     return fs__dumps(PyModule_GetState(module), obj);
@@ -201,7 +202,8 @@ static void buffer_release(void *ctx, const void *image, size_t size)
     PyMem_RawFree(view);
 }
 
-/* New reference: the proxy over buffer obj. */
+/* New reference: the proxy over buffer obj (borrowed; a BUFFER region
+** keeps its own export of it). */
 static PyObject *loads_buffer(fs_state *st, PyObject *obj, int verify)
 {
     Py_buffer *view = PyMem_RawMalloc(sizeof *view);
@@ -257,6 +259,7 @@ const char fs__loads_doc[] =
 "classes: the classes an image's records may be built as (DESIGN.md,\n"
 "\"Trust\"); images hold no records yet, so it is only checked to be classes.";
 
+/* loads(buffer, ...): new reference (a proxy); module, args, kwargs borrowed. */
 PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"buffer", "verify", "classes", NULL};
@@ -267,7 +270,8 @@ PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs)
     return loads_buffer(PyModule_GetState(module), buffer, verify);
 }
 
-/* New reference: the proxy over the file open at fd (name: for messages). */
+/* New reference: the proxy over the file open at fd (name, borrowed: for
+** messages). */
 static PyObject *load_fd(fs_state *st, int fd, int verify, PyObject *name)
 {
     fs_region_t *r;
@@ -291,6 +295,7 @@ const char fs__load_doc[] =
 "fileno(), is read from its position and loaded as loads() would.\n"
 "verify as for loads().";
 
+/* load(file, ...): new reference (a proxy); module, args, kwargs borrowed. */
 PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"file", "verify", "classes", NULL};
