@@ -55,6 +55,8 @@ typedef struct fs_res_s {
     uintptr_t      start;    /* first byte; written once before publication     */
     uintptr_t      end;      /* one past the last byte                          */
     fs_pageinfo_t *pages;    /* page map, (end - start) / page entries          */
+    uintptr_t      bump;     /* next free byte (res_lock); only the last
+                                reservation's moves                            */
 } fs_res_t;
 
 /* Mirror of jemalloc's arena_config_t (experimental.arenas_create_ext). */
@@ -70,8 +72,7 @@ static size_t         page;                  /* system page size                
 
 static fs_res_t       res[FS_ARENA_MAX_RES]; /* entries < nres are immutable       */
 static atomic_uint    nres;                  /* published reservations             */
-static pthread_mutex_t res_lock = PTHREAD_MUTEX_INITIALIZER; /* guards bump, next_size */
-static uintptr_t      bump;                  /* next free byte of res[nres-1]      */
+static pthread_mutex_t res_lock = PTHREAD_MUTEX_INITIALIZER; /* guards bumps, next_size */
 static size_t         next_size = FIRST_RES_BYTES;
 
 static atomic_uint_fast64_t st_live, st_bytes, st_seals, st_unseals, st_reserved;
@@ -121,9 +122,9 @@ static int reserve(size_t need)
             res[n].start = (uintptr_t)mem;
             res[n].end = (uintptr_t)mem + size;
             res[n].pages = map;
+            res[n].bump = (uintptr_t)mem;      /* whole before it is published */
             atomic_store_explicit(&nres, n + 1, memory_order_release);
             atomic_fetch_add(&st_reserved, size);
-            bump = (uintptr_t)mem;
             next_size = size * 2;
             return FS_OK;
         }
@@ -155,18 +156,18 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size,
     void *ret = NULL;
     pthread_mutex_lock(&res_lock);
     unsigned n = atomic_load_explicit(&nres, memory_order_relaxed);
-    uintptr_t at = n ? round_up(bump, alignment) : 0;
-    if (n == 0 || at + size > res[n - 1].end || at < bump) {
+    uintptr_t at = n ? round_up(res[n - 1].bump, alignment) : 0;
+    if (n == 0 || at + size > res[n - 1].end || at < res[n - 1].bump) {
         if (new_addr == NULL && reserve(size + alignment) == FS_OK) {
             n = atomic_load_explicit(&nres, memory_order_relaxed);
-            at = round_up(bump, alignment);
+            at = round_up(res[n - 1].bump, alignment);
         } else {
             goto done;
         }
     }
     if (new_addr != NULL && (uintptr_t)new_addr != at)
         goto done;                  /* can only extend at the bump pointer */
-    bump = at + size;
+    res[n - 1].bump = at + size;    /* one store: whole at any instant (fork) */
     ret = (void *)at;
     *zero = true;                   /* fresh anonymous pages read as zero */
     *commit = true;
@@ -227,23 +228,35 @@ static void read_max_map_count(void)
 }
 
 /* fork (DESIGN.md I1 holds in the child: sealed pages stay sealed and
-** shared). The locks of this file are held across fork() so that the child
+** shared). prot_lock and sig_lock are held across fork() so that the child
 ** finds them free and what they guard whole. Prepare handlers run in the
 ** reverse order of registration and jemalloc registered its own at load
 ** (its constructor), so ours run first: the refcount layer's (registered
 ** after this one) take theirs, then prot_lock and sig_lock here, then
-** jemalloc takes its arena locks. res_lock is not taken: it is held only
-** inside the extent hooks, which jemalloc calls under locks its own prepare
-** waits for, so no thread is inside one once that has run. */
+** jemalloc takes its arena locks.
+** res_lock cannot be held across fork: jemalloc calls hook_alloc both with
+** its grow lock held (which its prepare takes after ours: taking res_lock
+** here would deadlock against such a thread) and with no lock at all (so
+** a thread may be inside hook_alloc at the fork). Instead every state
+** change under res_lock is one store that leaves the reservations whole
+** (a reservation is filled in before nres publishes it; a bump moves in one
+** store), and the child re-initializes res_lock: whatever the vanished
+** thread was allocating was never handed to the child's jemalloc. (Found
+** by the fork test under ASan: a child hung on res_lock.) */
 static void arena_prefork(void)
 {
     pthread_mutex_lock(&sig_lock);
     pthread_mutex_lock(&prot_lock);
 }
-static void arena_postfork(void)        /* parent and child */
+static void arena_postfork_parent(void)
 {
     pthread_mutex_unlock(&prot_lock);
     pthread_mutex_unlock(&sig_lock);
+}
+static void arena_postfork_child(void)
+{
+    arena_postfork_parent();
+    pthread_mutex_init(&res_lock, NULL); /* its holder, if any, is not here */
 }
 
 static void arena_init_once(void)
@@ -270,7 +283,7 @@ static void arena_init_once(void)
     size_t never = SIZE_MAX;
     snprintf(name, sizeof name, "arena.%u.oversize_threshold", arena_ind);
     fsje_mallctl(name, NULL, NULL, &never, sizeof never);
-    if (pthread_atfork(arena_prefork, arena_postfork, arena_postfork) != 0) {
+    if (pthread_atfork(arena_prefork, arena_postfork_parent, arena_postfork_child) != 0) {
         init_err = FS_ENOMEM;
         return;
     }
