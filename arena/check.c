@@ -162,6 +162,64 @@ static int blob_len(ck_t *c, const fs_obj_hdr_t *h, uint64_t room, uint64_t *n, 
     return 1;
 }
 
+/* Pass 2 for a BUFFER at off with room bytes to the end of the objects. */
+static int walk_buffer(ck_t *c, uint64_t off, const fs_buf_t *b, uint64_t room, uint64_t *size)
+{
+    const char *past = "an object runs past the end of the objects";
+    if (room < sizeof *b)
+        return BAD(c, past);
+    uint64_t ndim = b->h.n, head = sizeof *b + ndim * 8;
+    if ((b->h.flags & ~FS_FLAG_SHARED) || b->h.aux < 1 || b->h.aux > FS_BUF__MAX ||
+        ndim > FS_BUF_MAX_NDIM)
+        return BAD(c, "a buffer of unknown source, with flags or too many dimensions");
+    if (room < head)
+        return BAD(c, past);
+    size_t flen = strnlen(b->format, FS_BUF_FORMAT_MAX);
+    for (size_t i = flen; i < FS_BUF_FORMAT_MAX; i++)
+        if (b->format[i])
+            return BAD(c, "a buffer format that is not NUL-terminated and padded");
+    if (b->itemsize == 0 || fs_buf_format_size(b->format) != b->itemsize)
+        return BAD(c, "a buffer of an unknown format or a wrong item size");
+    uint64_t items = 1;
+    for (uint64_t d = 0; d < ndim; d++) {
+        if (b->shape[d] >= (UINT64_C(1) << 62) || (b->shape[d] && items > UINT64_MAX / b->shape[d]))
+            return BAD(c, "a buffer shape that overflows");
+        items *= b->shape[d];
+    }
+    if (items > UINT64_MAX / b->itemsize || items * b->itemsize != b->nbytes ||
+        b->nbytes >= (UINT64_C(1) << 62))
+        return BAD(c, "a buffer whose size disagrees with its shape");
+    uint64_t want = (off + head) % 16 ? head + 8 : head;
+    if (b->data_off != want)
+        return BAD(c, "a buffer whose data is not where its header puts it");
+    if (want > head && *(const uint64_t *)(const void *)((const uint8_t *)b + head))
+        return BAD(c, "padding after an object is not zero");
+    if (!fits(b->nbytes, 1, want, room))
+        return BAD(c, past);
+    *size = want + b->nbytes;
+    return FS_OK;
+}
+
+/* Pass 3 for a RECORD: cls a STR, state an object of its flavor's kind
+** (FLAG: any reference), both of this image. */
+static int check_record(ck_t *c, const fs_rec_t *r)
+{
+    static const int want[FS_REC__MAX + 1] = {
+        [FS_REC_FIELDS] = FS_KIND_DICT, [FS_REC_TUPLE] = FS_KIND_TUPLE,
+        [FS_REC_MEMBER] = FS_KIND_STR, [FS_REC_FLAG] = 0, [FS_REC_VALUE] = FS_KIND_TUPLE,
+    };
+    if (fs_ref_tag(r->cls) != FS_TAG_OBJ || !ref_ok(c, r->cls) ||
+        fs_ref_kind(c->base, r->cls) != FS_KIND_STR)
+        return BAD(c, "a record whose class name is not a str of its image");
+    int k = want[r->h.aux];
+    if (k == 0)
+        return ref_ok(c, r->state) ? FS_OK : FS_ECORRUPT;
+    if (fs_ref_tag(r->state) != FS_TAG_OBJ || !ref_ok(c, r->state) ||
+        fs_ref_kind(c->base, r->state) != k)
+        return BAD(c, "a record whose state is not of its flavor's kind");
+    return FS_OK;
+}
+
 /* Pass 2 for the object at off (8-aligned, < end): its size in *size. */
 static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
 {
@@ -170,7 +228,8 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
     const char *past = "an object runs past the end of the objects";
     if (room < sizeof *h)
         return BAD(c, past);
-    if (h->zero8 || (h->aux && h->kind != FS_KIND_STR))
+    if (h->zero8 || (h->aux && h->kind != FS_KIND_STR && h->kind != FS_KIND_RECORD &&
+                     h->kind != FS_KIND_BUFFER))
         return BAD(c, "a reserved object header field is not zero");
     unsigned flags = h->flags & ~FS_FLAG_SHARED;      /* allowed on any kind */
     switch (h->kind) {
@@ -272,6 +331,15 @@ static int walk_object(ck_t *c, uint64_t off, uint64_t *size)
         *size = head + is * w;
         return FS_OK;
     }
+    case FS_KIND_RECORD:
+        if (flags || h->n || h->aux < 1 || h->aux > FS_REC__MAX)
+            return BAD(c, "a record of unknown flavor, with flags or a length");
+        if (room < sizeof(fs_rec_t))
+            return BAD(c, past);
+        *size = sizeof(fs_rec_t);
+        return FS_OK;
+    case FS_KIND_BUFFER:
+        return walk_buffer(c, off, (const fs_buf_t *)(const void *)h, room, size);
     default:
         return BAD(c, "an object of unknown kind");
     }
@@ -290,6 +358,8 @@ static int check_refs(ck_t *c, uint64_t off, uint8_t **seen, uint64_t *seen_cap)
                 return FS_ECORRUPT;
         return FS_OK;
     }
+    if (h->kind == FS_KIND_RECORD)
+        return check_record(c, (const fs_rec_t *)(const void *)h);
     if (h->kind != FS_KIND_DICT && h->kind != FS_KIND_SET && h->kind != FS_KIND_FROZENSET)
         return FS_OK;
     const fs_map_t *m = (const void *)h;

@@ -97,6 +97,26 @@
 **              <= FS_MAP_SCAN_MAX (a lookup scans the entries), else a
 **              power of two (see "index" below). count <= FS_MAP_MAX.
 **              DICT flags FS_FLAG_FROZENDICT: the source was a frozendict.
+**   RECORD     hdr(aux flavor, n 0) | fs_ref_t cls | fs_ref_t state
+**              An object of a user class (or a stdlib value) rebuilt from
+**              its state (DESIGN.md "Records and typed buffers"). cls: a STR
+**              "module:qualname" of this image; state, by flavor (FS_REC_*):
+**                FIELDS  a DICT of str field names -> values (shaped: the
+**                        records of a class share their keys)
+**                TUPLE   a TUPLE of the items (named tuples)
+**                MEMBER  a STR, the member's name (enums)
+**                FLAG    any value: cls(value) (composite enum.Flag members)
+**                VALUE   a TUPLE of constructor arguments: cls(*state), for
+**                        the stdlib value classes only (fs_rec_value_class)
+**              cls and state are objects of this image (never xrefs).
+**   BUFFER     hdr(aux source, n ndim) | u64 nbytes | u32 itemsize |
+**              u32 data_off | char format[16] | u64 shape[ndim] | zero pad
+**              | data[nbytes] at data_off from the object (16-aligned from
+**              the image start: every item type is aligned)
+**              A typed, C-contiguous buffer (array.array, memoryview, NumPy
+**              array: FS_BUF_* in aux). format is a struct-style code that
+**              fs_buf_format_size knows, NUL-padded; itemsize its size;
+**              nbytes = itemsize * prod(shape); ndim <= FS_BUF_MAX_NDIM.
 **   DICT,      hdr(n shape / 8) | fs_ref_t values[count]
 **   shaped     flags FS_FLAG_SHAPED (and maybe FS_FLAG_FROZENDICT). The
 **              header's n is the offset / 8 of an unshaped, non-empty DICT,
@@ -217,6 +237,8 @@ enum {
     FS_KIND_SET = 12,
     FS_KIND_FROZENSET = 13,
     FS_KIND_XREF = 14,       /* reported for tag 3 refs only */
+    FS_KIND_RECORD = 15,
+    FS_KIND_BUFFER = 16,
     FS_KIND__COUNT
 };
 
@@ -276,6 +298,22 @@ typedef struct fs_shaped_s { /* DICT with FS_FLAG_SHAPED: h.n = shape / 8 */
     fs_obj_hdr_t h;
     fs_ref_t values[];
 } fs_shaped_t;
+typedef struct fs_rec_s     { fs_obj_hdr_t h; fs_ref_t cls; fs_ref_t state; } fs_rec_t;
+enum {                       /* RECORD flavors (aux)                      */
+    FS_REC_FIELDS = 1, FS_REC_TUPLE = 2, FS_REC_MEMBER = 3, FS_REC_FLAG = 4, FS_REC_VALUE = 5,
+    FS_REC__MAX = 5
+};
+typedef struct fs_buf_s {    /* BUFFER                                    */
+    fs_obj_hdr_t h;          /* aux: FS_BUF_*; n: ndim                    */
+    uint64_t nbytes;
+    uint32_t itemsize;
+    uint32_t data_off;       /* from the object's start                   */
+    char     format[16];     /* NUL-terminated, NUL-padded                */
+    uint64_t shape[];        /* [ndim]                                    */
+} fs_buf_t;
+enum { FS_BUF_ARRAY = 1, FS_BUF_MEMORYVIEW = 2, FS_BUF_NDARRAY = 3, FS_BUF__MAX = 3 };
+#define FS_BUF_MAX_NDIM   64u                 /* PyBUF_MAX_NDIM            */
+#define FS_BUF_FORMAT_MAX 16u                 /* format bytes, NUL included */
 typedef struct fs_xref_s    { uint32_t import_slot; uint32_t zero; fs_ref_t target; } fs_xref_t;
 
 /* ---- inline readers (trust the image) ----------------------------------- */
@@ -474,6 +512,22 @@ static inline void fs_index_put(void *index, unsigned width, uint64_t i, int64_t
         ((int32_t *)index)[i] = (int32_t)e;
 }
 
+/* RECORD and BUFFER readers. */
+static inline const fs_rec_t *fs_rec(const void *base, fs_ref_t r)
+{ return (const fs_rec_t *)fs_obj(base, r); }
+static inline const fs_buf_t *fs_buf(const void *base, fs_ref_t r)
+{ return (const fs_buf_t *)fs_obj(base, r); }
+static inline const uint8_t *fs_buf_data(const fs_buf_t *b)
+{ return (const uint8_t *)b + b->data_off; }
+/* The item size of a buffer format frozenshare stores (numbers and bool,
+** native '@' or none, or '<' '>' '=' '!' with standard sizes; complex as
+** 'Z' + f/d/g; array's 'u' and 'w'), or 0 for any other format. */
+uint32_t fs_buf_format_size(const char *format);
+/* 1 if "module:qualname" (n bytes) names a class whose records are built
+** as cls(*state) (FS_REC_VALUE): the stdlib's immutable values, a fixed
+** list, since building one runs its constructor. */
+int fs_rec_value_class(const char *name, size_t n);
+
 /* Equality callback for lookups: 1 equal, 0 not equal, -1 error. */
 typedef int (*fs_eq_fn)(void *ctx, const void *base, fs_ref_t stored_key);
 
@@ -597,6 +651,17 @@ int  fs_build_record_like(fs_builder_t *b, unsigned flags, fs_ref_t dict,
 ** the keys are the same (the same key objects as the last dict), without
 ** hashing them again. */
 int  fs_build_dict_shape(fs_builder_t *b, unsigned flags, fs_ref_t dict, fs_ref_t *out);
+/* A record of flavor FS_REC_*, cls and state None until fs_build_rec_set
+** names them (once, before the image is finished): allocated first, so that
+** its state may refer back to it. */
+int  fs_build_rec(fs_builder_t *b, unsigned flavor, fs_ref_t *out);
+void fs_build_rec_set(fs_builder_t *b, fs_ref_t rec, fs_ref_t cls, fs_ref_t state);
+/* A typed buffer: format (fs_buf_format_size(format) == itemsize, else
+** FS_EINVAL), ndim <= FS_BUF_MAX_NDIM dimensions of shape, nbytes of data
+** copied in (nbytes = itemsize * prod(shape), else FS_EINVAL). */
+int  fs_build_buffer(fs_builder_t *b, unsigned source, const char *format, uint32_t itemsize,
+                     unsigned ndim, const uint64_t *shape, const void *data, uint64_t nbytes,
+                     fs_ref_t *out);
 /* A reference to `target` inside the image of import slot `slot` (slots are
 ** numbered by the caller, 0..nimports-1, and named at fs_builder_finish).
 ** Repeated (slot, target) pairs share one xref entry. */

@@ -694,6 +694,115 @@ void fs_build_map_finish(fs_builder_t *b, fs_ref_t map)
     fs_map_reindex(map_at(b, map));    /* portable.c: shared with fs_image_rekey */
 }
 
+/* ---- records and typed buffers ------------------------------------------ */
+
+int fs_build_rec(fs_builder_t *b, unsigned flavor, fs_ref_t *out)
+{
+    if (flavor < 1 || flavor > FS_REC__MAX)
+        return FS_EINVAL;
+    int err = new_object(b, FS_KIND_RECORD, 0, sizeof(fs_rec_t), out);
+    if (!err) {
+        fs_rec_t *r = (fs_rec_t *)(void *)(b->base + *out);
+        r->h.aux = (uint8_t)flavor;
+        r->cls = r->state = FS_REF_NONE;
+    }
+    return err;
+}
+
+void fs_build_rec_set(fs_builder_t *b, fs_ref_t rec, fs_ref_t cls, fs_ref_t state)
+{
+    fs_rec_t *r = (fs_rec_t *)(void *)(b->base + rec);
+    r->cls = cls;
+    r->state = state;
+    note_ref(b, cls);
+    note_ref(b, state);
+}
+
+uint32_t fs_buf_format_size(const char *f)
+{
+    int native = 1;
+    if (*f == '@')
+        f++;
+    else if (*f == '<' || *f == '>' || *f == '=' || *f == '!') {
+        native = 0;
+        f++;
+    }
+    uint32_t scale = 1;
+    if (*f == 'Z') {                       /* complex: two of the float type */
+        scale = 2;
+        f++;
+        if (*f != 'f' && *f != 'd' && !(native && *f == 'g'))
+            return 0;
+    }
+    if (f[0] == 0 || f[1] != 0)
+        return 0;
+    uint32_t n;
+    switch (*f) {
+    case '?': case 'b': case 'B': case 'c':  n = 1; break;
+    case 'h': case 'H': case 'e':            n = 2; break;
+    case 'i': case 'I': case 'f':            n = 4; break;
+    case 'q': case 'Q': case 'd':            n = 8; break;
+    case 'l': case 'L':                      n = native ? (uint32_t)sizeof(long) : 4; break;
+    case 'n': case 'N':                      n = native ? (uint32_t)sizeof(size_t) : 0; break;
+    case 'g':                                n = native ? (uint32_t)sizeof(long double) : 0; break;
+    case 'u': case 'w':                      n = native ? 4 : 0; break;   /* wchar_t, Py_UCS4 */
+    default:                                 n = 0; break;
+    }
+    return n * scale;
+}
+
+int fs_rec_value_class(const char *name, size_t n)
+{
+    static const char *const names[] = {
+        "datetime:date", "datetime:time", "datetime:datetime", "datetime:timedelta",
+        "datetime:timezone", "decimal:Decimal", "uuid:UUID", "fractions:Fraction",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strlen(names[i]) == n && memcmp(names[i], name, n) == 0)
+            return 1;
+    return 0;
+}
+
+int fs_build_buffer(fs_builder_t *b, unsigned source, const char *format, uint32_t itemsize,
+                    unsigned ndim, const uint64_t *shape, const void *data, uint64_t nbytes,
+                    fs_ref_t *out)
+{
+    size_t flen = strnlen(format, FS_BUF_FORMAT_MAX);
+    if (source < 1 || source > FS_BUF__MAX || ndim > FS_BUF_MAX_NDIM ||
+        flen == FS_BUF_FORMAT_MAX || itemsize == 0 || fs_buf_format_size(format) != itemsize ||
+        (nbytes && data == NULL))
+        return FS_EINVAL;
+    uint64_t items = 1;
+    for (unsigned d = 0; d < ndim; d++) {
+        if (shape[d] && items > UINT64_MAX / shape[d])
+            return FS_EINVAL;
+        items *= shape[d];
+    }
+    if (items > UINT64_MAX / itemsize || items * itemsize != nbytes)
+        return FS_EINVAL;
+    size_t head = sizeof(fs_buf_t) + (size_t)ndim * 8;
+    if (b->base != NULL && (b->used + head) % 16)
+        head += 8;                         /* data 16-aligned in the image */
+    if (nbytes > SIZE_MAX - head)
+        return FS_ETOOBIG;
+    int err = new_object_with(b, FS_KIND_BUFFER, 0, head + (size_t)nbytes, head,
+                              (size_t)nbytes, out);
+    if (err)
+        return err;
+    fs_buf_t *o = (fs_buf_t *)(void *)(b->base + *out);
+    o->h.aux = (uint8_t)source;
+    o->h.n = ndim;
+    o->nbytes = nbytes;
+    o->itemsize = itemsize;
+    o->data_off = (uint32_t)head;
+    memcpy(o->format, format, flen);
+    for (unsigned d = 0; d < ndim; d++)
+        o->shape[d] = shape[d];
+    if (nbytes)
+        memcpy(b->base + *out + head, data, (size_t)nbytes);
+    return FS_OK;
+}
+
 /* ---- shapes: dicts with the same keys in the same order ------------------ */
 /* shapes: open addressing over (hash of the key refs, owner dict ref), load
 ** <= 1/2, grown before the dict is appended. */

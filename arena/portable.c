@@ -96,6 +96,12 @@ uint64_t fs_obj_size(const void *base, uint64_t off)
                (uint64_t)m->index_size * fs_index_width(h->n);
         break;
     }
+    case FS_KIND_RECORD:  size = sizeof(fs_rec_t); break;
+    case FS_KIND_BUFFER: {
+        const fs_buf_t *bf = (const fs_buf_t *)(const void *)h;
+        size = bf->data_off + bf->nbytes;
+        break;
+    }
     default:                                  /* BYTES, BYTEARRAY */
         size = (uint64_t)(fs_obj_body(h) - (const uint8_t *)h) + fs_obj_len(h);
         break;

@@ -141,7 +141,15 @@ typedef struct fctx_s {
     fs_ref_t     *kref;      /* ... key refs (fs_build_dict copies) ...   */
     fs_ref_t     *vref;      /* ... and values (fs_build_record copies)   */
     size_t        kcap;
+    fs__tab_t     rec_of;    /* record class -> 1 + its index in recs     */
+    struct frec_s *recs;     /* what record.c said of each class met      */
+    size_t        nrecs, cap_recs;
 } fctx;
+
+typedef struct frec_s {
+    fs_recinfo info;
+    fs_ref_t   name;         /* the class name's STR in the image, or 0   */
+} frec;
 
 /* 1 if o is a leaf: an exact builtin scalar, whose hash runs no Python code
 ** and whose conversion pushes no frame. */
@@ -247,6 +255,9 @@ static void unsupported(fctx *c, PyObject *o, size_t parent, int seg, PyObject *
         PyBytes_Check(o) || PyByteArray_Check(o) || PyTuple_Check(o) || PyList_Check(o) ||
         PyDict_Check(o) || PyAnySet_Check(o))
         hint = " (a subclass of a builtin type: only exact builtin types can be frozen)";
+    else
+        hint = " (user objects freeze as records: frozen dataclasses, named tuples, enum "
+               "members, and classes given to frozenshare.register)";
     PyObject *path = render_path(c, parent, seg, key, index);
     if (path == NULL)
         return;
@@ -423,6 +434,145 @@ static int embed_proxy(fctx *c, PyObject *o, fs_ref_t *out)
 static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObject *key,
                    Py_ssize_t index, fs_ref_t *out);
 static int changed_size(const char *what);
+
+/* A TypeError just raised about the object at (parent, seg, key, index)
+** gets its path appended. Returns -1. */
+static int with_path(fctx *c, size_t parent, int seg, PyObject *key, Py_ssize_t index)
+{
+    if (!PyErr_ExceptionMatches(PyExc_TypeError))
+        return -1;
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *path = render_path(c, parent, seg, key, index);
+    if (path != NULL) {
+        PyObject *msg = PyObject_Str(exc);
+        if (msg != NULL) {
+            PyErr_Format(PyExc_TypeError, "%U at %U", msg, path);
+            Py_DECREF(msg);
+        }
+        Py_DECREF(path);
+    }
+    if (PyErr_Occurred()) {
+        PyObject *mine = PyErr_GetRaisedException();
+        PyException_SetCause(mine, exc);             /* steals exc */
+        PyErr_SetRaisedException(mine);
+    }
+    else {
+        PyErr_SetRaisedException(exc);
+    }
+    return -1;
+}
+
+/* The typed buffer of o (source FS_BUF_*), memoized unless uniq. 0, or -1. */
+static int build_buffer(fctx *c, PyObject *o, unsigned source, int uniq, size_t parent, int seg,
+                        PyObject *key, Py_ssize_t index, fs_ref_t *out)
+{
+    Py_buffer v;
+    if (PyObject_GetBuffer(o, &v, PyBUF_FULL_RO) < 0) {
+        PyObject *exc = PyErr_GetRaisedException();
+        PyObject *msg = exc != NULL ? PyObject_Str(exc) : NULL;
+        PyErr_Format(PyExc_TypeError, "cannot freeze a '%.200s' whose buffer is refused (%S)",
+                     Py_TYPE(o)->tp_name, msg != NULL ? msg : Py_None);
+        Py_XDECREF(msg);
+        Py_XDECREF(exc);
+        return with_path(c, parent, seg, key, index);
+    }
+    const char *fmt = v.format != NULL ? v.format : "B";
+    int err = FS_OK;
+    if (!PyBuffer_IsContiguous(&v, 'C'))
+        PyErr_Format(PyExc_TypeError, "cannot freeze a '%.200s' that is not C-contiguous "
+                     "(copy it first)", Py_TYPE(o)->tp_name);
+    else if (strlen(fmt) >= FS_BUF_FORMAT_MAX || fs_buf_format_size(fmt) != (uint32_t)v.itemsize)
+        PyErr_Format(PyExc_TypeError, "cannot freeze a '%.200s' of item format '%.20s' (typed "
+                     "buffers hold numbers and bool)", Py_TYPE(o)->tp_name, fmt);
+    else {
+        uint64_t shape[FS_BUF_MAX_NDIM];
+        for (int d = 0; d < v.ndim; d++)
+            shape[d] = (uint64_t)v.shape[d];
+        err = fs_build_buffer(c->b, source, fmt, (uint32_t)v.itemsize, (unsigned)v.ndim, shape,
+                              v.buf, (uint64_t)v.len, out);
+    }
+    PyBuffer_Release(&v);
+    if (PyErr_Occurred())
+        return with_path(c, parent, seg, key, index);
+    if (err != FS_OK) {
+        fs__raise(err, NULL);
+        return -1;
+    }
+    return uniq ? 0 : memo_put(c, o, *out);
+}
+
+/* What record.c says of o's class, asked once per class and freeze: the
+** entry, or NULL (not a record: *none = 1; or an exception). */
+static frec *record_class_info(fctx *c, PyTypeObject *tp, int *none)
+{
+    *none = 0;
+    uint64_t *hit = fs__tab_get(&c->rec_of, (uintptr_t)tp, 0);
+    if (hit != NULL)
+        return &c->recs[*hit - 1];
+    fs_recinfo ri;
+    int r = fs__record_info(c->st, tp, &ri);
+    if (r <= 0) {
+        *none = r == 0;
+        return NULL;
+    }
+    if (c->nrecs == c->cap_recs) {
+        size_t cap = c->cap_recs ? c->cap_recs * 2 : 8;
+        frec *a = fs__realloc(c->recs, cap * sizeof *a);
+        if (a == NULL) {
+            fs__recinfo_clear(&ri);
+            fs__raise(FS_ENOMEM, NULL);
+            return NULL;
+        }
+        c->recs = a;
+        c->cap_recs = cap;
+    }
+    int err = fs__tab_put(&c->rec_of, (uintptr_t)tp, 0, c->nrecs + 1);
+    if (err != FS_OK) {
+        fs__recinfo_clear(&ri);
+        fs__raise(err, NULL);
+        return NULL;
+    }
+    c->recs[c->nrecs] = (frec){.info = ri, .name = 0};
+    return &c->recs[c->nrecs++];
+}
+
+/* o (borrowed) as a record or a typed buffer: 0 with *out, 1 when o is
+** neither (the caller refuses it), -1 with an exception. The record is
+** allocated and memoized before its state is converted, so the state may
+** refer back to it (cycles); the state is a temporary (record.c) converted
+** as the record's only reference. */
+static int convert_record(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObject *key,
+                          Py_ssize_t index, fs_ref_t *out)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyMemoryView_Type)
+        return build_buffer(c, o, FS_BUF_MEMORYVIEW, uniq, parent, seg, key, index, out);
+    if (strcmp(tp->tp_name, "array.array") == 0 && PyObject_CheckBuffer(o))
+        return build_buffer(c, o, FS_BUF_ARRAY, uniq, parent, seg, key, index, out);
+    if (strcmp(tp->tp_name, "numpy.ndarray") == 0 && PyObject_CheckBuffer(o))
+        return build_buffer(c, o, FS_BUF_NDARRAY, uniq, parent, seg, key, index, out);
+    int none;
+    frec *fr = record_class_info(c, tp, &none);
+    if (fr == NULL)
+        return none ? 1 : with_path(c, parent, seg, key, index);
+    int flavor;
+    PyObject *state = fs__record_state(c->st, o, &fr->info, &flavor);
+    if (state == NULL)
+        return with_path(c, parent, seg, key, index);
+    fs_ref_t rec, sref;
+    int rc = -1, err = fs_build_rec(c->b, (unsigned)flavor, &rec);
+    if (err != FS_OK)
+        fs__raise(err, NULL);
+    else if ((uniq || memo_put(c, o, rec) == 0) &&
+             (fr->name != 0 || build_str(c, fr->info.name, &fr->name) == 0) &&
+             convert(c, state, 1, parent, seg, key, index, &sref) == 0) {
+        fs_build_rec_set(c->b, rec, fr->name, sref);
+        *out = rec;
+        rc = 0;
+    }
+    Py_DECREF(state);                   /* a frame converting it holds its own */
+    return rc;
+}
 
 /* 0 if some key of dict o is not a leaf; 1 if every key is (its keys are
 ** converted first and it is built with fs_build_dict: a shape when another
@@ -687,8 +837,10 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
         return embed_proxy(c, o, out);
     }
     else {
-        unsupported(c, o, parent, seg, key, index);
-        return -1;
+        int r = convert_record(c, o, uniq, parent, seg, key, index, out);
+        if (r == 1)
+            unsupported(c, o, parent, seg, key, index);
+        return r == 0 ? 0 : -1;
     }
     if (err != FS_OK) {
         fs__raise(err, NULL);
@@ -893,6 +1045,10 @@ static void fctx_fini(fctx *c)
     fs__free(c->khash);
     fs__free(c->kref);
     fs__free(c->vref);
+    for (size_t i = 0; i < c->nrecs; i++)
+        fs__recinfo_clear(&c->recs[i].info);
+    fs__free(c->recs);
+    fs__tab_fini(&c->rec_of);
     fs_builder_destroy(c->b);                   /* NULL once consumed */
 }
 

@@ -10,13 +10,13 @@
 ** st->types[] that module.c fills in.
 **
 **   module.c  xid.c              module functions, init, XID registration
-**   map.c  seq.c  set.c  bytes.c  the proxy families (never call each other)
+**   map.c seq.c set.c bytes.c array.c  the proxy families (never call each other)
 **   proxy.c                      shared by the proxies: common methods, repr
 **                                guard, .view(), entry iterator, set-likes
 **   portable.c                   dumps/loads/load, pickling: images that
 **                                leave or enter the process
 **   freeze.c  thaw.c             graph -> region, region -> plain objects
-**   read.c                       scalars, proxies, lookups in an image
+**   read.c  record.c             scalars, proxies, records, lookups in an image
 **   state.c  table.c             handles, FS_E* -> exceptions, hash tables
 **   ------------------------------------------------------------------------
 **   refcount/  arena/            plain C (no Python.h)
@@ -96,7 +96,10 @@ enum {                       /* proxy types, also the XID type codes     */
     FS_PT_TUPLE,             /* FrozenTuple  <- tuple                     */
     FS_PT_SET,               /* FrozenSet    <- set, frozenset            */
     FS_PT_BYTES,             /* FrozenBytes  <- root bytes, bytearray     */
-    FS_PT_VALUE,             /* FrozenValue  <- any other root scalar     */
+    FS_PT_VALUE,             /* FrozenValue  <- any other root scalar (and
+                                                record)                   */
+    FS_PT_ARRAY,             /* FrozenArray  <- array.array, memoryview,
+                                                numpy.ndarray             */
     FS_PT__COUNT
 };
 
@@ -113,6 +116,9 @@ typedef struct fs_state_s {
     PyObject     *mapping_abc;           /* collections.abc.Mapping, lazy */
     PyObject     *set_abc;               /* collections.abc.Set, lazy     */
     PyObject     *image_error;           /* frozenshare.ImageError        */
+    PyObject     *enum_type;             /* enum.EnumMeta, lazy           */
+    PyObject     *registry;              /* fs.register: class -> fields  */
+    PyObject     *registered_names;      /* "module:qualname" -> class    */
     Py_hash_t     hash_check;            /* hash("frozenshare") here      */
     fs__tab_t     handles;               /* region -> fs_handle (borrowed) */
     fs__tab_t     repr_active;           /* (region, ref) being repr'd    */
@@ -147,6 +153,9 @@ typedef struct fs_handle_s {
     fs_region_t   *shared;   /* BUFFER region: its ARENA copy, made at the
                                 first hand-off out of this interpreter     */
     fs__tab_t      keycache; /* shape offset -> tuple of its keys, read   */
+    fs__tab_t      classes;  /* record class name ref -> class (strong)   */
+    PyObject      *allow;    /* foreign image: classes= of its load, a dict
+                                "module:qualname" -> class; or NULL       */
 } fs_handle;
 
 /* The region to hand out of this interpreter (XID, publish, an import of a
@@ -372,14 +381,51 @@ extern PyType_Spec fs__map_spec, fs__keys_spec, fs__values_spec, fs__items_spec;
 extern PyType_Spec fs__list_spec, fs__tuple_spec, fs__seqiter_spec;     /* seq.c */
 extern PyType_Spec fs__set_spec;                                        /* set.c */
 extern PyType_Spec fs__fbytes_spec, fs__fvalue_spec;                    /* bytes.c */
+extern PyType_Spec fs__array_spec;                                      /* array.c */
 
 /* ==== xid.c: cross-interpreter data (called by module.c) ==================== */
 int  fs__xid_register(fs_state *st);     /* 0, or -1 with an exception    */
 void fs__xid_unregister(fs_state *st);   /* never fails, keeps no error   */
 
 /* Borrowed: the cached keys of p's shape (p a FrozenMap), or NULL (not
-** cached, not cacheable; no exception is ever left set). read.c */
+** cached, not cacheable; no exception is ever left set). read.c
+** _keys_of: the same for the dict at ref of h's image. */
 PyObject *fs__shape_keys(fs_proxy *p);
+PyObject *fs__keys_of(fs_handle *h, fs_ref_t ref);
+
+/* ==== record.c: records (user objects, stdlib values) ======================= */
+/* What freeze knows of a class whose instances are records. */
+typedef struct fs_recinfo_s {
+    int       flavor;        /* FS_REC_* (MEMBER may turn FLAG per member) */
+    int       registered;    /* fs.register: instance attributes checked   */
+    PyObject *name;          /* strong: "module:qualname"                 */
+    PyObject *fields;        /* strong: FIELDS, a tuple of interned str   */
+} fs_recinfo;
+/* Is tp a record class? 1 with *out filled (fs__recinfo_clear it), 0 when
+** it is none (freeze refuses the object), -1 with TypeError when it looks
+** like one but cannot be (a dataclass not frozen, a class not found again
+** by name). */
+int  fs__record_info(fs_state *st, PyTypeObject *tp, fs_recinfo *out);
+void fs__recinfo_clear(fs_recinfo *ri);
+/* New reference: the state to freeze for record o (borrowed) of class ri:
+** a fresh dict (FIELDS), tuple (TUPLE, VALUE), str (MEMBER) or the value
+** (FLAG); *flavor is what o is stored as. */
+PyObject *fs__record_state(fs_state *st, PyObject *o, const fs_recinfo *ri, int *flavor);
+/* Borrowed (cached in h): the class of the record at ref of h's image, as
+** the trust rules allow (the top of record.c). NULL with an exception. */
+PyObject *fs__record_class(fs_handle *h, fs_ref_t ref);
+/* New reference: an instance of cls (borrowed) to fill: FIELDS by
+** object.__setattr__ (PyObject_GenericSetAttr), TUPLE its n items set. */
+PyObject *fs__record_alloc(PyObject *cls, int flavor, Py_ssize_t n);
+/* New reference: the record of MEMBER, FLAG or VALUE flavor from its state. */
+PyObject *fs__record_from_state(fs_state *st, PyObject *cls, int flavor, PyObject *state);
+/* New reference: the record at ref of h's image, container fields as proxies. */
+PyObject *fs__record_read(fs_handle *h, fs_ref_t ref);
+/* classes= of loads/load: *out a new dict "module:qualname" -> class, or
+** NULL for none; 0, or -1 with TypeError. */
+int fs__allowlist(PyObject *classes, PyObject **out);
+PyObject *fs__mod_register(PyObject *module, PyObject *args, PyObject *kwargs);
+extern const char fs__register_doc[];
 
 static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e)
 {

@@ -43,6 +43,7 @@ static int types_init(PyObject *module, fs_state *st)
         [FS_PT_MAP] = &fs__map_spec, [FS_PT_LIST] = &fs__list_spec,
         [FS_PT_TUPLE] = &fs__tuple_spec, [FS_PT_SET] = &fs__set_spec,
         [FS_PT_BYTES] = &fs__fbytes_spec, [FS_PT_VALUE] = &fs__fvalue_spec,
+        [FS_PT_ARRAY] = &fs__array_spec,
     };
     for (int i = 0; i < FS_PT__COUNT; i++) {
         st->types[i] = make_type(module, proxy_specs[i], 1);
@@ -521,6 +522,7 @@ static PyMethodDef module_methods[] = {
     {"dumps", fs__mod_dumps, METH_O, fs__dumps_doc},
     {"loads", FS_METH(fs__mod_loads), METH_VARARGS | METH_KEYWORDS, fs__loads_doc},
     {"load", FS_METH(fs__mod_load), METH_VARARGS | METH_KEYWORDS, fs__load_doc},
+    {"register", FS_METH(fs__mod_register), METH_VARARGS | METH_KEYWORDS, fs__register_doc},
     {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"_fail_alloc_after", mod_fail_alloc_after, METH_O, fail_alloc_after_doc},
     {"_alloc_count", mod_alloc_count, METH_NOARGS, alloc_count_doc},
@@ -597,6 +599,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->mapping_abc);
     Py_VISIT(st->set_abc);
     Py_VISIT(st->image_error);
+    Py_VISIT(st->enum_type);
+    Py_VISIT(st->registry);
+    Py_VISIT(st->registered_names);
     return 0;
 }
 
@@ -619,6 +624,9 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->mapping_abc);
     Py_CLEAR(st->set_abc);
     Py_CLEAR(st->image_error);
+    Py_CLEAR(st->enum_type);
+    Py_CLEAR(st->registry);
+    Py_CLEAR(st->registered_names);
     return 0;
 }
 

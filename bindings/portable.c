@@ -59,11 +59,10 @@ static int rekey_composite(void *vctx, const void *image, fs_ref_t key, int64_t 
     if (o == NULL)
         return FS_EINVAL;
     int ok = fs__keyed_hash(o, c->seed, out);
-    if (ok == 0)
-        PyErr_Format(PyExc_TypeError, "frozenshare: a key of type '%.200s' has no portable hash",
-                     Py_TYPE(o)->tp_name);
     Py_DECREF(o);
-    return ok > 0 ? FS_OK : FS_EINVAL;
+    if (ok == 0)             /* a record (or holds one): its probes have no K either, */
+        *out = 0;            /* and scan (read.c); any stored value will do */
+    return ok >= 0 ? FS_OK : FS_EINVAL;
 }
 
 static uint64_t fresh_seed(void)
@@ -169,26 +168,16 @@ PyObject *fs__mod_dumps(PyObject *module, PyObject *obj)
 
 /* ---- entering: loads, load ---------------------------------------------- */
 
-/* classes=: reserved for records (DESIGN.md "Trust"); today's images hold
-** no record, so the allowlist is only checked to be classes. */
-static int check_classes(PyObject *classes)
+/* The loaded root proxy px (a new reference, or NULL) keeps allow (a new
+** reference to classes= as record.c made it, or NULL) on its handle, a
+** fresh one (every load makes a new region): records of the image are
+** built as those classes (DESIGN.md "Trust"). Returns px. */
+static PyObject *with_allowlist(PyObject *px, PyObject *allow)
 {
-    if (classes == NULL)
-        return 0;
-    PyObject *seq = PySequence_Fast(classes, "classes must be an iterable of classes");
-    if (seq == NULL)
-        return -1;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *c = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyType_Check(c)) {
-            PyErr_Format(PyExc_TypeError, "classes must hold classes, not '%.200s'",
-                         Py_TYPE(c)->tp_name);
-            Py_DECREF(seq);
-            return -1;
-        }
-    }
-    Py_DECREF(seq);
-    return 0;
+    if (px != NULL && allow != NULL)
+        Py_XSETREF(FS_PROXY(px)->h->allow, Py_NewRef(allow));
+    Py_XDECREF(allow);
+    return px;
 }
 
 /* fs_release_fn of BUFFER regions: runs in the lending interpreter (see the
@@ -236,16 +225,17 @@ static PyObject *loads_buffer(fs_state *st, PyObject *obj, int verify)
     return fs__root_proxy_owned(st, r, fs_region_root(r));
 }
 
-/* loads(x, *, verify=True, classes=()) and load alike: 0 with *x and
-** *verify, or -1. */
+/* loads(x, *, verify=True, classes=()) and load alike: 0 with *x,
+** *verify and *allow (a new reference or NULL: fs__allowlist), or -1. */
 static int parse_args(PyObject *args, PyObject *kwargs, const char *fmt, char **kw,
-                      PyObject **x, int *verify)
+                      PyObject **x, int *verify, PyObject **allow)
 {
     PyObject *classes = NULL;
     *verify = 1;
+    *allow = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, fmt, kw, x, verify, &classes))
         return -1;
-    return check_classes(classes);
+    return fs__allowlist(classes, allow);
 }
 
 const char fs__loads_doc[] =
@@ -256,18 +246,20 @@ const char fs__loads_doc[] =
 "is copied into a sealed region first. verify=True (the default) proves the\n"
 "image well formed (linear in its size); verify=False checks only its\n"
 "header: for images you produced. ImageError names what is wrong.\n"
-"classes: the classes an image's records may be built as (DESIGN.md,\n"
-"\"Trust\"); images hold no records yet, so it is only checked to be classes.";
+"classes: the classes the image's records may be built as (records of other\n"
+"classes raise TypeError when read; their modules are never imported). The\n"
+"stdlib values (datetime, Decimal, UUID, Fraction) and classes registered\n"
+"with register() need no listing.";
 
 /* loads(buffer, ...): new reference (a proxy); module, args, kwargs borrowed. */
 PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"buffer", "verify", "classes", NULL};
-    PyObject *buffer;
+    PyObject *buffer, *allow;
     int verify;
-    if (parse_args(args, kwargs, "O|$pO:loads", kw, &buffer, &verify) < 0)
+    if (parse_args(args, kwargs, "O|$pO:loads", kw, &buffer, &verify, &allow) < 0)
         return NULL;
-    return loads_buffer(PyModule_GetState(module), buffer, verify);
+    return with_allowlist(loads_buffer(PyModule_GetState(module), buffer, verify), allow);
 }
 
 /* New reference: the proxy over the file open at fd (name, borrowed: for
@@ -293,17 +285,24 @@ const char fs__load_doc[] =
 "while loaded. A file object at position 0 is mapped the same way (the\n"
 "whole file is the image); one positioned further on, or without a\n"
 "fileno(), is read from its position and loaded as loads() would.\n"
-"verify as for loads().";
+"verify and classes as for loads().";
+
+static PyObject *load_file(fs_state *st, PyObject *file, int verify);
 
 /* load(file, ...): new reference (a proxy); module, args, kwargs borrowed. */
 PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kw[] = {"file", "verify", "classes", NULL};
-    PyObject *file;
+    PyObject *file, *allow;
     int verify;
-    if (parse_args(args, kwargs, "O|$pO:load", kw, &file, &verify) < 0)
+    if (parse_args(args, kwargs, "O|$pO:load", kw, &file, &verify, &allow) < 0)
         return NULL;
-    fs_state *st = PyModule_GetState(module);
+    return with_allowlist(load_file(PyModule_GetState(module), file, verify), allow);
+}
+
+/* New reference: the proxy of file (borrowed), as load() describes. */
+static PyObject *load_file(fs_state *st, PyObject *file, int verify)
+{
     if (PyUnicode_Check(file) || PyBytes_Check(file) || PyObject_HasAttrString(file, "__fspath__")) {
         PyObject *path = NULL;
         if (!PyUnicode_FSConverter(file, &path))

@@ -42,6 +42,7 @@ static int tc_for_kind(int kind)
     case FS_KIND_FROZENSET: return FS_PT_SET;
     case FS_KIND_BYTES:
     case FS_KIND_BYTEARRAY: return FS_PT_BYTES;
+    case FS_KIND_BUFFER:    return FS_PT_ARRAY;
     default:                return FS_PT_VALUE;
     }
 }
@@ -55,7 +56,8 @@ const char *fs__kind_type_name(int kind)
         [FS_KIND_BYTES] = "bytes", [FS_KIND_BYTEARRAY] = "bytes",
         [FS_KIND_TUPLE] = "frozenshare.FrozenTuple", [FS_KIND_LIST] = "frozenshare.FrozenList",
         [FS_KIND_DICT] = "frozenshare.FrozenMap", [FS_KIND_SET] = "frozenshare.FrozenSet",
-        [FS_KIND_FROZENSET] = "frozenshare.FrozenSet",
+        [FS_KIND_FROZENSET] = "frozenshare.FrozenSet", [FS_KIND_RECORD] = "record",
+        [FS_KIND_BUFFER] = "frozenshare.FrozenArray",
     };
     return kind > 0 && kind < FS_KIND__COUNT && names[kind] != NULL ? names[kind] : "?";
 }
@@ -170,13 +172,17 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref)
     case FS_KIND_LIST:
     case FS_KIND_TUPLE:
     case FS_KIND_SET:
-    case FS_KIND_FROZENSET: {
+    case FS_KIND_FROZENSET:
+    case FS_KIND_BUFFER:
+    case FS_KIND_RECORD: {
         if (reg == h->region)
-            return fs__proxy_new(h, tc_for_kind(kind), ref);
+            return kind == FS_KIND_RECORD ? fs__record_read(h, ref)
+                                          : fs__proxy_new(h, tc_for_kind(kind), ref);
         fs_handle *h2 = fs__handle_borrowed(h->st, reg);
         if (h2 == NULL)
             return NULL;
-        PyObject *res = fs__proxy_new(h2, tc_for_kind(kind), ref);
+        PyObject *res = kind == FS_KIND_RECORD ? fs__record_read(h2, ref)
+                                               : fs__proxy_new(h2, tc_for_kind(kind), ref);
         Py_DECREF(h2);
         return res;
     }
@@ -529,11 +535,15 @@ PyObject *fs__seq_materialize(fs_proxy *p, int as_list)
 ** shared); an unshaped dict finds its keys there when it is a shape. */
 PyObject *fs__shape_keys(fs_proxy *p)
 {
-    fs_handle *h = p->h;
-    const fs_map_t *m = P_MAP(p);
+    return fs__keys_of(p->h, p->ref);
+}
+
+PyObject *fs__keys_of(fs_handle *h, fs_ref_t ref)
+{
+    const fs_map_t *m = fs_map(h->base, ref);
     if (!fs_map_shaped(m) && m->h.n > FS_KEYCACHE_KEYS)
         return NULL;                             /* never cached: no lookup per key */
-    fs_ref_t shape = fs_map_shaped(m) ? fs_map_shape(m) : p->ref;
+    fs_ref_t shape = fs_map_shaped(m) ? fs_map_shape(m) : ref;
     uint64_t *v = fs__tab_get(&h->keycache, (uintptr_t)shape, 0);
     if (v != NULL)
         return (PyObject *)(uintptr_t)*v;        /* NULL: not cacheable */
@@ -545,8 +555,7 @@ PyObject *fs__shape_keys(fs_proxy *p)
     int ok = n <= FS_KEYCACHE_KEYS;
     for (uint64_t i = 0; ok && i < n; i++) {
         int kind = fs_ref_kind(h->base, fs_keyset_key(ks, i));   /* scalars only: no proxy */
-        ok = kind != FS_KIND_XREF && kind != FS_KIND_TUPLE && kind != FS_KIND_LIST &&
-             kind != FS_KIND_DICT && kind != FS_KIND_SET && kind != FS_KIND_FROZENSET;
+        ok = kind != FS_KIND_XREF && kind < FS_KIND_TUPLE;
     }
     if (ok && (t = PyTuple_New((Py_ssize_t)n)) != NULL) {
         for (uint64_t i = 0; i < n; i++) {

@@ -95,6 +95,13 @@ static void handle_dealloc(PyObject *self)
         }
     }
     fs__tab_fini(&h->keycache);
+    if (h->classes.slots != NULL) {
+        for (size_t i = 0; i <= h->classes.mask; i++)
+            if (h->classes.slots[i].k1 != 0)
+                Py_DECREF((PyObject *)(uintptr_t)h->classes.slots[i].v);
+    }
+    fs__tab_fini(&h->classes);
+    Py_CLEAR(h->allow);
     fs_region_release(h->shared);      /* NULL-safe */
     fs_region_release(h->region);      /* I2: the handle's one count; a BUFFER
                                           region's last one is here, in the
@@ -149,6 +156,8 @@ static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
     h->seed = h->keyed ? fs_image_seed(ih) : 0;
     h->shared = NULL;
     memset(&h->keycache, 0, sizeof h->keycache);
+    memset(&h->classes, 0, sizeof h->classes);
+    h->allow = NULL;
     int err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h);
     if (err != FS_OK) {
         Py_DECREF(h);                  /* releases the count */

@@ -31,6 +31,7 @@ typedef struct tframe_s {
     int            memo;     /* in the memo (which owns obj unless frozen) */
     int            hctx;     /* a dict key or set member, or below one     */
     int            phase;    /* dict: 0 = key next, 1 = value next        */
+    int            flavor;   /* RECORD: FS_REC_FIELDS or FS_REC_TUPLE     */
     int32_t        pend;     /* frozendict holding placeholders: its index
                                 in tctx.pend, else -1                     */
     PyObject      *obj;      /* memo's object, or strong (frozen, !memo)  */
@@ -190,6 +191,114 @@ error:
     return -1;
 }
 
+static PyObject *shape_keys(tctx *c, fs_region_t *reg, const uint8_t *base,
+                            const fs_map_t *m);
+static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t ref,
+                      int hctx, PyObject **out);
+
+/* Field f->i of the FIELDS record of frame f is o (borrowed): set it as
+** object.__setattr__ does. 0, or -1. */
+static int set_field(tctx *c, tframe *f, PyObject *o)
+{
+    const fs_map_t *m = fs_map(f->base, fs_rec(f->base, f->ref)->state);
+    PyObject *name = NULL, *keys = fs_map_shaped(m) ? shape_keys(c, f->reg, f->base, m) : NULL;
+    if (keys != NULL)
+        name = Py_NewRef(PyTuple_GET_ITEM(keys, f->i));
+    else if (!PyErr_Occurred() &&
+             thaw_value(c, f->reg, f->base, fs_map_key(f->base, m, (uint64_t)f->i), 1, &name) != 0)
+        name = NULL;
+    if (name == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "frozenshare: a record field name is not a str");
+        return -1;
+    }
+    int rc = -1;
+    if (!PyUnicode_Check(name))
+        PyErr_SetString(PyExc_TypeError, "frozenshare: a record field name is not a str");
+    else
+        rc = PyObject_GenericSetAttr(f->obj, name, o);
+    Py_DECREF(name);
+    return rc;
+}
+
+/* New reference: this thaw's handle of reg (the root's, or reg's own). */
+static fs_handle *handle_of(tctx *c, fs_region_t *reg)
+{
+    return reg == c->h->region ? (fs_handle *)Py_NewRef(c->h) : fs__handle_borrowed(c->h->st, reg);
+}
+
+/* A record (reg, ref) of kind RECORD, or a BUFFER: *o, a new reference, and
+** for a FIELDS or TUPLE record *n > 0 and *flavor (its frame fills it);
+** 0, or -1 with an exception. */
+static int thaw_object(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t ref, int kind,
+                       PyObject **o, Py_ssize_t *n, int *flavor)
+{
+    fs_handle *h = handle_of(c, reg);
+    if (h == NULL)
+        return -1;
+    *o = NULL;
+    *n = 0;
+    *flavor = 0;
+    if (kind == FS_KIND_BUFFER) {
+        const fs_buf_t *b = fs_buf(base, ref);
+        if (b->h.aux == FS_BUF_NDARRAY) {          /* NumPy: imported only here */
+            PyObject *np = PyImport_ImportModule("numpy");
+            PyObject *px = np != NULL ? fs__proxy_new(h, FS_PT_ARRAY, ref) : NULL;
+            if (px != NULL)
+                *o = PyObject_CallMethod(np, "array", "O", px);
+            Py_XDECREF(px);
+            Py_XDECREF(np);
+        }
+        else {
+            PyObject *data = PyBytes_FromStringAndSize((const char *)fs_buf_data(b),
+                                                       (Py_ssize_t)b->nbytes);
+            if (data != NULL && b->h.aux == FS_BUF_ARRAY) {
+                PyObject *am = PyImport_ImportModule("array");
+                if (am != NULL)
+                    *o = PyObject_CallMethod(am, "array", "sO", b->format, data);
+                Py_XDECREF(am);
+            }
+            else if (data != NULL) {                /* a memoryview, cast back */
+                PyObject *mv = PyMemoryView_FromObject(data);
+                PyObject *shape = mv != NULL ? PyList_New((Py_ssize_t)b->h.n) : NULL;
+                for (uint64_t d = 0; shape != NULL && d < b->h.n; d++)
+                    PyList_SET_ITEM(shape, (Py_ssize_t)d, PyLong_FromUnsignedLongLong(b->shape[d]));
+                if (shape != NULL && (strcmp(b->format, "B") != 0 || b->h.n != 1))
+                    *o = PyObject_CallMethod(mv, "cast", "sO", b->format, shape);
+                else if (shape != NULL)
+                    *o = Py_NewRef(mv);
+                if (*o == NULL && shape != NULL) {
+                    /* a format cast() refuses ('<i', 'Zd'): the frozen buffer's
+                    ** own view keeps it (read-only, as the source may have been) */
+                    PyErr_Clear();
+                    PyObject *px = fs__proxy_new(h, FS_PT_ARRAY, ref);
+                    *o = px != NULL ? PyMemoryView_FromObject(px) : NULL;
+                    Py_XDECREF(px);
+                }
+                Py_XDECREF(shape);
+                Py_XDECREF(mv);
+            }
+            Py_XDECREF(data);
+        }
+    }
+    else {
+        const fs_rec_t *r = fs_rec(base, ref);
+        *flavor = r->h.aux;
+        if (*flavor == FS_REC_FIELDS || *flavor == FS_REC_TUPLE) {
+            PyObject *cls = fs__record_class(h, ref);
+            *n = *flavor == FS_REC_TUPLE ? (Py_ssize_t)fs_seq_count(fs_seq(base, r->state))
+                                         : (Py_ssize_t)fs_map_count(base, fs_map(base, r->state));
+            if (cls != NULL)
+                *o = fs__record_alloc(cls, *flavor, *n);
+        }
+        else {
+            *o = fs__record_read(h, ref);          /* built from a state of plain values */
+        }
+    }
+    Py_DECREF(h);
+    return *o != NULL ? 0 : -1;
+}
+
 /* Put item o at the current position of frame fi; steals o. */
 static int deliver(tctx *c, size_t fi, PyObject *o)
 {
@@ -217,6 +326,14 @@ static int deliver(tctx *c, size_t fi, PyObject *o)
         rc = PySet_Add(f->obj, o);
         Py_DECREF(o);
         break;
+    case FS_KIND_RECORD:
+        if (f->flavor == FS_REC_TUPLE) {
+            PyTuple_SET_ITEM(f->obj, f->i, o);     /* allocated with NULL items */
+            break;
+        }
+        rc = set_field(c, f, o);
+        Py_DECREF(o);
+        break;
     default:                                       /* frozenset: collect */
         rc = PyList_Append(f->obj, o);
         Py_DECREF(o);
@@ -236,6 +353,8 @@ static int wait_for(tctx *c, size_t fi, fs_region_t *wreg, fs_ref_t wref)
     if (f->hctx || f->kind == FS_KIND_SET || f->kind == FS_KIND_FROZENSET ||
         (f->kind == FS_KIND_DICT && f->phase == 0))
         return cycle_error(1);
+    if (f->kind == FS_KIND_RECORD && f->flavor == FS_REC_FIELDS)
+        return cycle_error(0);                     /* a field cannot be patched later */
     if (grow((void **)&c->fix, &c->cap_fix, c->nfix, sizeof *c->fix) < 0)
         return -1;
     if (f->frozen && f->pend < 0) {                /* a frozendict starts waiting */
@@ -320,7 +439,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
     }
 
     Py_ssize_t n = 0;
-    int frozen = 0;
+    int frozen = 0, rec_flavor = 0;
     PyObject *o = NULL;
     switch (kind) {
     case FS_KIND_LIST:
@@ -379,6 +498,22 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
             o = PySet_New(NULL);
         }
         break;
+    case FS_KIND_RECORD:
+    case FS_KIND_BUFFER: {
+        int flavor;
+        if (thaw_object(c, reg, base, ref, kind, &o, &n, &flavor) < 0)
+            return -1;
+        if (n > 0) {
+            rec_flavor = flavor;
+            break;                                 /* a frame fills it */
+        }
+        if (memo && tmemo_put(c, reg, mkey, o, 0) < 0) {
+            Py_DECREF(o);
+            return -1;
+        }
+        *out = o;
+        return 0;
+    }
     default:                                       /* scalars: share them too */
         o = fs__scalar(base, ref, kind, !hctx);
         if (o == NULL || (memo && tmemo_put(c, reg, mkey, o, 0) < 0)) {
@@ -421,8 +556,8 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
     tframe *f = &c->stack[c->depth++];
     *f = (tframe){
         .reg = reg, .base = base, .ref = ref, .kind = kind, .frozen = frozen,
-        .memo = memo, .hctx = hctx, .phase = 0, .pend = -1, .obj = o, .key = NULL,
-        .n = n, .i = 0,
+        .memo = memo, .hctx = hctx, .phase = 0, .flavor = rec_flavor, .pend = -1, .obj = o,
+        .key = NULL, .n = n, .i = 0,
     };
     if (memo && !frozen)
         Py_DECREF(o);                 /* the memo's reference keeps it */
@@ -633,6 +768,12 @@ static int tstep(tctx *c)
         }
         child = f->phase == 0 ? fs_map_key(f->base, m, f->i) : fs_map_value(m, f->i);
         hctx |= f->phase == 0;
+        break;
+    }
+    case FS_KIND_RECORD: {                         /* a field's value, an item */
+        fs_ref_t st = fs_rec(f->base, f->ref)->state;
+        child = f->flavor == FS_REC_TUPLE ? fs_seq_items(fs_seq(f->base, st))[f->i]
+                                          : fs_map_value(fs_map(f->base, st), (uint64_t)f->i);
         break;
     }
     default:

@@ -81,6 +81,10 @@ int fs_region_map_file(fs_region_t **out, int fd, int verify, const char **why);
 int fs_region_copy(fs_region_t **out, const void *image, size_t size, int verify,
                    const char **why);
 int fs_region_backing(const fs_region_t *r);
+/* 1 if the image came from elsewhere (adopted or copied: loads, load, a
+** buffer's copy), 0 if fs_region_create built it here. Records of a foreign
+** image are built only as classes a reader allows (DESIGN.md "Trust"). */
+int fs_region_foreign(const fs_region_t *r);
 
 void fs_region_acquire(fs_region_t *r);            /* +1 (r must be alive) */
 void fs_region_release(fs_region_t *r);            /* -1; reclaims at 0; NULL-safe */

@@ -75,6 +75,7 @@ struct fs_region_s {
     uint64_t      object_count; /* from the header                               */
     fs_region_t  *next_dead;    /* reclaim worklist link, only while refcnt == 0 */
     int           backing;      /* FS_BACKING_*                                  */
+    int           foreign;      /* the image was not built by this process       */
     fs_release_fn release;      /* foreign backings: lets go of the image        */
     void         *release_ctx;
     uint32_t      nimports;     /* entries of imports[]                          */
@@ -286,6 +287,7 @@ static void block_init(fs_region_t *r, uint8_t *base, size_t alloc_size, int bac
     r->object_count = h->object_count;
     r->next_dead = NULL;
     r->backing = backing;
+    r->foreign = backing != FS_BACKING_ARENA;   /* fs_region_copy sets it too */
     r->release = release;
     r->release_ctx = ctx;
     r->nimports = 0;
@@ -512,12 +514,14 @@ int fs_region_copy(fs_region_t **out, const void *image, size_t size, int verify
         return err;
     }
     block_init(r, base, usable, FS_BACKING_ARENA, NULL, NULL);
+    r->foreign = 1;
     (void)fs_arena_install_reporter();
     *out = r;
     return FS_OK;
 }
 
 int fs_region_backing(const fs_region_t *r) { return r->backing; }
+int fs_region_foreign(const fs_region_t *r) { return r->foreign; }
 
 void fs_region_acquire(fs_region_t *r)
 {
