@@ -208,14 +208,18 @@ static int check_record(ck_t *c, const fs_rec_t *r)
         [FS_REC_FIELDS] = FS_KIND_DICT, [FS_REC_TUPLE] = FS_KIND_TUPLE,
         [FS_REC_MEMBER] = FS_KIND_STR, [FS_REC_FLAG] = 0, [FS_REC_VALUE] = FS_KIND_TUPLE,
     };
-    if (fs_ref_tag(r->cls) != FS_TAG_OBJ || !ref_ok(c, r->cls) ||
-        fs_ref_kind(c->base, r->cls) != FS_KIND_STR)
+    if (fs_ref_tag(r->cls) != FS_TAG_OBJ)
+        return BAD(c, "a record whose class name is not a str of its image");
+    if (!ref_ok(c, r->cls))
+        return FS_ECORRUPT;
+    if (fs_ref_kind(c->base, r->cls) != FS_KIND_STR)
         return BAD(c, "a record whose class name is not a str of its image");
     int k = want[r->h.aux];
-    if (k == 0)
-        return ref_ok(c, r->state) ? FS_OK : FS_ECORRUPT;
-    if (fs_ref_tag(r->state) != FS_TAG_OBJ || !ref_ok(c, r->state) ||
-        fs_ref_kind(c->base, r->state) != k)
+    if (k != 0 && fs_ref_tag(r->state) != FS_TAG_OBJ)
+        return BAD(c, "a record whose state is not of its flavor's kind");
+    if (!ref_ok(c, r->state))
+        return FS_ECORRUPT;
+    if (k != 0 && fs_ref_kind(c->base, r->state) != k)
         return BAD(c, "a record whose state is not of its flavor's kind");
     return FS_OK;
 }

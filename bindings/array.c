@@ -132,7 +132,23 @@ static PyObject *array_richcompare(PyObject *self, PyObject *other, int op)
     if (a == NULL)
         return NULL;
     b = Py_TYPE(other) == Py_TYPE(self) ? as_memoryview(other) : Py_NewRef(other);
-    if (b != NULL)
+    const char *f = P_BUF(FS_PROXY(self))->format;
+    if (b != NULL && (strcmp(f, "u") == 0 || strcmp(f, "w") == 0) && PyObject_CheckBuffer(b)) {
+        /* characters, which memoryview cannot unpack (so compares only by
+        ** identity): equal when format, shape and bytes are */
+        PyObject *mb = PyMemoryView_FromObject(b);
+        int eq = -1;
+        if (mb != NULL) {
+            Py_buffer *x = PyMemoryView_GET_BUFFER(a), *y = PyMemoryView_GET_BUFFER(mb);
+            eq = y->format != NULL && (strcmp(y->format, "u") == 0 || strcmp(y->format, "w") == 0) &&
+                 x->itemsize == y->itemsize && x->len == y->len &&
+                 PyBuffer_IsContiguous(y, 'C') && memcmp(x->buf, y->buf, (size_t)x->len) == 0;
+            Py_DECREF(mb);
+        }
+        if (eq >= 0)
+            res = PyBool_FromLong(op == Py_EQ ? eq : !eq);
+    }
+    else if (b != NULL)
         res = PyObject_RichCompare(a, b, op);
     Py_DECREF(a);
     Py_XDECREF(b);

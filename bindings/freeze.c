@@ -477,6 +477,11 @@ static int build_buffer(fctx *c, PyObject *o, unsigned source, int uniq, size_t 
         return with_path(c, parent, seg, key, index);
     }
     const char *fmt = v.format != NULL ? v.format : "B";
+    PyObject *tc = NULL;                /* array.array: its typecode ('u' exports 'w') */
+    if (source == FS_BUF_ARRAY && (tc = PyObject_GetAttrString(o, "typecode")) != NULL &&
+        PyUnicode_Check(tc) && PyUnicode_GET_LENGTH(tc) == 1)
+        fmt = PyUnicode_AsUTF8(tc);
+    PyErr_Clear();
     int err = FS_OK;
     if (!PyBuffer_IsContiguous(&v, 'C'))
         PyErr_Format(PyExc_TypeError, "cannot freeze a '%.200s' that is not C-contiguous "
@@ -492,6 +497,7 @@ static int build_buffer(fctx *c, PyObject *o, unsigned source, int uniq, size_t 
                               v.buf, (uint64_t)v.len, out);
     }
     PyBuffer_Release(&v);
+    Py_XDECREF(tc);
     if (PyErr_Occurred())
         return with_path(c, parent, seg, key, index);
     if (err != FS_OK) {

@@ -184,15 +184,6 @@ done:
     return names;
 }
 
-/* 1 if name (a class checked to be found again by it) is a stdlib value
-** class's. */
-static int is_value_class(PyObject *name)
-{
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(name, &n);
-    return s != NULL && fs_rec_value_class(s, (size_t)n);
-}
-
 /* ---- freeze: what a record is -------------------------------------------- */
 
 /* See fs_py.h. */
@@ -230,17 +221,28 @@ int fs__record_info(fs_state *st, PyTypeObject *tp, fs_recinfo *out)
     else if (!none) {
         return -1;                                /* a dataclass, not frozen */
     }
+    if (out->flavor == 0) {
+        /* Only the stdlib value classes remain: ask by name before the full
+        ** check, so that any other class keeps freeze's plain refusal. */
+        PyObject *mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+        PyObject *qual = mod != NULL ? PyType_GetQualName(tp) : NULL;
+        PyObject *nm = qual != NULL && PyUnicode_Check(mod) ? PyUnicode_FromFormat("%U:%U", mod, qual)
+                                                           : NULL;
+        Py_ssize_t n = 0;
+        const char *s = nm != NULL ? PyUnicode_AsUTF8AndSize(nm, &n) : NULL;
+        int value = s != NULL && fs_rec_value_class(s, (size_t)n);
+        Py_XDECREF(nm);
+        Py_XDECREF(qual);
+        Py_XDECREF(mod);
+        PyErr_Clear();
+        if (!value)
+            return 0;
+        out->flavor = FS_REC_VALUE;
+    }
     out->name = class_name(tp);
     if (out->name == NULL) {
         Py_CLEAR(out->fields);
         return -1;
-    }
-    if (out->flavor == 0) {
-        if (!is_value_class(out->name)) {
-            Py_CLEAR(out->name);
-            return 0;                             /* not a record: refused */
-        }
-        out->flavor = FS_REC_VALUE;
     }
     return 1;
 }

@@ -99,6 +99,13 @@ for p in "${candidates[@]}"; do
         say "installing test dependencies into $venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest hypothesis
     fi
+    # NumPy for the typed-buffer tests: a wheel only (where PyPI has none for
+    # this Python, those tests skip rather than build NumPy from source).
+    if ! "$venv/bin/python" -c 'import numpy' 2>/dev/null; then
+        say "installing NumPy into $venv"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: \
+            'numpy==2.5.5' || say "no NumPy 2.5.5 wheel for Python $ver: its NumPy tests skip"
+    fi
     # Real engines for tests/python/test_engines.py, in one venv (PyPI has
     # Ray for 3.13 here; the tests skip where they are absent).
     if [ "$ver" = 3.13 ] && ! "$venv/bin/python" -c 'import ray, distributed' 2>/dev/null; then

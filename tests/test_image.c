@@ -3223,3 +3223,145 @@ Test(image_build, scan_class_has_the_class_of_the_maximum)
 #undef CLASS
             }
 }
+
+/* ---- records and typed buffers -------------------------------------------- */
+
+/* A list of: a FIELDS record {"x": 1}, a MEMBER record "RED", a 3-double
+** array and a 2x3 int32 buffer. Their refs in r[0..3]. */
+static uint8_t *records_image(size_t *n, fs_ref_t r[4], fs_ref_t *cls)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t l, d, key = ascii(b, "x"), val = fs_ref_small_int(1);
+    int64_t h = str_hash("x");
+    OK(fs_build_seq(b, FS_KIND_LIST, 4, &l));
+    *cls = ascii(b, "mod:Point");
+    OK(fs_build_rec(b, FS_REC_FIELDS, &r[0]));
+    OK(fs_build_record(b, 0, 1, &h, &key, &val, &d));
+    fs_build_rec_set(b, r[0], *cls, d);
+    OK(fs_build_rec(b, FS_REC_MEMBER, &r[1]));
+    fs_build_rec_set(b, r[1], ascii(b, "mod:Color"), ascii(b, "RED"));
+    double dv[3] = { 1.5, -2, 3 };
+    int32_t iv[6] = { 1, 2, 3, 4, 5, 6 };
+    uint64_t s1[1] = { 3 }, s2[2] = { 2, 3 };
+    OK(fs_build_buffer(b, FS_BUF_ARRAY, "d", 8, 1, s1, dv, sizeof dv, &r[2]));
+    OK(fs_build_buffer(b, FS_BUF_NDARRAY, "i", 4, 2, s2, iv, sizeof iv, &r[3]));
+    for (int i = 0; i < 4; i++)
+        fs_build_seq_set(b, l, (uint64_t)i, r[i]);
+    return finish_copy(b, l, n);
+}
+
+Test(image_records, records_and_buffers_build_check_and_read_back)
+{
+    size_t n;
+    fs_ref_t r[4], cls;
+    uint8_t *p = records_image(&n, r, &cls);
+    const fs_rec_t *rec = fs_rec(p, r[0]);
+    cr_assert_eq(rec->h.kind, FS_KIND_RECORD);
+    cr_assert_eq(rec->h.aux, FS_REC_FIELDS);
+    cr_assert_eq(rec->cls, cls);
+    cr_assert_eq(fs_ref_kind(p, rec->state), FS_KIND_DICT);
+    cr_assert_eq(fs_rec(p, r[1])->h.aux, FS_REC_MEMBER);
+    const fs_buf_t *b2 = fs_buf(p, r[3]);
+    cr_assert_eq(b2->h.n, 2);
+    cr_assert_eq(b2->shape[0], 2);
+    cr_assert_eq(b2->shape[1], 3);
+    cr_assert_eq(b2->nbytes, 24);
+    cr_assert_str_eq(b2->format, "i");
+    for (int i = 2; i < 4; i++)                   /* data 16-aligned in the image */
+        cr_assert_eq((size_t)(fs_buf_data(fs_buf(p, r[i])) - p) % 16, 0);
+    int32_t iv[6];
+    memcpy(iv, fs_buf_data(b2), sizeof iv);
+    cr_assert_eq(iv[5], 6);
+    double d0;
+    memcpy(&d0, fs_buf_data(fs_buf(p, r[2])), 8);
+    cr_assert_eq(d0, 1.5);
+    for (int i = 0; i < 4; i++)                   /* object sizes walk the image */
+        cr_assert_eq(fs_obj_size(p, r[i]) % 8, 0);
+    free(p);
+}
+
+Test(image_records, the_builder_refuses_bad_records_and_buffers)
+{
+    fs_builder_t *b = new_builder(0);
+    fs_ref_t r;
+    double d[2] = { 0, 0 };
+    uint64_t s2[1] = { 2 }, big[FS_BUF_MAX_NDIM + 1];
+    for (unsigned i = 0; i <= FS_BUF_MAX_NDIM; i++)
+        big[i] = 1;
+    cr_assert_eq(fs_build_rec(b, 0, &r), FS_EINVAL);
+    cr_assert_eq(fs_build_rec(b, FS_REC__MAX + 1, &r), FS_EINVAL);
+    cr_assert_eq(fs_build_buffer(b, FS_BUF_ARRAY, "O", 8, 1, s2, d, 16, &r), FS_EINVAL);
+    cr_assert_eq(fs_build_buffer(b, FS_BUF_ARRAY, "d", 4, 1, s2, d, 16, &r), FS_EINVAL);
+    cr_assert_eq(fs_build_buffer(b, FS_BUF_ARRAY, "d", 8, 1, s2, d, 8, &r), FS_EINVAL);
+    cr_assert_eq(fs_build_buffer(b, 0, "d", 8, 1, s2, d, 16, &r), FS_EINVAL);
+    cr_assert_eq(fs_build_buffer(b, FS_BUF_ARRAY, "d", 8, FS_BUF_MAX_NDIM + 1, big, d, 8, &r),
+                 FS_EINVAL);
+    cr_assert_eq(fs_build_buffer(b, FS_BUF_ARRAY, "0123456789abcdef", 8, 1, s2, d, 16, &r),
+                 FS_EINVAL);
+    fs_builder_destroy(b);
+}
+
+Test(image_records, format_sizes_know_numbers_and_bool_only)
+{
+    cr_assert_eq(fs_buf_format_size("d"), 8);
+    cr_assert_eq(fs_buf_format_size("@d"), 8);
+    cr_assert_eq(fs_buf_format_size("l"), sizeof(long));
+    cr_assert_eq(fs_buf_format_size("<l"), 4);
+    cr_assert_eq(fs_buf_format_size(">q"), 8);
+    cr_assert_eq(fs_buf_format_size("?"), 1);
+    cr_assert_eq(fs_buf_format_size("=e"), 2);
+    cr_assert_eq(fs_buf_format_size("Zd"), 16);
+    cr_assert_eq(fs_buf_format_size("<Zf"), 8);
+    cr_assert_eq(fs_buf_format_size("w"), 4);
+    cr_assert_eq(fs_buf_format_size("<w"), 0);
+    cr_assert_eq(fs_buf_format_size("<g"), 0);
+    cr_assert_eq(fs_buf_format_size("<n"), 0);
+    cr_assert_eq(fs_buf_format_size("O"), 0);
+    cr_assert_eq(fs_buf_format_size("Zi"), 0);
+    cr_assert_eq(fs_buf_format_size("dd"), 0);
+    cr_assert_eq(fs_buf_format_size("2d"), 0);
+    cr_assert_eq(fs_buf_format_size(""), 0);
+    cr_assert_eq(fs_buf_format_size("T{d:x:}"), 0);
+    cr_assert(fs_rec_value_class("decimal:Decimal", 15));
+    cr_assert(fs_rec_value_class("datetime:timezone", 17));
+    cr_assert_not(fs_rec_value_class("datetime:tzinfo", 15));
+    cr_assert_not(fs_rec_value_class("decimal:Decimal2", 16));
+    cr_assert_not(fs_rec_value_class("os:system", 9));
+}
+
+Test(image_records, corrupt_records_and_buffers_are_rejected)
+{
+    size_t n;
+    fs_ref_t r[4], cls;
+    uint8_t *img = records_image(&n, r, &cls);
+    uint8_t *p = copy_exact(img, n);
+    fs_rec_t *rec = (fs_rec_t *)(void *)(p + r[0]);
+    fs_buf_t *bf = (fs_buf_t *)(void *)(p + r[3]);
+#define RESET() memcpy(p, img, n)
+    rec->h.aux = 0;                                  CORRUPT(p, n, "flavor"); RESET();
+    rec->h.aux = FS_REC__MAX + 1;                    CORRUPT(p, n, "flavor"); RESET();
+    rec->h.n = 1;                                    CORRUPT(p, n, "flavor"); RESET();
+    rec->cls = rec->state;                           CORRUPT(p, n, "class name"); RESET();
+    rec->cls = fs_ref_small_int(5);                  CORRUPT(p, n, "class name"); RESET();
+    rec->cls = cls + 8;                              CORRUPT(p, n, "between"); RESET();
+    rec->h.aux = FS_REC_MEMBER;                      CORRUPT(p, n, "flavor's kind"); RESET();
+    rec->state = FS_REF_NONE;                        CORRUPT(p, n, "flavor's kind"); RESET();
+    rec->h.aux = FS_REC_TUPLE;                       CORRUPT(p, n, "flavor's kind"); RESET();
+    rec->h.aux = FS_REC_FLAG;                        /* FLAG: any state */
+    cr_assert_eq(check(p, n), FS_OK);                RESET();
+    bf->format[0] = 'q';                             CORRUPT(p, n, "item size"); RESET();
+    bf->format[0] = 'O';                             CORRUPT(p, n, "format"); RESET();
+    bf->format[5] = 'x';                             CORRUPT(p, n, "NUL"); RESET();
+    bf->nbytes -= 4;                                 CORRUPT(p, n, "disagrees"); RESET();
+    bf->shape[1] = 4;                                CORRUPT(p, n, "disagrees"); RESET();
+    bf->shape[0] = UINT64_C(1) << 62;                CORRUPT(p, n, "overflows"); RESET();
+    bf->data_off += 8;                               CORRUPT(p, n, "where its header"); RESET();
+    bf->h.aux = 0;                                   CORRUPT(p, n, "source"); RESET();
+    bf->h.n = FS_BUF_MAX_NDIM + 1;                   CORRUPT(p, n, "dimensions"); RESET();
+    bf->h.flags = FS_FLAG_ASCII;                     CORRUPT(p, n, "flags"); RESET();
+    bf->nbytes = UINT64_C(1) << 40;                  CORRUPT(p, n, NULL); RESET();
+#undef RESET
+    cr_assert_eq(check(p, n), FS_OK);
+    free(p);
+    free(img);
+}

@@ -30,6 +30,7 @@ from collections import abc as _abc
 
 from ._frozenshare import (
     IMAGE_FORMAT_VERSION,
+    FrozenArray,
     FrozenBytes,
     FrozenList,
     FrozenMap,
@@ -50,6 +51,7 @@ from ._frozenshare import (
     lookup,
     publish,
     published,
+    register,
     stats,
     thaw,
     unpublish,
@@ -114,6 +116,7 @@ _abc.ValuesView.register(FrozenMapValues)
 _abc.ItemsView.register(FrozenMapItems)
 
 __all__ = [
+    "FrozenArray",
     "FrozenBytes",
     "FrozenList",
     "FrozenMap",
@@ -136,6 +139,7 @@ __all__ = [
     "lookup",
     "publish",
     "published",
+    "register",
     "stats",
     "thaw",
     "unpublish",

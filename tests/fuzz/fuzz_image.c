@@ -119,6 +119,21 @@ static void walk(const uint8_t *base, size_t size)
             }
             break;
         }
+        case FS_KIND_RECORD: {
+            const fs_rec_t *rc = fs_rec(base, r);
+            sink += rc->h.aux + fs_ref_kind(base, rc->cls) + fs_ref_kind(base, rc->state);
+            stack[top++] = rc->cls;
+            stack[top++] = rc->state;
+            break;
+        }
+        case FS_KIND_BUFFER: {
+            const fs_buf_t *bf = fs_buf(base, r);
+            const uint8_t *d = fs_buf_data(bf);
+            for (uint64_t i = 0; i < bf->nbytes; i++) sink += d[i];
+            for (uint64_t i = 0; i < bf->h.n; i++) sink += bf->shape[i];
+            sink += fs_buf_format_size(bf->format);
+            break;
+        }
         default:
             break;
         }

@@ -272,6 +272,47 @@ int main(int argc, char **argv)
     CHECK(vocabulary(b, &d));
     bad |= write_image(dir, "vocab.img", b, d, 0);
 
+    /* records (every flavor, a field dict shaped by the second) and typed
+    ** buffers (1-d doubles, a 2x3 int32, a 0-d bool) */
+    CHECK(fs_builder_create(&b, 0));
+    CHECK(fs_build_seq(b, FS_KIND_LIST, 8, &l));
+    {
+        static const char *const fk[] = { "x", "y" };
+        fs_ref_t cls, name, rr;
+        CHECK(ascii(b, "mod:Point", &cls));
+        for (int i = 0; i < 2; i++) {
+            CHECK(fs_build_rec(b, FS_REC_FIELDS, &rr));
+            CHECK(keyed_dict(b, 0, 2, fk, i, &d));
+            fs_build_rec_set(b, rr, cls, d);
+            fs_build_seq_set(b, l, (uint64_t)i, rr);
+        }
+        CHECK(fs_build_rec(b, FS_REC_TUPLE, &rr));
+        CHECK(fs_build_seq(b, FS_KIND_TUPLE, 2, &r));
+        fs_build_seq_set(b, r, 0, fs_ref_small_int(1));
+        fs_build_seq_set(b, r, 1, l);                  /* a cycle through the list */
+        CHECK(ascii(b, "mod:NT", &name));
+        fs_build_rec_set(b, rr, name, r);
+        fs_build_seq_set(b, l, 2, rr);
+        CHECK(fs_build_rec(b, FS_REC_MEMBER, &rr));
+        CHECK(ascii(b, "mod:Color", &name));
+        CHECK(ascii(b, "RED", &r));
+        fs_build_rec_set(b, rr, name, r);
+        fs_build_seq_set(b, l, 3, rr);
+        CHECK(fs_build_rec(b, FS_REC_FLAG, &rr));
+        fs_build_rec_set(b, rr, name, fs_ref_small_int(6));
+        fs_build_seq_set(b, l, 4, rr);
+        double dv[3] = { 1.5, -2, 1e300 };
+        uint64_t sh1[1] = { 3 }, sh2[2] = { 2, 3 };
+        int32_t iv[6] = { 1, 2, 3, -4, 5, 6 };
+        CHECK(fs_build_buffer(b, FS_BUF_ARRAY, "d", 8, 1, sh1, dv, sizeof dv, &r));
+        fs_build_seq_set(b, l, 5, r);
+        CHECK(fs_build_buffer(b, FS_BUF_NDARRAY, "<i", 4, 2, sh2, iv, sizeof iv, &r));
+        fs_build_seq_set(b, l, 6, r);
+        CHECK(fs_build_buffer(b, FS_BUF_MEMORYVIEW, "?", 1, 0, NULL, "\1", 1, &r));
+        fs_build_seq_set(b, l, 7, r);
+    }
+    bad |= write_image(dir, "records.img", b, l, 0);
+
     /* the same vocabulary as dumps writes it: keyed hashes, a checksum */
     CHECK(fs_builder_create(&b, 0));
     CHECK(vocabulary(b, &d));
