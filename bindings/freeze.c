@@ -444,9 +444,19 @@ static int with_path(fctx *c, size_t parent, int seg, PyObject *key, Py_ssize_t 
     PyObject *exc = PyErr_GetRaisedException();
     PyObject *path = render_path(c, parent, seg, key, index);
     if (path != NULL) {
-        PyObject *msg = PyObject_Str(exc);
-        if (msg != NULL) {
-            PyErr_Format(PyExc_TypeError, "%U at %U", msg, path);
+        PyObject *msg = PyObject_Str(exc), *sep = PyUnicode_FromString(" (");
+        Py_ssize_t cut = msg != NULL && sep != NULL
+                         ? PyUnicode_Find(msg, sep, 0, PyUnicode_GET_LENGTH(msg), 1) : -1;
+        Py_XDECREF(sep);
+        if (msg != NULL) {       /* the path before a hint in parentheses, as unsupported() */
+            if (cut < 0)
+                cut = PyUnicode_GET_LENGTH(msg);
+            PyObject *head = PyUnicode_Substring(msg, 0, cut);
+            PyObject *tail = PyUnicode_Substring(msg, cut, PyUnicode_GET_LENGTH(msg));
+            if (head != NULL && tail != NULL)
+                PyErr_Format(PyExc_TypeError, "%U at %U%U", head, path, tail);
+            Py_XDECREF(head);
+            Py_XDECREF(tail);
             Py_DECREF(msg);
         }
         Py_DECREF(path);

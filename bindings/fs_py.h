@@ -119,6 +119,7 @@ typedef struct fs_state_s {
     PyObject     *enum_type;             /* enum.EnumMeta, lazy           */
     PyObject     *registry;              /* fs.register: class -> fields  */
     PyObject     *registered_names;      /* "module:qualname" -> class    */
+    PyObject     *str_dict;              /* "__dict__", interned          */
     Py_hash_t     hash_check;            /* hash("frozenshare") here      */
     fs__tab_t     handles;               /* region -> fs_handle (borrowed) */
     fs__tab_t     repr_active;           /* (region, ref) being repr'd    */
@@ -153,10 +154,17 @@ typedef struct fs_handle_s {
     fs_region_t   *shared;   /* BUFFER region: its ARENA copy, made at the
                                 first hand-off out of this interpreter     */
     fs__tab_t      keycache; /* shape offset -> tuple of its keys, read   */
-    fs__tab_t      classes;  /* record class name ref -> class (strong)   */
+    fs__tab_t      classes;  /* record class name ref -> class (strong) |
+                                FS_CLASS_DICT_OK (record.c's flag)         */
     PyObject      *allow;    /* foreign image: classes= of its load, a dict
                                 "module:qualname" -> class; or NULL       */
 } fs_handle;
+
+/* An h->classes entry: the class (strong) in the bits above the lowest,
+** which record.c sets when such records get their instance dict at once. */
+#define FS_CLASS_DICT_OK UINT64_C(1)
+static inline PyObject *fs__class_of_entry(uint64_t v)
+{ return (PyObject *)(uintptr_t)(v & ~FS_CLASS_DICT_OK); }
 
 /* The region to hand out of this interpreter (XID, publish, an import of a
 ** freeze) for h: h's own, or, when h lends a Python buffer of this
@@ -278,6 +286,10 @@ const char *fs__kind_type_name(int kind);
 ** _set_find looks a set probe up as a frozenset. p, key borrowed. */
 int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry);
 int fs__set_find(fs_proxy *p, PyObject *key, int64_t *entry);
+
+/* New reference: the dict of keys[i] -> values[i] (borrowed), sized for n
+** at once (a str-keys table when every key is an exact str). */
+PyObject *fs__dict_from_items(PyObject *const *keys, PyObject *const *values, Py_ssize_t n);
 
 /* New reference: a plain tuple or list of the items of the sequence p
 ** (borrowed), read (shallow). */

@@ -565,6 +565,8 @@ static int module_exec(PyObject *module)
         return -1;
     if (types_init(module, st) < 0)
         return -1;
+    if ((st->str_dict = PyUnicode_InternFromString("__dict__")) == NULL)
+        return -1;
     if (fs__xid_register(st) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "__version__", FS_VERSION) < 0)
@@ -602,6 +604,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->enum_type);
     Py_VISIT(st->registry);
     Py_VISIT(st->registered_names);
+    Py_VISIT(st->str_dict);
     return 0;
 }
 
@@ -627,6 +630,7 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->enum_type);
     Py_CLEAR(st->registry);
     Py_CLEAR(st->registered_names);
+    Py_CLEAR(st->str_dict);
     return 0;
 }
 

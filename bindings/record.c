@@ -306,10 +306,20 @@ PyObject *fs__record_state(fs_state *st, PyObject *o, const fs_recinfo *ri, int 
         break;
     }
     /* FIELDS: the named attributes, read as object.__getattribute__ would
-    ** (slots or the instance dict; no user __getattr__). */
+    ** (slots or the instance dict; no user __getattr__). An instance dict
+    ** holding exactly the fields, in order (a frozen dataclass's), is the
+    ** state itself: its same key objects make the records one shape. */
     Py_ssize_t n = PyTuple_GET_SIZE(ri->fields);
+    PyObject **dp = _PyObject_GetDictPtr(o);
+    if (dp != NULL && *dp != NULL && PyDict_CheckExact(*dp) && PyDict_GET_SIZE(*dp) == n) {
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(*dp, &pos, &k, &v) && k == PyTuple_GET_ITEM(ri->fields, i))
+            i++;
+        if (i == n)
+            return Py_NewRef(*dp);
+    }
     if (ri->registered) {
-        PyObject **dp = _PyObject_GetDictPtr(o);
         PyObject *d = dp != NULL ? *dp : NULL;
         if (d != NULL && PyDict_GET_SIZE(d) > 0) {
             Py_ssize_t pos = 0, in = 0;
@@ -395,13 +405,43 @@ static int flavor_fits(fs_state *st, PyObject *cls, int flavor)
     }
 }
 
-/* Borrowed: the class of record r of h's image (cached in h->classes).
-** NULL with an exception. */
-static PyObject *record_class(fs_handle *h, const fs_rec_t *r)
+/* 1 if a FIELDS record of class cls with the field names of its state
+** (the dict at state of base) can get its attributes as one instance dict:
+** cls's instances have a __dict__ and no field is a data descriptor (a
+** slot). Else each is set by object.__setattr__. */
+static int dict_at_once(PyObject *cls, const uint8_t *base, fs_ref_t state)
+{
+    PyTypeObject *tp = (PyTypeObject *)cls;
+    if (tp->tp_dictoffset == 0 && !(tp->tp_flags & Py_TPFLAGS_MANAGED_DICT))
+        return 0;
+    const fs_map_t *m = fs_map(base, state);
+    for (uint64_t i = 0, n = fs_map_count(base, m); i < n; i++) {
+        fs_ref_t k = fs_map_key(base, m, i);
+        if (fs_ref_kind(base, k) != FS_KIND_STR)
+            return 0;
+        PyObject *name = fs__scalar(base, k, FS_KIND_STR, 0);
+        if (name == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        PyObject *d = _PyType_Lookup(tp, name);          /* borrowed, no error */
+        Py_DECREF(name);
+        if (d != NULL && Py_TYPE(d)->tp_descr_set != NULL)
+            return 0;
+    }
+    return 1;
+}
+
+/* Borrowed: the class of record r of h's image (cached in h->classes, the
+** low bit of the entry for *dict_ok: dict_at_once). NULL with an exception. */
+static PyObject *record_class(fs_handle *h, const fs_rec_t *r, int *dict_ok)
 {
     uint64_t *hit = fs__tab_get(&h->classes, (uintptr_t)r->cls, 0);
-    if (hit != NULL)
-        return (PyObject *)(uintptr_t)*hit;
+    if (hit != NULL) {
+        *dict_ok = (*hit & FS_CLASS_DICT_OK) != 0;
+        return fs__class_of_entry(*hit);
+    }
+    *dict_ok = 0;
     PyObject *name = fs__scalar(h->base, r->cls, FS_KIND_STR, 0), *cls = NULL;
     if (name == NULL)
         return NULL;
@@ -446,7 +486,9 @@ static PyObject *record_class(fs_handle *h, const fs_rec_t *r)
         }
     }
     if (cls != NULL) {
-        int err = fs__tab_put(&h->classes, (uintptr_t)r->cls, 0, (uint64_t)(uintptr_t)cls);
+        *dict_ok = flavor == FS_REC_FIELDS && dict_at_once(cls, h->base, r->state);
+        int err = fs__tab_put(&h->classes, (uintptr_t)r->cls, 0,
+                              (uint64_t)(uintptr_t)cls | (*dict_ok ? FS_CLASS_DICT_OK : 0));
         if (err != FS_OK) {
             Py_CLEAR(cls);
             fs__raise(err, NULL);
@@ -460,7 +502,8 @@ done:
 /* See fs_py.h. */
 PyObject *fs__record_class(fs_handle *h, fs_ref_t ref)
 {
-    return record_class(h, fs_rec(h->base, ref));
+    int dict_ok;
+    return record_class(h, fs_rec(h->base, ref), &dict_ok);
 }
 
 /* ---- reading: instances -------------------------------------------------- */
@@ -511,7 +554,8 @@ PyObject *fs__record_from_state(fs_state *st, PyObject *cls, int flavor, PyObjec
 PyObject *fs__record_read(fs_handle *h, fs_ref_t ref)
 {
     const fs_rec_t *r = fs_rec(h->base, ref);
-    PyObject *cls = record_class(h, r);
+    int dict_ok;
+    PyObject *cls = record_class(h, r, &dict_ok);
     if (cls == NULL)
         return NULL;
     if (Py_EnterRecursiveCall(" while reading a record"))
@@ -523,6 +567,27 @@ PyObject *fs__record_read(fs_handle *h, fs_ref_t ref)
         PyObject *keys = fs__keys_of(h, r->state);
         uint64_t n = fs_map_count(h->base, m);
         o = fs__record_alloc(cls, flavor, 0);
+        if (o != NULL && keys != NULL && dict_ok) {
+            /* the instance dict in one piece (its keys cached, their hashes
+            ** stored), not n object.__setattr__ calls */
+            PyObject *vals[FS_KEYCACHE_KEYS], *d = NULL;
+            uint64_t i = 0;
+            for (; i < n; i++)
+                if ((vals[i] = fs__read(h, fs_map_value(m, i))) == NULL)
+                    break;
+            if (i == n)
+                d = fs__dict_from_items(&PyTuple_GET_ITEM(keys, 0), vals, (Py_ssize_t)n);
+            while (i-- > 0)
+                Py_DECREF(vals[i]);
+            /* through the type's __dict__ descriptor, as object.__setattr__
+            ** does (PyObject_GenericSetDict leaves 3.13's inline values
+            ** of the instance in charge, hiding the new dict) */
+            if (d == NULL || h->st->str_dict == NULL ||
+                PyObject_GenericSetAttr(o, h->st->str_dict, d) < 0)
+                Py_CLEAR(o);
+            Py_XDECREF(d);
+            n = 0;                                 /* done */
+        }
         for (uint64_t i = 0; o != NULL && i < n; i++) {
             PyObject *k = keys != NULL ? Py_NewRef(PyTuple_GET_ITEM(keys, (Py_ssize_t)i))
                                        : fs__read(h, fs_map_key(h->base, m, i));

@@ -98,7 +98,7 @@ static void handle_dealloc(PyObject *self)
     if (h->classes.slots != NULL) {
         for (size_t i = 0; i <= h->classes.mask; i++)
             if (h->classes.slots[i].k1 != 0)
-                Py_DECREF((PyObject *)(uintptr_t)h->classes.slots[i].v);
+                Py_DECREF(fs__class_of_entry(h->classes.slots[i].v));
     }
     fs__tab_fini(&h->classes);
     Py_CLEAR(h->allow);

@@ -480,7 +480,7 @@ static int thaw_value(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t r
         /* A dict that holds containers: filled by its frame. Sized for its
         ** n entries at once, unless its keys look like str (the first one
         ** is): _PyDict_NewPresized (exported by 3.12-3.15) makes a general
-        ** table (see dict_from_items). */
+        ** table (see fs__dict_from_items). */
         if (n > 5 && fs_ref_kind(base, fs_map_key(base, fs_map(base, ref), 0)) != FS_KIND_STR)
             o = _PyDict_NewPresized(n);
         else
@@ -659,31 +659,6 @@ static PyObject *shape_keys(tctx *c, fs_region_t *reg, const uint8_t *base,
     return t;
 }
 
-/* New reference: the dict of n keys and values (borrowed). From 3.13 on,
-** CPython's own constructor for a dict display (exported, declared in an
-** internal header only): sized for n at once, with a str-keys table when
-** every key is an exact str. _PyDict_NewPresized always makes a general
-** table (24-byte entries, not 16): thawed records were 30% bigger and 60%
-** slower to free than pickle's. */
-#if PY_VERSION_HEX >= 0x030D0000
-PyAPI_FUNC(PyObject *) _PyDict_FromItems(PyObject *const *keys, Py_ssize_t keys_offset,
-                                         PyObject *const *values, Py_ssize_t values_offset,
-                                         Py_ssize_t length);
-#endif
-static PyObject *dict_from_items(PyObject *const *keys, PyObject *const *values, Py_ssize_t n)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    return _PyDict_FromItems(keys, 1, values, 1, n);
-#else
-    PyObject *d = PyDict_New();
-    for (Py_ssize_t i = 0; d != NULL && i < n; i++) {
-        if (PyDict_SetItem(d, keys[i], values[i]) < 0)
-            Py_CLEAR(d);
-    }
-    return d;
-#endif
-}
-
 /* A flat dict: one whose keys and values are all scalars (records, a
 ** vocabulary), built in one call instead of a frame and a step per entry
 ** (a third of a thaw of same-keyed records), and sized for its entries at
@@ -733,7 +708,7 @@ static int thaw_flat(tctx *c, fs_region_t *reg, const uint8_t *base,
             break;
         }
     }
-    if (rc == 0 && (*out = dict_from_items(ks, vs, n)) == NULL)
+    if (rc == 0 && (*out = fs__dict_from_items(ks, vs, n)) == NULL)
         rc = -1;
     for (Py_ssize_t i = 0; i < done; i++) {
         Py_DECREF(ks[i]);

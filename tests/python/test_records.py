@@ -395,3 +395,33 @@ def test_generated_records_freeze_read_and_thaw_equal_to_their_source(x):
     if not isinstance(x, array.array):
         assert got == x
     assert _hashes_equal(got, x)
+
+
+# ------------------------------------------------------------------ README ---
+
+def _expected(code):
+    """What an example says it prints: `print(...)  # 42`, and the lines of
+    an output comment (`# cannot freeze ...`)."""
+    import re
+    out = []
+    for line in code.splitlines():
+        m = re.match(r"\s*print\(.*\)\s*#\s*(.+?)\s*$", line) or re.match(r"# (cannot .*)$", line)
+        if m:
+            out.append(m.group(1))
+    return out
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 13), reason="the example uses 3.13's _interpqueues")
+def test_readme_user_objects_example_runs_verbatim(tmp_path):
+    from _fshelpers import readme_examples, run_script
+    blocks = readme_examples("### The same question, with objects of your own")
+    if not blocks:
+        pytest.skip("README.md is not beside the tests")
+    shop, main, refused = blocks
+    (tmp_path / "shop.py").write_text(shop)
+    r = run_script(str(tmp_path), main)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == _expected(main) == ["100000"]
+    r = run_python(refused)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == _expected(refused) and len(_expected(refused)) == 2
