@@ -407,6 +407,7 @@ static PyObject *mod_image_summary(PyObject *module, PyObject *arg)
         [FS_KIND_STR] = "str", [FS_KIND_BYTES] = "bytes", [FS_KIND_BYTEARRAY] = "bytearray",
         [FS_KIND_TUPLE] = "tuple", [FS_KIND_LIST] = "list", [FS_KIND_DICT] = "dict",
         [FS_KIND_SET] = "set", [FS_KIND_FROZENSET] = "frozenset",
+        [FS_KIND_RECORD] = "record", [FS_KIND_BUFFER] = "typed buffer",
     };
     fs_proxy *p = as_proxy(get_state(module), arg, "_image_summary");
     if (p == NULL)
@@ -414,8 +415,17 @@ static PyObject *mod_image_summary(PyObject *module, PyObject *arg)
     const uint8_t *base = p->h->base;
     const fs_image_header_t *h = fs_image_header(base);
     uint64_t counts[FS_KIND__COUNT + 2] = {0};  /* + shaped, narrow dicts */
+    PyObject *classes = PySet_New(NULL);         /* "module.qualname" of records */
+    if (classes == NULL)
+        return NULL;
     for (uint64_t off = FS_IMAGE_HEADER_SIZE; off < h->objects_end; off += fs_obj_size(base, off)) {
         const fs_obj_hdr_t *o = fs_obj(base, off);
+        if (o->kind == FS_KIND_RECORD && classes != NULL) {
+            PyObject *n = fs__scalar(base, ((const fs_rec_t *)(const void *)o)->cls, FS_KIND_STR, 0);
+            if (n == NULL || PySet_Add(classes, n) < 0)
+                Py_CLEAR(classes);
+            Py_XDECREF(n);
+        }
         unsigned k = o->kind < FS_KIND__COUNT ? o->kind : 0;
         if (k == FS_KIND_DICT && (o->flags & FS_FLAG_SHAPED))
             k = FS_KIND__COUNT;
@@ -432,9 +442,10 @@ static PyObject *mod_image_summary(PyObject *module, PyObject *arg)
         if (set_item(kinds, name, PyLong_FromUnsignedLongLong(counts[k])) < 0)
             Py_CLEAR(kinds);
     }
-    if (kinds == NULL)
-        return NULL;
-    PyObject *d = PyDict_New();
+    PyObject *d = NULL;
+    if (kinds == NULL || classes == NULL)
+        goto error;
+    d = PyDict_New();
     if (d == NULL)
         goto error;
 #define U64(k, v) set_item(d, k, PyLong_FromUnsignedLongLong((unsigned long long)(v))) < 0
@@ -443,11 +454,13 @@ static PyObject *mod_image_summary(PyObject *module, PyObject *arg)
         U64("seed", fs_image_seed(h)) || U64("checksum_kind", h->checksum_kind) ||
         U64("checksum", h->checksum) || U64("image_size", h->image_size) ||
         U64("object_count", h->object_count) || U64("nimports", h->nimports) ||
-        set_item(d, "kinds", Py_NewRef(kinds)) < 0)
+        set_item(d, "kinds", Py_NewRef(kinds)) < 0 ||
+        set_item(d, "record_classes", PySequence_List(classes)) < 0)
         Py_CLEAR(d);
 #undef U64
 error:
-    Py_DECREF(kinds);
+    Py_XDECREF(kinds);
+    Py_XDECREF(classes);
     return d;
 }
 

@@ -51,6 +51,9 @@ def cmd_info(args):
         f"checksum:       {checksum}",
         f"imports:        {h['nimports']}",
     ]
+    if h["record_classes"]:      # what load(..., classes=...) must name (stdlib values need not)
+        lines.append("record classes: " + ", ".join(sorted(n.replace(":", ".", 1)
+                                                          for n in h["record_classes"])))
     print("\n".join(lines))
     return 0
 

@@ -315,6 +315,9 @@ def test_loaded_records_need_an_allowlist_and_import_nothing(tmp_path):
     assert out[1] == "imported: False"
     assert out[2] == "Point True"
     assert out[3] == "refused: True" and out[4] == "thaw refused: True"
+    r = run_python(f"import sys; from frozenshare.__main__ import main; sys.exit(main(['info', {str(path)!r}]))")
+    assert r.returncode == 0, r.stderr
+    assert "record classes: _records.Color, _records.Pair, _records.Point, datetime.date" in r.stdout
 
 
 def test_records_travel_through_pickle_and_loads_in_process():
