@@ -36,14 +36,8 @@ class Token:
     flag: bool
 
 
-class TokenNT(NamedTuple):
-    id: int
-    token: str
-    rank: int
-    count: int
-    score: float
-    lang: str
-    flag: bool
+# the same fields as a typing.NamedTuple
+TokenNT = NamedTuple("TokenNT", [(f.name, f.type) for f in dataclasses.fields(Token)])
 
 
 def gen(n, cls, seed=14):

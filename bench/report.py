@@ -11,7 +11,7 @@ import os
 
 import fsbench as F
 
-BENCHES = ["handoff", "memory", "access", "freeze", "scaling", "contention", "processes"]
+BENCHES = ["handoff", "memory", "access", "freeze", "scaling", "contention", "processes", "records"]
 HANDOFF_ORDER = ["frozenshare", "pickle", "queue-default", "marshal", "orjson", "msgspec", "msgpack"]
 
 
@@ -193,13 +193,23 @@ def sec_processes(d):
     return "".join(out)
 
 
+def sec_records(d):
+    out = ["Records of user classes and typed buffers: freeze and thaw against pickle, one field "
+           "read per record against live instances, numpy.asarray against pickle.loads.\n\n"]
+    out.append(md_table(["case", "frozenshare (s or ns)", "baseline", "ratio", "ratio is"],
+                        [[r["case"], r["frozenshare"], r["baseline"], r["ratio"], r["meaning"]]
+                         for r in d["rows"]]))
+    return "".join(out)
+
+
 SECTIONS = {"handoff": ("1. Hand-off to another subinterpreter", sec_handoff),
             "memory": ("2. Memory with N interpreters", sec_memory),
             "access": ("3. Access from Python", sec_access),
             "freeze": ("4. Freeze and thaw vs pickle and marshal", sec_freeze),
             "scaling": ("5. Scaling: K interpreters reading one region", sec_scaling),
             "contention": ("6. Contention: acquire/drop from K interpreters", sec_contention),
-            "processes": ("7. Other processes: files, fork, spawn, Ray", sec_processes)}
+            "processes": ("7. Other processes: files, fork, spawn, Ray", sec_processes),
+            "records": ("8. Records and typed buffers", sec_records)}
 
 
 def build(py):

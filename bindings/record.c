@@ -549,6 +549,22 @@ PyObject *fs__record_from_state(fs_state *st, PyObject *cls, int flavor, PyObjec
     }
 }
 
+/* t (a new reference, a tuple or tuple subclass of the sequence's length,
+** or NULL) with its items set to those of the sequence at seq of h's image,
+** read; NULL (t released) on failure. */
+static PyObject *fill_items(fs_handle *h, fs_ref_t seq, PyObject *t)
+{
+    const fs_seq_t *sq = fs_seq(h->base, seq);
+    for (Py_ssize_t i = 0, n = (Py_ssize_t)fs_seq_count(sq); t != NULL && i < n; i++) {
+        PyObject *v = fs__read(h, fs_seq_items(sq)[i]);
+        if (v == NULL)
+            Py_CLEAR(t);
+        else
+            PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
 /* New reference: the record at ref of h's image, its container fields as
 ** proxies. See fs_py.h. */
 PyObject *fs__record_read(fs_handle *h, fs_ref_t ref)
@@ -601,35 +617,13 @@ PyObject *fs__record_read(fs_handle *h, fs_ref_t ref)
         }
     }
     else if (flavor == FS_REC_TUPLE) {
-        const fs_seq_t *sq = fs_seq(h->base, r->state);
-        Py_ssize_t n = (Py_ssize_t)fs_seq_count(sq);
-        o = fs__record_alloc(cls, flavor, n);
-        for (Py_ssize_t i = 0; o != NULL && i < n; i++) {
-            PyObject *v = fs__read(h, fs_seq_items(sq)[i]);
-            if (v == NULL)
-                Py_CLEAR(o);
-            else
-                PyTuple_SET_ITEM(o, i, v);
-        }
+        o = fs__record_alloc(cls, flavor, (Py_ssize_t)fs_seq_count(fs_seq(h->base, r->state)));
+        o = fill_items(h, r->state, o);
     }
     else {
-        PyObject *state;
-        if (flavor == FS_REC_VALUE) {          /* arguments: plain values */
-            const fs_seq_t *sq = fs_seq(h->base, r->state);
-            Py_ssize_t n = (Py_ssize_t)fs_seq_count(sq);
-            state = PyTuple_New(n);
-            for (Py_ssize_t i = 0; state != NULL && i < n; i++) {
-                PyObject *v = fs__read(h, fs_seq_items(sq)[i]);
-                if (v == NULL)
-                    Py_CLEAR(state);
-                else
-                    PyTuple_SET_ITEM(state, i, v);
-            }
-        }
-        else {
-            state = fs__read(h, r->state);
-        }
-        if (state != NULL)
+        PyObject *state = flavor != FS_REC_VALUE ? fs__read(h, r->state)
+            : fill_items(h, r->state, PyTuple_New((Py_ssize_t)fs_seq_count(fs_seq(h->base, r->state))));
+        if (state != NULL)                    /* VALUE: its arguments, plain values */
             o = fs__record_from_state(h->st, cls, flavor, state);
         Py_XDECREF(state);
     }

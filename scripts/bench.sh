@@ -175,7 +175,7 @@ if [ -n "$cbench" ] && want c; then
 fi
 
 # ---- 4b. Python benchmarks -----------------------------------------------------------
-for b in handoff memory access freeze scaling contention processes submit; do
+for b in handoff memory access freeze scaling contention processes records submit; do
     want "$b" || continue
     say "$b ${quick}"
     # shellcheck disable=SC2086

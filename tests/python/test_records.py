@@ -428,3 +428,35 @@ def test_readme_user_objects_example_runs_verbatim(tmp_path):
     r = run_python(refused)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == _expected(refused) and len(_expected(refused)) == 2
+
+
+def test_a_record_class_the_receiver_cannot_import_is_a_clear_import_error():
+    import types
+    mod = types.ModuleType("fs_ephemeral_mod")          # exists in this interpreter only
+    exec("import dataclasses\n@dataclasses.dataclass(frozen=True)\nclass K:\n    x: int\n",
+         mod.__dict__)
+    mod.K.__module__ = "fs_ephemeral_mod"
+    sys.modules["fs_ephemeral_mod"] = mod
+    try:
+        fz = fs.freeze([mod.K(1), array.array("b", [1])])
+        assert fz[0] == mod.K(1)
+        it, c = Interp(), Channel()
+        try:
+            c.put(fz)
+            c.put(fz[1])                                 # a FrozenArray by itself
+            it.run(f"""
+                m = chan_get({c.id})
+                a = chan_get({c.id})
+                try:
+                    m[0]
+                except ImportError as e:
+                    reply(str(e))
+                reply(repr((type(a).__name__, memoryview(a).tolist(), m[1].tolist())))
+            """)
+            assert "fs_ephemeral_mod.K" in it.recv()
+            assert it.recv() == repr(("FrozenArray", [1], [1]))
+        finally:
+            c.destroy()
+            it.destroy()
+    finally:
+        del sys.modules["fs_ephemeral_mod"]
