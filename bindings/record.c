@@ -511,8 +511,14 @@ PyObject *fs__record_class(fs_handle *h, fs_ref_t ref)
 /* See fs_py.h. */
 PyObject *fs__record_alloc(PyObject *cls, int flavor, Py_ssize_t n)
 {
-    if (flavor == FS_REC_TUPLE)
-        return ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, n);
+    if (flavor == FS_REC_TUPLE) {
+        PyObject *t = ((PyTypeObject *)cls)->tp_alloc((PyTypeObject *)cls, n);
+#if PY_VERSION_HEX >= 0x030E0000
+        if (t != NULL)                       /* 3.14+ tuples cache their hash: */
+            ((PyTupleObject *)t)->ob_hash = -1;   /* none yet, as tuple.__new__ */
+#endif
+        return t;
+    }
     PyObject *empty = PyTuple_New(0);
     if (empty == NULL)
         return NULL;
