@@ -472,6 +472,21 @@ static int with_path(fctx *c, size_t parent, int seg, PyObject *key, Py_ssize_t 
     return -1;
 }
 
+/* FS_BUF_* if o (borrowed) is a typed buffer freeze stores -- exactly a
+** memoryview, an array.array or a numpy.ndarray (matched by type name:
+** NumPy is never imported here) --, else 0. */
+static unsigned buffer_source(PyObject *o)
+{
+    PyTypeObject *tp = Py_TYPE(o);
+    if (tp == &PyMemoryView_Type)
+        return FS_BUF_MEMORYVIEW;
+    if (!PyObject_CheckBuffer(o))
+        return 0;
+    if (strcmp(tp->tp_name, "array.array") == 0)
+        return FS_BUF_ARRAY;
+    return strcmp(tp->tp_name, "numpy.ndarray") == 0 ? FS_BUF_NDARRAY : 0;
+}
+
 /* The typed buffer of o (source FS_BUF_*), memoized unless uniq. 0, or -1. */
 static int build_buffer(fctx *c, PyObject *o, unsigned source, int uniq, size_t parent, int seg,
                         PyObject *key, Py_ssize_t index, fs_ref_t *out)
@@ -561,12 +576,9 @@ static int convert_record(fctx *c, PyObject *o, int uniq, size_t parent, int seg
                           Py_ssize_t index, fs_ref_t *out)
 {
     PyTypeObject *tp = Py_TYPE(o);
-    if (tp == &PyMemoryView_Type)
-        return build_buffer(c, o, FS_BUF_MEMORYVIEW, uniq, parent, seg, key, index, out);
-    if (strcmp(tp->tp_name, "array.array") == 0 && PyObject_CheckBuffer(o))
-        return build_buffer(c, o, FS_BUF_ARRAY, uniq, parent, seg, key, index, out);
-    if (strcmp(tp->tp_name, "numpy.ndarray") == 0 && PyObject_CheckBuffer(o))
-        return build_buffer(c, o, FS_BUF_NDARRAY, uniq, parent, seg, key, index, out);
+    unsigned source = buffer_source(o);
+    if (source != 0)
+        return build_buffer(c, o, source, uniq, parent, seg, key, index, out);
     int none;
     frec *fr = record_class_info(c, tp, &none);
     if (fr == NULL)
@@ -1092,6 +1104,14 @@ PyObject *fs__freeze(fs_state *st, PyObject *obj)
         hint = (size_t)PyByteArray_GET_SIZE(obj) + 4096;
     else if (PyUnicode_CheckExact(obj))
         hint = (size_t)PyUnicode_GET_LENGTH(obj) * PyUnicode_KIND(obj) + 4096;
+    else if (buffer_source(obj) != 0) {             /* a root typed buffer, too */
+        Py_buffer v;
+        if (PyObject_GetBuffer(obj, &v, PyBUF_FULL_RO) == 0) {
+            hint = (size_t)v.len + 4096;
+            PyBuffer_Release(&v);
+        }
+        PyErr_Clear();                              /* convert() reports it */
+    }
     int err = fs_builder_create(&c.b, hint);
     if (err != FS_OK) {
         fs__raise(err, NULL);
