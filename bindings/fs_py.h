@@ -13,8 +13,8 @@
 **   map.c seq.c set.c bytes.c array.c  the proxy families (never call each other)
 **   proxy.c                      shared by the proxies: common methods, repr
 **                                guard, .view(), entry iterator, set-likes
-**   portable.c                   dumps/loads/load, pickling: images that
-**                                leave or enter the process
+**   portable.c  json.c           dumps/loads/load, pickling: images that
+**                                leave or enter the process; JSON in, out
 **   freeze.c  thaw.c             graph -> region, region -> plain objects
 **   read.c  record.c             scalars, proxies, records, lookups in an image
 **   state.c  table.c             handles, FS_E* -> exceptions, hash tables
@@ -338,6 +338,11 @@ PyObject *fs__mod_dumps(PyObject *module, PyObject *obj);
 PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs);
 extern const char fs__dumps_doc[], fs__loads_doc[], fs__load_doc[];
+
+/* ==== json.c ================================================================ */
+PyObject *fs__mod_from_json(PyObject *module, PyObject *data);   /* new references */
+PyObject *fs__mod_to_json(PyObject *module, PyObject *obj);
+extern const char fs__from_json_doc[], fs__to_json_doc[];
 
 /* ==== proxy.c: what the proxy families share =============================== */
 /* Each returns what the slot or method it implements returns (new

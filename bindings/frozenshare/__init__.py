@@ -44,6 +44,7 @@ from ._frozenshare import (
     __version__,
     dumps,
     freeze,
+    from_json,
     info,
     load,
     loads,
@@ -54,6 +55,7 @@ from ._frozenshare import (
     register,
     stats,
     thaw,
+    to_json,
     unpublish,
 )
 
@@ -132,6 +134,7 @@ __all__ = [
     "dump",
     "dumps",
     "freeze",
+    "from_json",
     "info",
     "load",
     "loads",
@@ -142,5 +145,6 @@ __all__ = [
     "register",
     "stats",
     "thaw",
+    "to_json",
     "unpublish",
 ]

@@ -261,5 +261,10 @@ def loads(buffer: Buffer, /, *, verify: bool = True, classes: Iterable[type] = (
 def load(file: str | bytes | os.PathLike[str] | os.PathLike[bytes] | IO[bytes], /, *,
          verify: bool = True, classes: Iterable[type] = ()) -> Frozen:
     """The proxy of an image file, mapped read-only and shared."""
+def from_json(data: str | Buffer, /) -> Any:
+    """The frozen value of JSON text (json.loads semantics): a proxy, or a plain scalar."""
+def to_json(obj: object, /) -> bytes:
+    """Compact UTF-8 JSON of a proxy or plain object (json.dumps(separators=(",", ":"),
+    ensure_ascii=False) encoded)."""
 def register(cls: type, /, *, fields: Iterable[str]) -> None:
     """Let instances of cls (immutable by contract) freeze as records of fields."""
