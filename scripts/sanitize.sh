@@ -3,7 +3,8 @@
 #   asan  : every Criterion test with AddressSanitizer + UndefinedBehaviorSanitizer (gcc)
 #   tsan  : the thread stress program (stress_threads) with ThreadSanitizer (gcc);
 #           Criterion's workers do not start under TSan, hence a plain program
-#   fuzz  : libFuzzer over fs_image_check and the readers, ASan+UBSan (clang)
+#   fuzz  : libFuzzer over fs_image_check and the readers, and over the JSON-to-image
+#           path, ASan+UBSan (clang)
 #   pyasan: the pytest suite against the extension built with ASan+UBSan, the
 #           newest venv Python run with the ASan runtime preloaded
 #           (PYTHONMALLOC=malloc so ASan sees every object allocation)
@@ -58,13 +59,13 @@ for s in "${steps[@]}"; do
         report tsan "$res"
         ;;
     fuzz)
-        say "libFuzzer: fs_image_check and readers (${FS_FUZZ_SECONDS:-60} s)"
+        say "libFuzzer: fs_image_check and readers, JSON to image (${FS_FUZZ_SECONDS:-60} s each)"
         command -v clang >/dev/null || { say "clang missing"; exit 1; }
         CC=clang configure build-fuzz -DFS_FUZZ=ON -DFS_SANITIZE=address,undefined \
             -DFS_BUILD_TESTS=ON -DFS_FUZZ_SECONDS="${FS_FUZZ_SECONDS:-60}"
         res=$(results build-fuzz)
         ASAN_OPTIONS=handle_segv=1:detect_leaks=1 \
-            ctest --test-dir build-fuzz -R fuzz_image --output-junit "$res/ctest.xml" || rc=1
+            ctest --test-dir build-fuzz -R fuzz_ --output-junit "$res/ctest.xml" || rc=1
         report fuzz "$res"
         ;;
     pyasan)

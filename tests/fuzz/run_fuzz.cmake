@@ -6,5 +6,5 @@ execute_process(COMMAND "${FUZZER}" -seed=1 -max_total_time=${SECONDS} -max_len=
                         -print_final_stats=1 "${WORK}"
                 RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "fuzz_image failed (exit ${rc})")
+  message(FATAL_ERROR "${FUZZER} failed (exit ${rc})")
 endif()
