@@ -322,13 +322,12 @@ PyObject *fs__record_state(fs_state *st, PyObject *o, const fs_recinfo *ri, int 
     if (ri->registered) {
         PyObject *d = dp != NULL ? *dp : NULL;
         if (d != NULL && PyDict_GET_SIZE(d) > 0) {
-            Py_ssize_t pos = 0, in = 0;
+            Py_ssize_t pos = 0;
             PyObject *k, *v;
             while (PyDict_Next(d, &pos, &k, &v)) {
                 int found = PySequence_Contains(ri->fields, k);
                 if (found < 0)
                     return NULL;
-                in += found;
                 if (!found) {
                     PyErr_Format(PyExc_TypeError,
                                  "cannot freeze a '%.200s': attribute %R is not one of the "
