@@ -138,8 +138,8 @@ if [ ! -x "$venv/bin/python" ]; then
     say "creating $venv from $base"
     "$base" -m venv "$venv"
 fi
-peers="orjson msgspec msgpack frozendict immutables"
-if ! "$venv/bin/python" -c 'import orjson, msgspec, msgpack, frozendict, immutables' 2>/dev/null; then
+peers="orjson msgspec msgpack frozendict immutables numpy==2.5.5"
+if ! "$venv/bin/python" -c 'import orjson, msgspec, msgpack, frozendict, immutables, numpy' 2>/dev/null; then
     say "installing peer libraries into $venv: $peers"
     "$venv/bin/python" -m pip install -q --disable-pip-version-check $peers \
         || say "WARNING: pip failed: rows of the missing libraries will be absent"

@@ -296,3 +296,17 @@ def test_command_line_from_json_writes_an_image(tmp_path):
     r = run_python(f"import sys; from frozenshare.__main__ import main; "
                    f"sys.exit(main(['from-json', {str(tmp_path / 'bad.json')!r}]))")
     assert r.returncode != 0 and "bad.json" in r.stderr
+
+
+def test_readme_json_example_runs_verbatim():
+    import re
+    from _fshelpers import readme_examples
+    blocks = readme_examples("### JSON straight into an image")
+    if not blocks:
+        pytest.skip("README.md is not beside the tests")
+    (code,) = blocks
+    want = [m.group(1) for m in (re.match(r"\s*print\(.*\)\s*#\s*(.+?)\s*$", line)
+                                 for line in code.splitlines()) if m]
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == want and len(want) == 3
