@@ -217,73 +217,106 @@ typedef struct jout_s {
     size_t len, cap;
 } jout;
 
+static int room(jout *o, size_t n);
 static int put(jout *o, const void *s, size_t n)
 {
-    if (o->len + n > o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 4096;
-        while (cap < o->len + n)
-            cap *= 2;
-        char *p = fs__realloc(o->buf, cap);
-        if (p == NULL) {
-            fs__raise(FS_ENOMEM, NULL);
-            return -1;
-        }
-        o->buf = p;
-        o->cap = cap;
-    }
+    if (room(o, n) < 0)
+        return -1;
     memcpy(o->buf + o->len, s, n);
     o->len += n;
     return 0;
 }
 #define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
 
+/* Room for n more bytes at o->buf + o->len. 0, or -1 with MemoryError. */
+static int room(jout *o, size_t n)
+{
+    if (o->len + n <= o->cap)
+        return 0;
+    size_t cap = o->cap ? o->cap * 2 : 4096;
+    while (cap < o->len + n)
+        cap *= 2;
+    char *p = fs__realloc(o->buf, cap);
+    if (p == NULL) {
+        fs__raise(FS_ENOMEM, NULL);
+        return -1;
+    }
+    o->buf = p;
+    o->cap = cap;
+    return 0;
+}
+
+/* 1 if an ASCII byte is written as itself inside a JSON string. */
+static inline int plain_ascii(uint32_t ch)
+{
+    return ch >= 0x20 && ch < 0x80 && ch != '"' && ch != '\\';
+}
+
 /* A str (canonical charsize cs, length n, data d) as a JSON string,
-** json.dumps(ensure_ascii=False)'s escapes, in UTF-8 (surrogates as WTF-8). */
+** json.dumps(ensure_ascii=False)'s escapes, in UTF-8 (surrogates as WTF-8):
+** room for the worst case (6 bytes a character) is made once, runs of plain
+** ASCII are copied whole. */
 static int put_str(jout *o, unsigned cs, uint64_t n, const void *d)
 {
-    if (PUTS(o, "\"") < 0)
+    if (room(o, (size_t)n * 6 + 2) < 0)
         return -1;
-    for (uint64_t i = 0; i < n; i++) {
+    char *w = o->buf + o->len;
+    *w++ = '"';
+    for (uint64_t i = 0; i < n;) {
+        if (cs == 1) {                            /* a run of plain ASCII at once */
+            const uint8_t *p = (const uint8_t *)d;
+            uint64_t j = i;
+            while (j < n && plain_ascii(p[j]))
+                j++;
+            memcpy(w, p + i, (size_t)(j - i));
+            w += j - i;
+            if ((i = j) == n)
+                break;
+        }
         uint32_t ch = cs == 1 ? ((const uint8_t *)d)[i] : cs == 2 ? ((const uint16_t *)d)[i]
                                                                    : ((const uint32_t *)d)[i];
-        char tmp[8];
-        size_t k = 0;
-        if (ch == '"' || ch == '\\') {
-            tmp[k++] = '\\';
-            tmp[k++] = (char)ch;
+        i++;
+        if (plain_ascii(ch)) {
+            *w++ = (char)ch;
+        }
+        else if (ch == '"' || ch == '\\') {
+            *w++ = '\\';
+            *w++ = (char)ch;
         }
         else if (ch < 0x20) {
-            static const char short_esc[] = "btn\0fr";           /* \b \t \n \v? \f \r */
+            static const char short_esc[] = "btn\0fr";          /* \b \t \n (\v) \f \r */
+            *w++ = '\\';
             if (ch >= 8 && ch <= 13 && ch != 11) {
-                tmp[k++] = '\\';
-                tmp[k++] = short_esc[ch - 8];
+                *w++ = short_esc[ch - 8];
             }
             else {
-                k = (size_t)snprintf(tmp, sizeof tmp, "\\u%04x", ch);
+                static const char hex[] = "0123456789abcdef";
+                *w++ = 'u';
+                *w++ = '0';
+                *w++ = '0';
+                *w++ = hex[ch >> 4];
+                *w++ = hex[ch & 15];
             }
         }
-        else if (ch < 0x80) {
-            tmp[k++] = (char)ch;
-        }
         else if (ch < 0x800) {
-            tmp[k++] = (char)(0xC0 | (ch >> 6));
-            tmp[k++] = (char)(0x80 | (ch & 0x3F));
+            *w++ = (char)(0xC0 | (ch >> 6));
+            *w++ = (char)(0x80 | (ch & 0x3F));
         }
         else if (ch < 0x10000) {
-            tmp[k++] = (char)(0xE0 | (ch >> 12));
-            tmp[k++] = (char)(0x80 | ((ch >> 6) & 0x3F));
-            tmp[k++] = (char)(0x80 | (ch & 0x3F));
+            *w++ = (char)(0xE0 | (ch >> 12));
+            *w++ = (char)(0x80 | ((ch >> 6) & 0x3F));
+            *w++ = (char)(0x80 | (ch & 0x3F));
         }
         else {
-            tmp[k++] = (char)(0xF0 | (ch >> 18));
-            tmp[k++] = (char)(0x80 | ((ch >> 12) & 0x3F));
-            tmp[k++] = (char)(0x80 | ((ch >> 6) & 0x3F));
-            tmp[k++] = (char)(0x80 | (ch & 0x3F));
+            *w++ = (char)(0xF0 | (ch >> 18));
+            *w++ = (char)(0x80 | ((ch >> 12) & 0x3F));
+            *w++ = (char)(0x80 | ((ch >> 6) & 0x3F));
+            *w++ = (char)(0x80 | (ch & 0x3F));
         }
-        if (put(o, tmp, k) < 0)
-            return -1;
     }
-    return PUTS(o, "\"");
+    *w++ = '"';
+    o->len = (size_t)(w - o->buf);
+    return 0;
 }
 
 /* A float as json.dumps writes it (float.__repr__, NaN, Infinity). */
