@@ -9,7 +9,7 @@
 **   - lone surrogate escapes ("\ud800"): yyjson refuses them; the text is
 **     re-read with each written as its 3 WTF-8 bytes (as Python keeps it);
 **   - NaN, Infinity, -Infinity exactly (yyjson takes any case and "inf"):
-**     when the document holds a non-finite literal, the text is checked;
+**     read as raw text (YYJSON_READ_BIGNUM_AS_RAW) and checked here;
 **   - ints of any size (above 64 bits: decimal text to two's complement
 **     here), at most opts->int_max_digits digits (sys.get_int_max_str_digits);
 **     floats that overflow are +-inf, as float() gives them;

@@ -59,7 +59,6 @@ typedef struct jctx_s {
     yyjson_val *lk[LAST_KEYS];   /* the last object's key nodes, in order  */
     size_t    lk_n;
     fs_ref_t  lk_dict;
-    uint64_t  nonfinite;     /* NaN/Infinity literals met                  */
     const char *pool;        /* the document's copy of the text (raw values
                                 point into it: their offset is their position) */
 } jctx;
@@ -233,8 +232,11 @@ static int build_scalar(jctx *c, yyjson_val *v, fs_ref_t *out)
         case YYJSON_SUBTYPE_SINT:
             return fs_build_int64(c->b, unsafe_yyjson_get_sint(v), out);
         default: {
+            /* finite: with BIGNUM_AS_RAW yyjson gives NaN/Infinity literals and
+            ** overflowing numbers as raw text (below), never as a real */
             double d = unsafe_yyjson_get_real(v);
-            c->nonfinite += !isfinite(d);               /* only literals give these */
+            if (!isfinite(d))
+                return bad(c, "Expecting value", 0);
             return fs_build_float(c->b, d, out);
         }
         }
@@ -513,45 +515,6 @@ static char *rewrite_surrogates(const char *t, size_t n, size_t *out_n)
     return o;
 }
 
-static int is_alpha(char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'); }
-
-/* The literals outside strings are true, false, null, NaN, Infinity,
-** -Infinity exactly (yyjson's ALLOW_INF_AND_NAN also takes nan, inf, -NaN,
-** any case): FS_OK or FS_EINVAL. Only run when a non-finite literal was
-** read, so the common document is not scanned twice. */
-static int check_literals(jctx *c, const char *t, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        char ch = t[i];
-        if (ch == '"') {
-            for (i++; i < n && t[i] != '"'; i++)
-                i += t[i] == '\\';
-            continue;
-        }
-        int neg = 0;
-        if (ch == '-' && i + 1 < n && is_alpha(t[i + 1])) {
-            neg = 1;
-            i++;
-        }
-        else if (!is_alpha(ch)) {
-            continue;
-        }
-        size_t j = i;
-        while (j < n && is_alpha(t[j]))
-            j++;
-        size_t len = j - i;
-        const char *w = t + i;
-#define IS(s) (len == sizeof(s) - 1 && memcmp(w, s, len) == 0)
-        int ok = neg ? IS("Infinity")
-                     : IS("true") || IS("false") || IS("null") || IS("NaN") || IS("Infinity");
-#undef IS
-        if (!ok)
-            return bad(c, "Expecting value", i - (size_t)neg);
-        i = j - 1;
-    }
-    return FS_OK;
-}
-
 /* ---- the entry point ----------------------------------------------------- */
 
 static yyjson_doc *read_doc(const char *text, size_t len, int invalid_ok, yyjson_read_err *e)
@@ -595,8 +558,6 @@ int fs_json_build(fs_builder_t *b, const char *text, size_t len, const fs_json_o
     rc = convert(&c, yyjson_doc_get_root(doc), root);
     while (rc == FS_OK && c.depth > 0)
         rc = step(&c);
-    if (rc == FS_OK && c.nonfinite > 0)
-        rc = check_literals(&c, copy != NULL ? copy : text, copy != NULL ? copy_n : len);
     while (c.depth > 0)
         fs__free(c.stack[--c.depth].vals);
     yyjson_doc_free(doc);
