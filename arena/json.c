@@ -50,6 +50,8 @@ typedef struct jctx_s {
     int64_t  *hash;          /* an object's keys: hashes, refs, values ... */
     fs_ref_t *kref, *vref;
     yyjson_val **knode;      /* ... and their nodes                        */
+    yyjson_val **vnode;      /* a complete object's value nodes ...        */
+    int64_t  *vhash;         /* ... and their ASCII str values' hashes (or -1) */
     size_t    kcap;
     int32_t  *slots;         /* repeated-key detection: open addressing    */
     size_t    scap;
@@ -332,6 +334,35 @@ static int merge_keys(jctx *c, yyjson_val *obj, size_t n, size_t *m, yyjson_val 
     return FS_OK;
 }
 
+/* The m scalar values c->vnode[0..m) into c->vref: the ASCII str values are
+** hashed and their dedup slots prefetched first (each is a likely cache miss
+** in a big image; hinted together, the misses overlap), then built. */
+static int build_values(jctx *c, size_t m)
+{
+    for (size_t i = 0; i < m; i++) {
+        yyjson_val *v = c->vnode[i];
+        c->vhash[i] = -1;
+        if (unsafe_yyjson_get_type(v) == YYJSON_TYPE_STR) {
+            const char *s = unsafe_yyjson_get_str(v);
+            size_t n = unsafe_yyjson_get_len(v);
+            if (fs_str_scan_class(1, n, s) < 128) {
+                c->vhash[i] = c->o->str_hash(s, n);
+                fs_builder_prefetch_str(c->b, 1, c->vhash[i]);
+            }
+        }
+    }
+    for (size_t i = 0; i < m; i++) {
+        yyjson_val *v = c->vnode[i];
+        int err = c->vhash[i] != -1
+            ? fs_build_str(c->b, 1, unsafe_yyjson_get_len(v), FS_MAXCHAR_SCAN, c->vhash[i],
+                           unsafe_yyjson_get_str(v), &c->vref[i])
+            : build_scalar(c, v, &c->vref[i]);
+        if (err != FS_OK)
+            return err;
+    }
+    return FS_OK;
+}
+
 /* Allocate the container v (array or object): *ref, and a frame pushed to
 ** fill it unless it came out complete. */
 static int start_container(jctx *c, yyjson_val *v, fs_ref_t *ref)
@@ -363,6 +394,12 @@ static int start_container(jctx *c, yyjson_val *v, fs_ref_t *ref)
     if ((p = fs__realloc(c->knode, kcap * sizeof *c->knode)) == NULL)
         return FS_ENOMEM;
     c->knode = p;
+    if ((p = fs__realloc(c->vnode, kcap * sizeof *c->vnode)) == NULL)
+        return FS_ENOMEM;
+    c->vnode = p;
+    if ((p = fs__realloc(c->vhash, kcap * sizeof *c->vhash)) == NULL)
+        return FS_ENOMEM;
+    c->vhash = p;
 
     int complete = 1, same = n == c->lk_n;
     yyjson_val *key = unsafe_yyjson_get_first(v);
@@ -379,8 +416,9 @@ static int start_container(jctx *c, yyjson_val *v, fs_ref_t *ref)
                                     .obj = 1});
         }
         for (size_t i = 0; i < n; i++)
-            if ((err = build_scalar(c, c->knode[i] + 1, &c->vref[i])) != FS_OK)
-                return err;
+            c->vnode[i] = c->knode[i] + 1;
+        if ((err = build_values(c, n)) != FS_OK)
+            return err;
         return fs_build_record_like(c->b, 0, c->lk_dict, c->vref, ref);
     }
     fs_builder_dedup(c->b, n <= DEDUP_KEYS_MAX);    /* a big object's keys are distinct */
@@ -398,9 +436,9 @@ static int start_container(jctx *c, yyjson_val *v, fs_ref_t *ref)
     if ((err = merge_keys(c, v, n, &m, &vals)) != FS_OK)
         return err;
     if (complete) {
-        key = unsafe_yyjson_get_first(v);
-        for (size_t i = 0; err == FS_OK && i < m; i++, key = unsafe_yyjson_get_next(key + 1))
-            err = build_scalar(c, vals != NULL ? vals[i] : key + 1, &c->vref[i]);
+        for (size_t i = 0; i < m; i++)
+            c->vnode[i] = vals != NULL ? vals[i] : c->knode[i] + 1;
+        err = build_values(c, m);
         if (err == FS_OK)
             err = fs_build_record(c->b, 0, m, c->hash, c->kref, c->vref, ref);
         fs__free(vals);
@@ -567,6 +605,8 @@ int fs_json_build(fs_builder_t *b, const char *text, size_t len, const fs_json_o
     fs__free(c.kref);
     fs__free(c.vref);
     fs__free(c.knode);
+    fs__free(c.vnode);
+    fs__free(c.vhash);
     fs__free(c.slots);
     fs__free(c.ucs);
     fs__free(c.canon);
