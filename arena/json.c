@@ -334,6 +334,25 @@ static int merge_keys(jctx *c, yyjson_val *obj, size_t n, size_t *m, yyjson_val 
     return FS_OK;
 }
 
+/* The per-object scratch arrays (8 bytes an element each) for n entries:
+** grown only when n exceeds them (a failure leaves them valid, kcap as it was). */
+static int scratch(jctx *c, size_t n)
+{
+    if (n <= c->kcap)
+        return FS_OK;
+    size_t cap = n > c->kcap * 2 ? n : c->kcap * 2;
+    void **arrays[] = { (void **)&c->hash, (void **)&c->kref, (void **)&c->vref,
+                        (void **)&c->knode, (void **)&c->vnode, (void **)&c->vhash };
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) {
+        void *q = fs__realloc(*arrays[i], cap * 8);
+        if (q == NULL)
+            return FS_ENOMEM;
+        *arrays[i] = q;
+    }
+    c->kcap = cap;
+    return FS_OK;
+}
+
 /* The m scalar values c->vnode[0..m) into c->vref: the ASCII str values are
 ** hashed and their dedup slots prefetched first (each is a likely cache miss
 ** in a big image; hinted together, the misses overlap), then built. */
@@ -381,25 +400,8 @@ static int start_container(jctx *c, yyjson_val *v, fs_ref_t *ref)
     }
     if (n > FS_MAP_MAX)
         return FS_ETOOBIG;
-    if ((err = reserve((void **)&c->hash, &c->kcap, n, sizeof *c->hash)) != FS_OK)
+    if ((err = scratch(c, n)) != FS_OK)
         return err;
-    size_t kcap = c->kcap;        /* the other scratch arrays follow hash's capacity */
-    void *p;
-    if ((p = fs__realloc(c->kref, kcap * sizeof *c->kref)) == NULL)
-        return FS_ENOMEM;
-    c->kref = p;
-    if ((p = fs__realloc(c->vref, kcap * sizeof *c->vref)) == NULL)
-        return FS_ENOMEM;
-    c->vref = p;
-    if ((p = fs__realloc(c->knode, kcap * sizeof *c->knode)) == NULL)
-        return FS_ENOMEM;
-    c->knode = p;
-    if ((p = fs__realloc(c->vnode, kcap * sizeof *c->vnode)) == NULL)
-        return FS_ENOMEM;
-    c->vnode = p;
-    if ((p = fs__realloc(c->vhash, kcap * sizeof *c->vhash)) == NULL)
-        return FS_ENOMEM;
-    c->vhash = p;
 
     int complete = 1, same = n == c->lk_n;
     yyjson_val *key = unsafe_yyjson_get_first(v);

@@ -461,6 +461,33 @@ def run_python(code, *, args=(), env=None, timeout=180):
         preexec_fn=_no_core)
 
 
+def each_allocation_failing(fn, limit=100_000):
+    """Call fn() with frozenshare's n-th internal allocation failing, for n =
+    0, 1, 2, ... until it succeeds: every failure must be a MemoryError that
+    leaves live regions and image bytes as they were. Returns (fn's result,
+    the number of failures)."""
+    from frozenshare import _frozenshare as ext
+    base = fs.stats()
+    failures = 0
+    try:
+        for n in range(limit):
+            ext._fail_alloc_after(n)
+            try:
+                result = fn()
+            except MemoryError:
+                ext._fail_alloc_after(-1)
+                failures += 1
+                now = fs.stats()
+                assert now["live_regions"] == base["live_regions"], n
+                assert now["image_bytes"] == base["image_bytes"], n
+                continue
+            ext._fail_alloc_after(-1)
+            return result, failures
+    finally:
+        ext._fail_alloc_after(-1)
+    pytest.fail("never succeeded under failing allocations")
+
+
 # ------------------------------------------------------- subinterpreters ---
 #
 # One abstraction, Interp and Channel (below), over three generations of

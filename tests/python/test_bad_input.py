@@ -7,7 +7,7 @@ import math
 import pytest
 
 import frozenshare as fs
-from _fshelpers import assert_same_plain, outcome, run_python
+from _fshelpers import assert_same_plain, each_allocation_failing, outcome, run_python
 
 import frozenshare._frozenshare as _ext
 
@@ -299,25 +299,7 @@ def test_allocation_failure_every_step_of_freeze():
     src = _rich_source()
     src["import"] = imported
     base = fs.stats()
-    failures = 0
-    try:
-        for n in range(100_000):
-            _ext._fail_alloc_after(n)
-            try:
-                p = fs.freeze(src)
-            except MemoryError:
-                _ext._fail_alloc_after(-1)
-                failures += 1
-                now = fs.stats()
-                assert now["live_regions"] == base["live_regions"], n
-                assert now["image_bytes"] == base["image_bytes"], n
-                continue
-            _ext._fail_alloc_after(-1)
-            break
-        else:
-            pytest.fail("freeze never succeeded")
-    finally:
-        _ext._fail_alloc_after(-1)
+    p, failures = each_allocation_failing(lambda: fs.freeze(src))
     assert failures >= 3                   # the trap really was hit
     expected = _rich_source()
     got = fs.thaw(p)

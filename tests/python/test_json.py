@@ -12,7 +12,7 @@ import frozenshare._frozenshare as _ext
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from _fshelpers import run_python
+from _fshelpers import each_allocation_failing, run_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -158,24 +158,7 @@ def test_deep_nesting_is_iterative():
 def test_allocation_failure_at_every_step_leaves_nothing():
     text = json.dumps({"recs": [{"id": i, "s": f"é{i}", "n": [i, 2**70, 1.5]} for i in range(30)],
                        "dup": {"a": 1, "a": 2}, "big": 12345678901234567890123})
-    base = fs.stats()
-    failures = 0
-    try:
-        for n in range(100_000):
-            _ext._fail_alloc_after(n)
-            try:
-                f = fs.from_json(text)
-            except MemoryError:
-                _ext._fail_alloc_after(-1)
-                failures += 1
-                now = fs.stats()
-                assert now["live_regions"] == base["live_regions"], n
-                assert now["image_bytes"] == base["image_bytes"], n
-                continue
-            _ext._fail_alloc_after(-1)
-            break
-    finally:
-        _ext._fail_alloc_after(-1)
+    f, failures = each_allocation_failing(lambda: fs.from_json(text))
     assert failures >= 5
     assert fs.thaw(f) == json.loads(text)
 
