@@ -227,6 +227,61 @@ static fs_handle *handle_of(tctx *c, fs_region_t *reg)
     return reg == c->h->region ? (fs_handle *)Py_NewRef(c->h) : fs__handle_borrowed(c->h->st, reg);
 }
 
+/* New reference: the source type of the typed buffer at ref of h's image
+** (thaw): an array.array, a memoryview (cast to its format and shape where
+** memoryview.cast can, else over the frozen buffer itself), or a NumPy array
+** (numpy imported only here). */
+static PyObject *thaw_buffer(fs_handle *h, const uint8_t *base, fs_ref_t ref)
+{
+    PyObject *o = NULL;
+    const fs_buf_t *b = fs_buf(base, ref);
+    if (b->h.aux == FS_BUF_NDARRAY) {          /* NumPy: imported only here */
+        PyObject *np = PyImport_ImportModule("numpy");
+        PyObject *px = np != NULL ? fs__proxy_new(h, FS_PT_ARRAY, ref) : NULL;
+        if (px != NULL)
+            o = PyObject_CallMethod(np, "array", "O", px);
+        Py_XDECREF(px);
+        Py_XDECREF(np);
+    }
+    else {
+        PyObject *data = PyBytes_FromStringAndSize((const char *)fs_buf_data(b),
+                                                   (Py_ssize_t)b->nbytes);
+        if (data != NULL && b->h.aux == FS_BUF_ARRAY) {
+            PyObject *am = PyImport_ImportModule("array");
+            if (am != NULL)
+                o = PyObject_CallMethod(am, "array", "sO", b->format, data);
+            Py_XDECREF(am);
+        }
+        else if (data != NULL) {                /* a memoryview, cast back */
+            PyObject *mv = PyMemoryView_FromObject(data);
+            PyObject *shape = mv != NULL ? PyList_New((Py_ssize_t)b->h.n) : NULL;
+            for (uint64_t d = 0; shape != NULL && d < b->h.n; d++) {
+                PyObject *x = PyLong_FromUnsignedLongLong(b->shape[d]);
+                if (x == NULL)
+                    Py_CLEAR(shape);
+                else
+                    PyList_SET_ITEM(shape, (Py_ssize_t)d, x);
+            }
+            if (shape != NULL && (strcmp(b->format, "B") != 0 || b->h.n != 1))
+                o = PyObject_CallMethod(mv, "cast", "sO", b->format, shape);
+            else if (shape != NULL)
+                o = Py_NewRef(mv);
+            if (o == NULL && shape != NULL) {
+                /* a format cast() refuses ('<i', 'Zd'): the frozen buffer's
+                ** own view keeps it (read-only, as the source may have been) */
+                PyErr_Clear();
+                PyObject *px = fs__proxy_new(h, FS_PT_ARRAY, ref);
+                o = px != NULL ? PyMemoryView_FromObject(px) : NULL;
+                Py_XDECREF(px);
+            }
+            Py_XDECREF(shape);
+            Py_XDECREF(mv);
+        }
+        Py_XDECREF(data);
+    }
+    return o;
+}
+
 /* A record (reg, ref) of kind RECORD, or a BUFFER: *o, a new reference, and
 ** for a FIELDS or TUPLE record *n > 0 and *flavor (its frame fills it);
 ** 0, or -1 with an exception. */
@@ -240,46 +295,7 @@ static int thaw_object(tctx *c, fs_region_t *reg, const uint8_t *base, fs_ref_t 
     *n = 0;
     *flavor = 0;
     if (kind == FS_KIND_BUFFER) {
-        const fs_buf_t *b = fs_buf(base, ref);
-        if (b->h.aux == FS_BUF_NDARRAY) {          /* NumPy: imported only here */
-            PyObject *np = PyImport_ImportModule("numpy");
-            PyObject *px = np != NULL ? fs__proxy_new(h, FS_PT_ARRAY, ref) : NULL;
-            if (px != NULL)
-                *o = PyObject_CallMethod(np, "array", "O", px);
-            Py_XDECREF(px);
-            Py_XDECREF(np);
-        }
-        else {
-            PyObject *data = PyBytes_FromStringAndSize((const char *)fs_buf_data(b),
-                                                       (Py_ssize_t)b->nbytes);
-            if (data != NULL && b->h.aux == FS_BUF_ARRAY) {
-                PyObject *am = PyImport_ImportModule("array");
-                if (am != NULL)
-                    *o = PyObject_CallMethod(am, "array", "sO", b->format, data);
-                Py_XDECREF(am);
-            }
-            else if (data != NULL) {                /* a memoryview, cast back */
-                PyObject *mv = PyMemoryView_FromObject(data);
-                PyObject *shape = mv != NULL ? PyList_New((Py_ssize_t)b->h.n) : NULL;
-                for (uint64_t d = 0; shape != NULL && d < b->h.n; d++)
-                    PyList_SET_ITEM(shape, (Py_ssize_t)d, PyLong_FromUnsignedLongLong(b->shape[d]));
-                if (shape != NULL && (strcmp(b->format, "B") != 0 || b->h.n != 1))
-                    *o = PyObject_CallMethod(mv, "cast", "sO", b->format, shape);
-                else if (shape != NULL)
-                    *o = Py_NewRef(mv);
-                if (*o == NULL && shape != NULL) {
-                    /* a format cast() refuses ('<i', 'Zd'): the frozen buffer's
-                    ** own view keeps it (read-only, as the source may have been) */
-                    PyErr_Clear();
-                    PyObject *px = fs__proxy_new(h, FS_PT_ARRAY, ref);
-                    *o = px != NULL ? PyMemoryView_FromObject(px) : NULL;
-                    Py_XDECREF(px);
-                }
-                Py_XDECREF(shape);
-                Py_XDECREF(mv);
-            }
-            Py_XDECREF(data);
-        }
+        *o = thaw_buffer(h, base, ref);
     }
     else {
         const fs_rec_t *r = fs_rec(base, ref);
