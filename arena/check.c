@@ -23,9 +23,12 @@
 **      minimal big ints that do not fit an immediate, shaped
 **      dicts whose shape (an earlier unshaped DICT) sizes them, map sizes (no index up
 **      to FS_MAP_SCAN_MAX entries, else a power of two with count <=
-**      index_size * 2/3).
+**      index_size * 2/3), records of a known flavor, typed buffers of a
+**      known source and format whose item size, shape, byte count and data
+**      offset agree.
 **   3. references: the root, every xref target's tag, and, for each object
-**      start in the bitmap, every ref of a sequence or map is an immediate, a
+**      start in the bitmap, every ref of a sequence, map or record (its class
+**      name a STR, its state of its flavor's kind) is an immediate, a
 **      constant 0..2, an xref < nxrefs (slot < nimports), or the start of an
 **      object; every map index slot is -1 or an entry number < count, and
 **      every entry appears exactly once. A second bitmap counts object
