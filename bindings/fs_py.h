@@ -157,7 +157,8 @@ typedef struct fs_handle_s {
     fs__tab_t      classes;  /* record class name ref -> class (strong) |
                                 FS_CLASS_DICT_OK (record.c's flag)         */
     PyObject      *allow;    /* foreign image: classes= of its load, a dict
-                                "module:qualname" -> class; or NULL       */
+                                "module:qualname" -> class; Py_True: any
+                                class by name (_unpickle); or NULL        */
 } fs_handle;
 
 /* An h->classes entry: the class (strong) in the bits above the lowest,
@@ -337,7 +338,8 @@ PyObject *fs__portable(fs_state *st, PyObject *obj, int *entangled);
 PyObject *fs__mod_dumps(PyObject *module, PyObject *obj);
 PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *fs__mod_load(PyObject *module, PyObject *args, PyObject *kwargs);
-extern const char fs__dumps_doc[], fs__loads_doc[], fs__load_doc[];
+PyObject *fs__mod_unpickle(PyObject *module, PyObject *buffer);
+extern const char fs__dumps_doc[], fs__loads_doc[], fs__load_doc[], fs__unpickle_doc[];
 
 /* ==== json.c ================================================================ */
 PyObject *fs__mod_from_json(PyObject *module, PyObject *data);   /* new references */

@@ -537,6 +537,7 @@ static PyMethodDef module_methods[] = {
     {"load", FS_METH(fs__mod_load), METH_VARARGS | METH_KEYWORDS, fs__load_doc},
     {"register", FS_METH(fs__mod_register), METH_VARARGS | METH_KEYWORDS, fs__register_doc},
     {"from_json", fs__mod_from_json, METH_O, fs__from_json_doc},
+    {"_unpickle", fs__mod_unpickle, METH_O, fs__unpickle_doc},
     {"to_json", fs__mod_to_json, METH_O, fs__to_json_doc},
     {"stats", mod_stats, METH_NOARGS, stats_doc},
     {"_fail_alloc_after", mod_fail_alloc_after, METH_O, fail_alloc_after_doc},

@@ -13,7 +13,7 @@
 **   anything else (a plain object, a proxy inside a region, a region with
 **   imports) -> frozen first (a proxy thawed and frozen again: flattened, so
 **   a portable image never refers to another region), then as above.
-**   Pickling is loads(image): protocol 5 hands the image to the pickler as
+**   Pickling is _unpickle(image): protocol 5 hands the image to the pickler as
 **   one read-only PickleBuffer (out of band with a buffer_callback, else in
 **   band); older protocols carry the bytes. Never thaw + freeze again, but
 **   for the one graph with no portable image (a FrozenMap used as a key
@@ -29,6 +29,11 @@
 **   writable or misaligned buffer -> copied into a sealed ARENA region, and
 **       the copy verified (the owner could change the original under readers).
 **   file -> mapped read-only and shared (a FILE region owns the mapping).
+** _unpickle(buffer) is loads(buffer) with pickle's trust for records: an
+** unpickler imports whatever classes a pickle names, so the records of an
+** image that arrived by pickling (Ray, Dask, multiprocessing) are built as
+** the classes their names give, imported if need be (h->allow = Py_True);
+** loads and load import nothing (classes= or fs.register only).
 ** verify=True runs fs_image_check (checksum, every offset, length, tag,
 ** index slot and shared-flag claim); verify=False checks only the header.
 ** Every defect is frozenshare.ImageError naming it.
@@ -260,6 +265,17 @@ PyObject *fs__mod_loads(PyObject *module, PyObject *args, PyObject *kwargs)
     if (parse_args(args, kwargs, "O|$pO:loads", kw, &buffer, &verify, &allow) < 0)
         return NULL;
     return with_allowlist(loads_buffer(PyModule_GetState(module), buffer, verify), allow);
+}
+
+const char fs__unpickle_doc[] =
+"_unpickle(buffer, /)\n--\n\n"
+"What a pickled proxy calls to come back: loads(buffer), its records built as\n"
+"the classes they name (imported as unpickling plain objects would).";
+
+/* _unpickle(buffer): new reference; module, buffer borrowed. */
+PyObject *fs__mod_unpickle(PyObject *module, PyObject *buffer)
+{
+    return with_allowlist(loads_buffer(PyModule_GetState(module), buffer, 1), Py_NewRef(Py_True));
 }
 
 /* New reference: the proxy over the file open at fd (name, borrowed: for

@@ -61,12 +61,14 @@ void fs__proxy_dealloc(PyObject *self)
     Py_DECREF(tp);
 }
 
-/* __reduce_ex__(protocol): (loads, (image,)), the image being the portable
+/* __reduce_ex__(protocol): (_unpickle, (image,)), the image being the portable
 ** bytes of fs__dumps -- with protocol 5 wrapped in a read-only PickleBuffer,
 ** which a pickler with a buffer_callback sends out of band (the in-band
 ** part is then a few dozen bytes) and any other writes in band. Unpickling
 ** maps the image (zero-copy over a read-only buffer): never thaw + freeze,
 ** except for the one graph without a portable image (fs__portable).
+** _unpickle is loads with pickle's trust: the records' classes are imported
+** by name, as unpickling the plain objects would (portable.c).
 ** New reference; self, protocol borrowed. */
 PyObject *fs__proxy_reduce_ex(PyObject *self, PyObject *protocol)
 {
@@ -74,7 +76,7 @@ PyObject *fs__proxy_reduce_ex(PyObject *self, PyObject *protocol)
     if (proto == -1 && PyErr_Occurred())
         return NULL;
     fs_proxy *p = FS_PROXY(self);
-    PyObject *loads = PyObject_GetAttrString(p->h->module, "loads");
+    PyObject *loads = PyObject_GetAttrString(p->h->module, "_unpickle");
     if (loads == NULL)
         return NULL;
     int entangled;

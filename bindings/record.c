@@ -23,7 +23,9 @@
 ** has not yet. A foreign image (loads, load) names classes nobody vouched
 ** for: only those the reader allowed (classes= at load, h->allow) or
 ** registered (fs.register in this interpreter) are built, and no module is
-** ever imported on its say-so; the stdlib values need no allowlist. Each
+** ever imported on its say-so; the stdlib values need no allowlist. An image
+** that came by unpickling (_unpickle) has pickle's trust: its classes are
+** imported by name, as unpickling the plain objects would import them. Each
 ** handle caches the classes its records resolved to (h->classes), dropped
 ** with it.
 **
@@ -457,8 +459,8 @@ static PyObject *record_class(fs_handle *h, const fs_rec_t *r, int *dict_ok)
         }
         cls = import_class(name);                  /* stdlib modules only */
     }
-    else if (!fs_region_foreign(h->region)) {
-        cls = import_class(name);                  /* built here: its classes exist */
+    else if (!fs_region_foreign(h->region) || h->allow == Py_True) {
+        cls = import_class(name);   /* built here, or unpickled: pickle's trust */
     }
     else {
         PyObject *c = h->allow != NULL ? PyDict_GetItemWithError(h->allow, name) : NULL;
