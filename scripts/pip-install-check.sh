@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # pip-install-check.sh PYTHON -- the packaging path users take: `pip install .`
 # of a clean copy of the tree into a fresh virtual environment of PYTHON
-# (scikit-build-core drives CMake; jemalloc comes from .deps/ or Debian),
+# (scikit-build-core drives CMake; jemalloc comes from .deps/ or Debian,
+# yyjson from .deps/),
 # then freeze a dict and read it from an own-GIL subinterpreter.
 set -euo pipefail
 py=$1
 src=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# A clean copy: only what git tracks, plus the cached jemalloc tarball.
+# A clean copy: only what git tracks, plus the cached jemalloc and yyjson tarballs.
 git -C "$src" ls-files -z | (cd "$src" && xargs -0 cp --parents -t "$work/" 2>/dev/null) || \
     (cd "$src" && tar --exclude='./build*' --exclude=./.venv --exclude=./.git -cf - . | tar -C "$work" -xf -)
-mkdir -p "$work/.deps" && cp "$src/.deps/"*.tar.bz2 "$work/.deps/" 2>/dev/null || true
+mkdir -p "$work/.deps" && cp "$src/.deps/"*.tar.bz2 "$src/.deps/"*.tar.xz "$work/.deps/" 2>/dev/null || true
 "$py" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q --disable-pip-version-check "$work"
 cd /
