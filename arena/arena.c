@@ -767,6 +767,20 @@ static void publish_chain(int k, const struct sigaction *prev)
     atomic_store_explicit(&chain_pub[k], n, memory_order_release);
 }
 
+/* 1 if the fault in context uc is known to be a read (x86-64: the page-fault
+** error code's write bit is clear). A sealed image is readable, so a read
+** fault there means its pages lost their protection: never expected, and
+** named apart from the stray write the reporter exists for. 0 elsewhere. */
+static int fault_was_read(void *uc)
+{
+#if defined(__x86_64__) && defined(REG_ERR)
+    return uc != NULL && !(((ucontext_t *)uc)->uc_mcontext.gregs[REG_ERR] & 2);
+#else
+    (void)uc;
+    return 0;
+#endif
+}
+
 static void reporter(int sig, siginfo_t *si, void *uc)
 {
     int saved = errno;
@@ -801,7 +815,8 @@ static void reporter(int sig, siginfo_t *si, void *uc)
         p = put_str(p, mapped && sig == SIGBUS
                            ? "frozenshare: read past the end of a mapped image file (truncated "
                              "while loaded?) at "
-                           : "frozenshare: write to frozen memory at ");
+                           : fault_was_read(uc) ? "frozenshare: read of unreadable frozen memory at "
+                                                : "frozenshare: write to frozen memory at ");
         p = put_hex(p, (uint64_t)(uintptr_t)si->si_addr);
         p = put_str(p, " (region #");
         p = put_dec(p, id);
