@@ -140,8 +140,10 @@ static int build_str(jctx *c, const char *s, size_t n, fs_ref_t *out, int64_t *h
         return err;
     size_t len;
     uint32_t max;
-    if (decode_utf8((const uint8_t *)s, n, c->ucs, &len, &max) != FS_OK)
+    if (decode_utf8((const uint8_t *)s, n, c->ucs, &len, &max) != FS_OK) {
+        c->err->utf8 = 1;                  /* the caller decides, as for yyjson's */
         return bad(c, "invalid UTF-8 in a string", 0);
+    }
     unsigned cs = max < 256 ? 1 : max < 65536 ? 2 : 4;
     for (size_t i = 0; i < len; i++) {
         if (cs == 1)

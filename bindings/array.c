@@ -25,6 +25,7 @@ static int array_getbuffer(PyObject *self, Py_buffer *view, int flags)
 {
     const fs_buf_t *b = P_BUF(FS_PROXY(self));
     int ndim = (int)b->h.n;
+    view->obj = NULL;                         /* as the protocol asks on failure */
     if (flags & PyBUF_WRITABLE) {
         PyErr_SetString(PyExc_BufferError, "a FrozenArray is read-only");
         return -1;
@@ -141,7 +142,8 @@ static PyObject *array_richcompare(PyObject *self, PyObject *other, int op)
         if (mb != NULL) {
             Py_buffer *x = PyMemoryView_GET_BUFFER(a), *y = PyMemoryView_GET_BUFFER(mb);
             eq = y->format != NULL && (strcmp(y->format, "u") == 0 || strcmp(y->format, "w") == 0) &&
-                 x->itemsize == y->itemsize && x->len == y->len &&
+                 x->itemsize == y->itemsize && x->len == y->len && x->ndim == y->ndim &&
+                 (x->ndim <= 1 || memcmp(x->shape, y->shape, (size_t)x->ndim * sizeof *x->shape) == 0) &&
                  PyBuffer_IsContiguous(y, 'C') && memcmp(x->buf, y->buf, (size_t)x->len) == 0;
             Py_DECREF(mb);
         }

@@ -504,7 +504,7 @@ static int build_buffer(fctx *c, PyObject *o, unsigned source, int uniq, size_t 
     const char *fmt = v.format != NULL ? v.format : "B";
     PyObject *tc = NULL;                /* array.array: its typecode ('u' exports 'w') */
     if (source == FS_BUF_ARRAY && (tc = PyObject_GetAttrString(o, "typecode")) != NULL &&
-        PyUnicode_Check(tc) && PyUnicode_GET_LENGTH(tc) == 1)
+        PyUnicode_Check(tc) && PyUnicode_GET_LENGTH(tc) == 1 && PyUnicode_AsUTF8(tc) != NULL)
         fmt = PyUnicode_AsUTF8(tc);
     PyErr_Clear();
     int err = FS_OK;
@@ -587,14 +587,15 @@ static int convert_record(fctx *c, PyObject *o, int uniq, size_t parent, int seg
     PyObject *state = fs__record_state(c->st, o, &fr->info, &flavor);
     if (state == NULL)
         return with_path(c, parent, seg, key, index);
-    fs_ref_t rec, sref;
+    fs_ref_t rec, sref, name = 0;
     int rc = -1, err = fs_build_rec(c->b, (unsigned)flavor, &rec);
     if (err != FS_OK)
         fs__raise(err, NULL);
     else if ((uniq || memo_put(c, o, rec) == 0) &&
              (fr->name != 0 || build_str(c, fr->info.name, &fr->name) == 0) &&
+             (name = fr->name, 1) &&     /* fr may move: convert can add classes */
              convert(c, state, 1, parent, seg, key, index, &sref) == 0) {
-        fs_build_rec_set(c->b, rec, fr->name, sref);
+        fs_build_rec_set(c->b, rec, name, sref);
         *out = rec;
         rc = 0;
     }

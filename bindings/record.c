@@ -437,7 +437,7 @@ static int dict_at_once(PyObject *cls, const uint8_t *base, fs_ref_t state)
 ** low bit of the entry for *dict_ok: dict_at_once). NULL with an exception. */
 static PyObject *record_class(fs_handle *h, const fs_rec_t *r, int *dict_ok)
 {
-    uint64_t *hit = fs__tab_get(&h->classes, (uintptr_t)r->cls, 0);
+    uint64_t *hit = fs__tab_get(&h->classes, (uintptr_t)r->cls, r->h.aux);   /* by flavor too */
     if (hit != NULL) {
         *dict_ok = (*hit & FS_CLASS_DICT_OK) != 0;
         return fs__class_of_entry(*hit);
@@ -488,7 +488,7 @@ static PyObject *record_class(fs_handle *h, const fs_rec_t *r, int *dict_ok)
     }
     if (cls != NULL) {
         *dict_ok = flavor == FS_REC_FIELDS && dict_at_once(cls, h->base, r->state);
-        int err = fs__tab_put(&h->classes, (uintptr_t)r->cls, 0,
+        int err = fs__tab_put(&h->classes, (uintptr_t)r->cls, (uint64_t)flavor,
                               (uint64_t)(uintptr_t)cls | (*dict_ok ? FS_CLASS_DICT_OK : 0));
         if (err != FS_OK) {
             Py_CLEAR(cls);

@@ -202,14 +202,15 @@ static int set_field(tctx *c, tframe *f, PyObject *o)
 {
     const fs_map_t *m = fs_map(f->base, fs_rec(f->base, f->ref)->state);
     PyObject *name = NULL, *keys = fs_map_shaped(m) ? shape_keys(c, f->reg, f->base, m) : NULL;
+    fs_ref_t k = fs_map_key(f->base, m, (uint64_t)f->i);
     if (keys != NULL)
         name = Py_NewRef(PyTuple_GET_ITEM(keys, f->i));
-    else if (!PyErr_Occurred() &&
-             thaw_value(c, f->reg, f->base, fs_map_key(f->base, m, (uint64_t)f->i), 1, &name) != 0)
-        name = NULL;
+    else if (!PyErr_Occurred() && fs_ref_tag(k) == FS_TAG_OBJ &&
+             fs_ref_kind(f->base, k) == FS_KIND_STR)     /* a str only: nothing to push */
+        name = fs__scalar(f->base, k, FS_KIND_STR, 0);
     if (name == NULL) {
         if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "frozenshare: a record field name is not a str");
+            PyErr_SetString(PyExc_TypeError, "frozenshare: a record field name is not a str");
         return -1;
     }
     int rc = -1;
