@@ -161,14 +161,7 @@ static PyObject *array_richcompare(PyObject *self, PyObject *other, int op)
 static PyObject *array_repr(PyObject *self)
 {
     const fs_buf_t *b = P_BUF(FS_PROXY(self));
-    PyObject *shape = PyTuple_New((Py_ssize_t)b->h.n), *items = NULL, *res = NULL;
-    for (uint64_t d = 0; shape != NULL && d < b->h.n; d++) {
-        PyObject *n = PyLong_FromUnsignedLongLong(b->shape[d]);
-        if (n == NULL)
-            Py_CLEAR(shape);
-        else
-            PyTuple_SET_ITEM(shape, (Py_ssize_t)d, n);
-    }
+    PyObject *shape = fs__buf_shape(b), *items = NULL, *res = NULL;
     if (shape == NULL)
         return NULL;
     if (b->nbytes / b->itemsize <= 16) {
@@ -211,12 +204,7 @@ static PyObject *array_ndim(PyObject *self, void *c)
 static PyObject *array_shape(PyObject *self, void *c)
 {
     (void)c;
-    PyObject *mv = as_memoryview(self);
-    if (mv == NULL)
-        return NULL;
-    PyObject *res = PyObject_GetAttrString(mv, "shape");
-    Py_DECREF(mv);
-    return res;
+    return fs__buf_shape(P_BUF(FS_PROXY(self)));
 }
 static PyObject *array_source(PyObject *self, void *c)
 {

@@ -288,6 +288,9 @@ const char *fs__kind_type_name(int kind);
 int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry);
 int fs__set_find(fs_proxy *p, PyObject *key, int64_t *entry);
 
+/* New reference: the shape of typed buffer b (in a sealed image) as a tuple. */
+PyObject *fs__buf_shape(const fs_buf_t *b);
+
 /* New reference: the dict of keys[i] -> values[i] (borrowed), sized for n
 ** at once (a str-keys table when every key is an exact str). */
 PyObject *fs__dict_from_items(PyObject *const *keys, PyObject *const *values, Py_ssize_t n);

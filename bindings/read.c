@@ -227,6 +227,20 @@ PyObject *fs__dict_from_items(PyObject *const *keys, PyObject *const *values, Py
 #endif
 }
 
+/* New reference: the shape of typed buffer b as a tuple of ints. See fs_py.h. */
+PyObject *fs__buf_shape(const fs_buf_t *b)
+{
+    PyObject *shape = PyTuple_New((Py_ssize_t)b->h.n);
+    for (uint64_t d = 0; shape != NULL && d < b->h.n; d++) {
+        PyObject *n = PyLong_FromUnsignedLongLong(b->shape[d]);
+        if (n == NULL)
+            Py_CLEAR(shape);
+        else
+            PyTuple_SET_ITEM(shape, (Py_ssize_t)d, n);
+    }
+    return shape;
+}
+
 /* ---- lookups ------------------------------------------------------------ */
 
 typedef struct eq_ctx_s {

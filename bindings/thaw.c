@@ -255,14 +255,7 @@ static PyObject *thaw_buffer(fs_handle *h, const uint8_t *base, fs_ref_t ref)
         }
         else if (data != NULL) {                /* a memoryview, cast back */
             PyObject *mv = PyMemoryView_FromObject(data);
-            PyObject *shape = mv != NULL ? PyList_New((Py_ssize_t)b->h.n) : NULL;
-            for (uint64_t d = 0; shape != NULL && d < b->h.n; d++) {
-                PyObject *x = PyLong_FromUnsignedLongLong(b->shape[d]);
-                if (x == NULL)
-                    Py_CLEAR(shape);
-                else
-                    PyList_SET_ITEM(shape, (Py_ssize_t)d, x);
-            }
+            PyObject *shape = mv != NULL ? fs__buf_shape(b) : NULL;
             if (shape != NULL && (strcmp(b->format, "B") != 0 || b->h.n != 1))
                 o = PyObject_CallMethod(mv, "cast", "sO", b->format, shape);
             else if (shape != NULL)
