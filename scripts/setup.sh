@@ -67,28 +67,13 @@ if ! je_ok "$JE_TARBALL"; then
 fi
 
 # ---- 2b. yyjson 0.10.0 source (fs.from_json): Debian trixie's orig tarball -----
-# Debian 12 has no yyjson package: a private apt configuration (its own
-# sources file and lists, the system's untouched) names trixie's deb-src, on
-# Debian 12 and 13 alike, and the tarball is checked against its SHA-256.
+# Debian 12 has no yyjson package; debsrc.sh fetches trixie's on 12 and 13 alike.
+. "$ROOT/scripts/debsrc.sh"
 YY_SHA=ae6fde69a193e10afab426ef13f113d6903446405f9db9ee98bfb572bd6c961a
 YY_TARBALL=$ROOT/.deps/yyjson_0.10.0+ds.orig.tar.xz
-yy_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = $YY_SHA ]; }
-if ! yy_ok "$YY_TARBALL" && command -v apt-get >/dev/null; then
-    mkdir -p "$ROOT/.deps"
-    tmp=$(mktemp -d)
-    mkdir -p "$tmp/lists/partial"
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-        > "$tmp/trixie-src.sources"
-    aptopt=(-o "Dir::Etc::SourceList=$tmp/trixie-src.sources" -o Dir::Etc::SourceParts=/dev/null
-            -o "Dir::State::Lists=$tmp/lists" -q)
-    say "fetching Debian trixie's yyjson 0.10.0 source"
-    apt-get "${aptopt[@]}" update >/dev/null 2>&1 || true
-    # only the orig tarball matters (the Debian packaging part may be gone)
-    (cd "$tmp" && apt-get "${aptopt[@]}" source --download-only yyjson=0.10.0+ds-1 >/dev/null 2>&1) || true
-    yy_ok "$tmp/yyjson_0.10.0+ds.orig.tar.xz" && cp "$tmp/yyjson_0.10.0+ds.orig.tar.xz" "$YY_TARBALL"
-    rm -rf "$tmp"
-fi
-yy_ok "$YY_TARBALL" || { say "could not obtain yyjson_0.10.0+ds.orig.tar.xz with SHA-256 $YY_SHA; put it in .deps/"; exit 1; }
+if ! debsrc_sha_ok "$YY_TARBALL" $YY_SHA; then say "fetching Debian trixie's yyjson 0.10.0 source"; fi
+debsrc_fetch trixie yyjson=0.10.0+ds-1 yyjson_0.10.0+ds.orig.tar.xz $YY_SHA "$YY_TARBALL" ||
+    { say "could not obtain yyjson_0.10.0+ds.orig.tar.xz with SHA-256 $YY_SHA; put it in .deps/"; exit 1; }
 
 # ---- 3. Pythons >= 3.12 with headers, one venv each --------------------------
 candidates=()
