@@ -63,7 +63,7 @@ def find_fs_dir():
     build scripts/bench.sh just made: a stale side build must not win.)"""
     env = os.environ.get("FS_PYPATH")
     cands = [env] if env else []
-    ver = "%d.%d" % PY
+    ver = "%d.%d" % PY + ("t" if sysconfig.get_config_var("Py_GIL_DISABLED") else "")
     for b in (os.environ.get("FS_BUILD_DIR", "build"),):
         cands.append(os.path.join(ROOT, b, "py" + ver))
         cands += sorted(glob.glob(os.path.join(ROOT, b, "**", "*" + ver + "*"), recursive=True))

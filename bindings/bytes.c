@@ -158,19 +158,20 @@ static PyObject *fbytes_richcompare(PyObject *self, PyObject *other, int op)
 static Py_hash_t fbytes_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
-    if (p->hash != -1)
-        return p->hash;
+    Py_hash_t cached = fs__hash_cached(p);
+    if (cached != -1)
+        return cached;
 #if PY_VERSION_HEX >= 0x030E0000
     const fs_bytes_t *b = P_BYTES(p);
-    p->hash = Py_HashBuffer(fs_bytes_data(b), (Py_ssize_t)fs_bytes_len(b));
+    return fs__hash_keep(p, Py_HashBuffer(fs_bytes_data(b), (Py_ssize_t)fs_bytes_len(b)));
 #else
     PyObject *bytes = fbytes_materialize(p);  /* same hash as the equal bytes */
     if (bytes == NULL)
         return -1;
-    p->hash = PyObject_Hash(bytes);
+    Py_hash_t h = PyObject_Hash(bytes);
     Py_DECREF(bytes);
+    return fs__hash_keep(p, h);
 #endif
-    return p->hash;
 }
 
 /* tp_repr: new reference; self borrowed. */
@@ -317,14 +318,15 @@ static PyObject *fvalue_richcompare(PyObject *self, PyObject *other, int op)
 static Py_hash_t fvalue_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
-    if (p->hash != -1)
-        return p->hash;
+    Py_hash_t cached = fs__hash_cached(p);
+    if (cached != -1)
+        return cached;
     PyObject *v = fvalue_value(self, NULL);
     if (v == NULL)
         return -1;
-    p->hash = PyObject_Hash(v);
+    Py_hash_t h = PyObject_Hash(v);
     Py_DECREF(v);
-    return p->hash;
+    return fs__hash_keep(p, h);
 }
 
 /* o borrowed. */

@@ -63,7 +63,8 @@ enum { SEG_ROOT, SEG_INDEX, SEG_VALUE, SEG_KEY, SEG_MEMBER };
 #define FS_DEDUP_KEYS_MAX 64 /* keys of bigger dicts are not deduplicated */
 
 typedef struct fframe_s {
-    PyObject  *obj;          /* strong: the container                      */
+    PyObject  *obj;          /* strong: the container as read (readable())  */
+    PyObject  *live;         /* strong: the container itself (the checks)  */
     PyObject  *iter;         /* strong: set iterator, or NULL             */
     PyObject  *seg_key;      /* strong: dict key / set member leading here */
     Py_ssize_t seg_index;    /* list/tuple index leading here             */
@@ -94,26 +95,94 @@ static inline uint64_t digest(uint64_t acc, const void *k, const void *v)
     return (acc ^ (uint64_t)(uintptr_t)v) * UINT64_C(0xC2B2AE3D27D4EB4F);
 }
 
+/* A set's digest: the same members in another order are the same set, so
+** the steps commute (a sum), and a copy of the set, whose order may differ,
+** digests alike. */
+static inline uint64_t set_digest(uint64_t acc, const void *x)
+{
+    return acc + fs_keyed_mix((uint64_t)(uintptr_t)x);
+}
+
+/* What freeze reads of container o (borrowed): o itself, or, on a
+** free-threaded build, a private copy of a list, dict or set. Another thread
+** may change o at any moment there, and an item read borrowed from o could
+** be freed under us; PyList_GetSlice, PyDict_Copy and PySet_New copy under
+** o's lock, keeping order (a dict's insertion order, a list's). A frame reads
+** the copy and checks o itself (its size, its digest at the end), so a change
+** of o's size still raises RuntimeError, and a change that keeps the size
+** leaves the freeze with o as it was when copied (DESIGN.md allows either).
+** New reference, or NULL with an exception. */
+static PyObject *readable(PyObject *o)
+{
+#ifdef Py_GIL_DISABLED
+    if (PyList_CheckExact(o))
+        return PyList_GetSlice(o, 0, PY_SSIZE_T_MAX);
+    if (PyDict_CheckExact(o))
+        return PyDict_Copy(o);
+    if (PySet_CheckExact(o))
+        return PySet_New(o);
+#endif
+    return Py_NewRef(o);
+}
+
+/* o's count now (an atomic read on free-threaded builds); kind its FS_KIND_*. */
+static Py_ssize_t live_size(PyObject *o, int kind)
+{
+    switch (kind) {
+    case FS_KIND_LIST:  return PyList_GET_SIZE(o);
+    case FS_KIND_TUPLE: return PyTuple_GET_SIZE(o);
+    case FS_KIND_DICT:  return PyDict_GET_SIZE(o);
+    default:            return PySet_GET_SIZE(o);
+    }
+}
+
+#ifdef Py_GIL_DISABLED
+/* 1 if the first n entries of dict live (borrowed), in order, digest to acc
+** (what a frame stored so far: live's entries have not moved), 0 if not, -1
+** with an exception. A frame reads a copy of live there, whose positions
+** are not live's, so this check replaces the position check of GIL builds
+** after a key's hash ran code; it costs a copy of live, each time. */
+static int entries_unchanged(PyObject *live, Py_ssize_t n, uint64_t acc)
+{
+    PyObject *r = readable(live), *k, *v;
+    if (r == NULL)
+        return -1;
+    Py_ssize_t pos = 0, i = 0;
+    uint64_t a = 0;
+    while (i < n && PyDict_Next(r, &pos, &k, &v)) {
+        a = digest(a, k, v);
+        i++;
+    }
+    Py_DECREF(r);
+    return i == n && a == acc;
+}
+#endif
+
 /* 1 if container o (a dict or set, borrowed) still holds exactly what frame
-** f stored, in the same order; 0 if not; -1 with an exception. Runs no
-** Python code. */
+** f stored (a dict in the same order); 0 if not; -1 with an exception. Runs
+** no Python code. */
 static int unchanged(fframe *f, PyObject *o)
 {
     uint64_t acc = 0;
     if (f->kind == FS_KIND_FROZENSET || (f->kind == FS_KIND_DICT && !PyDict_CheckExact(o)))
         return 1;                       /* frozenset, frozendict: immutable */
+    PyObject *r = readable(o);
+    if (r == NULL)
+        return -1;
     if (f->kind == FS_KIND_DICT) {
         Py_ssize_t pos = 0;
         PyObject *k, *v;
-        while (PyDict_Next(o, &pos, &k, &v))
+        while (PyDict_Next(r, &pos, &k, &v))
             acc = digest(acc, k, v);
+        Py_DECREF(r);
         return acc == f->acc;
     }
-    PyObject *it = PyObject_GetIter(o), *x;
+    PyObject *it = PyObject_GetIter(r), *x;
+    Py_DECREF(r);                       /* the iterator holds it */
     if (it == NULL)
         return -1;
     while ((x = PyIter_Next(it)) != NULL) {
-        acc = digest(acc, x, NULL);
+        acc = set_digest(acc, x);
         Py_DECREF(x);
     }
     Py_DECREF(it);
@@ -266,8 +335,9 @@ static void unsupported(fctx *c, PyObject *o, size_t parent, int seg, PyObject *
     Py_DECREF(path);
 }
 
-/* o, key borrowed (the frame takes references to both). 0, or -1 with an exception. */
-static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n,
+/* o (as read: readable(live)), live, key borrowed (the frame takes
+** references to all three). 0, or -1 with an exception. */
+static int push_frame(fctx *c, PyObject *o, PyObject *live, int kind, fs_ref_t ref, Py_ssize_t n,
                       size_t parent, int seg, PyObject *key, Py_ssize_t index)
 {
     if (c->depth == c->cap) {
@@ -288,6 +358,7 @@ static int push_frame(fctx *c, PyObject *o, int kind, fs_ref_t ref, Py_ssize_t n
     }
     fframe *f = &c->stack[c->depth++];
     f->obj = Py_NewRef(o);
+    f->live = Py_NewRef(live);
     f->iter = iter;
     f->seg_key = Py_XNewRef(key);
     f->seg_index = index;
@@ -309,6 +380,7 @@ static void pop_frame(fctx *c)
 {
     fframe *f = &c->stack[--c->depth];
     Py_CLEAR(f->obj);
+    Py_CLEAR(f->live);
     Py_CLEAR(f->iter);
     Py_CLEAR(f->seg_key);
 }
@@ -809,10 +881,11 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
         return 0;
     }
 
-    int err = FS_OK, kind = 0, keyed = 0, complete = 0;
+    int err = FS_OK, kind = 0, keyed = 0, complete = 0, rc = -1;
     Py_ssize_t n = 0;
     fs_ref_t ref = 0;
     uint64_t kacc = 0;
+    PyObject *src = NULL;                /* a container as read: readable(o) */
     if (tp == &PyLong_Type) {
         if (!overflow)
             err = fs_build_int64(c->b, small, &ref);
@@ -831,12 +904,18 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
                              (uint64_t)PyBytes_GET_SIZE(o), &ref);
     }
     else if (tp == &PyByteArray_Type) {
-        err = fs_build_bytes(c->b, FS_KIND_BYTEARRAY, PyByteArray_AS_STRING(o),
-                             (uint64_t)PyByteArray_GET_SIZE(o), &ref);
+        /* An export: no thread can resize it while it is copied. */
+        Py_buffer view;
+        if (PyObject_GetBuffer(o, &view, PyBUF_SIMPLE) < 0)
+            return -1;
+        err = fs_build_bytes(c->b, FS_KIND_BYTEARRAY, view.buf, (uint64_t)view.len, &ref);
+        PyBuffer_Release(&view);
     }
     else if (tp == &PyTuple_Type || tp == &PyList_Type) {
         kind = tp == &PyTuple_Type ? FS_KIND_TUPLE : FS_KIND_LIST;
-        n = Py_SIZE(o);
+        if ((src = readable(o)) == NULL)
+            return -1;
+        n = Py_SIZE(src);
         err = fs_build_seq(c->b, kind, (uint64_t)n, &ref);
     }
     else if (tp == &PyDict_Type
@@ -845,13 +924,15 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
 #endif
              ) {
         kind = FS_KIND_DICT;
-        n = PyDict_GET_SIZE(o);
+        if ((src = readable(o)) == NULL)
+            return -1;
+        n = PyDict_GET_SIZE(src);
         unsigned flags = tp == &PyDict_Type ? 0 : FS_FLAG_FROZENDICT;
-        int lk = n > 0 ? leaf_keys(o) : 0;
+        int lk = n > 0 ? leaf_keys(src) : 0;
         if (lk) {
             keyed = 1;
-            if (build_keyed_dict(c, o, flags, n, lk, parent, &ref, &kacc, &complete) < 0)
-                return -1;
+            if (build_keyed_dict(c, src, flags, n, lk, parent, &ref, &kacc, &complete) < 0)
+                goto done;
         }
         else {
             err = fs_build_map(c->b, kind, flags, (uint64_t)n, &ref);
@@ -859,7 +940,9 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
     }
     else if (tp == &PySet_Type || tp == &PyFrozenSet_Type) {
         kind = tp == &PySet_Type ? FS_KIND_SET : FS_KIND_FROZENSET;
-        n = PySet_GET_SIZE(o);
+        if ((src = readable(o)) == NULL)
+            return -1;
+        n = PySet_GET_SIZE(src);
         err = fs_build_map(c->b, kind, 0, (uint64_t)n, &ref);
     }
     else if (fs__is_proxy(c->st, o)) {
@@ -873,14 +956,14 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
     }
     if (err != FS_OK) {
         fs__raise(err, NULL);
-        return -1;
+        goto done;
     }
     if (!uniq && memo_put(c, o, ref) < 0)
-        return -1;
+        goto done;
     if (kind != 0 && !complete) {
         if (n > 0) {
-            if (push_frame(c, o, kind, ref, n, parent, seg, key, index) < 0)
-                return -1;
+            if (push_frame(c, src, o, kind, ref, n, parent, seg, key, index) < 0)
+                goto done;
             c->stack[c->depth - 1].keyed = keyed;
             c->stack[c->depth - 1].kacc = kacc;
         }
@@ -889,7 +972,10 @@ static int convert(fctx *c, PyObject *o, int uniq, size_t parent, int seg, PyObj
         }
     }
     *out = ref;
-    return 0;
+    rc = 0;
+done:
+    Py_XDECREF(src);
+    return rc;
 }
 
 static int changed_size(const char *what)
@@ -908,7 +994,7 @@ static int changed(const char *what)
 ** index. 0, or -1 with an exception. */
 static int finish_map(fctx *c, fframe *f, const char *what)
 {
-    int r = c->code_hashes == f->hashes0 ? 1 : unchanged(f, f->obj);
+    int r = c->code_hashes == f->hashes0 ? 1 : unchanged(f, f->live);
     if (r < 0)
         return -1;
     if (r == 0 || (f->keyed && f->kacc != f->kacc2))
@@ -924,14 +1010,14 @@ static int step(fctx *c)
 {
     size_t fi = c->depth - 1;
     fframe *f = &c->stack[fi];
-    PyObject *o = f->obj;
+    PyObject *o = f->obj, *live = f->live;   /* the same object with a GIL */
     int rc = 0;
 
     switch (f->kind) {
     case FS_KIND_TUPLE:
     case FS_KIND_LIST:
         while (f->i < f->n) {
-            if (Py_SIZE(o) != f->n)
+            if (live_size(live, f->kind) != f->n)
                 return changed_size("list");
             PyObject *item = f->kind == FS_KIND_LIST ? PyList_GET_ITEM(o, f->i)
                                                      : PyTuple_GET_ITEM(o, f->i);
@@ -949,14 +1035,14 @@ static int step(fctx *c)
             if (c->depth != depth)
                 return 0;
         }
-        if (Py_SIZE(o) != f->n)
+        if (live_size(live, f->kind) != f->n)
             return changed_size("list");
         break;
 
     case FS_KIND_DICT:
         while (f->keyed && f->i < f->n) {
             PyObject *k, *v;
-            if (PyDict_GET_SIZE(o) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
+            if (PyDict_GET_SIZE(live) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
                 return changed_size("dictionary");
             int uniq_v = Py_REFCNT(v) == 1;
             Py_INCREF(k);
@@ -979,7 +1065,7 @@ static int step(fctx *c)
         while (f->i < f->n) {
             PyObject *k, *v, *k2, *v2;
             Py_ssize_t pos0 = f->pos;
-            if (PyDict_GET_SIZE(o) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
+            if (PyDict_GET_SIZE(live) != f->n || !PyDict_Next(o, &f->pos, &k, &v))
                 return changed_size("dictionary");
             int uniq_k = Py_REFCNT(k) == 1, uniq_v = Py_REFCNT(v) == 1;
             Py_INCREF(k);
@@ -993,11 +1079,19 @@ static int step(fctx *c)
             hash = PyObject_Hash(k);
             if (hash == -1)
                 rc = -1;
-            else if (PyDict_GET_SIZE(o) != f->n)
+            else if (PyDict_GET_SIZE(live) != f->n)
                 rc = changed_size("dictionary");
+#ifdef Py_GIL_DISABLED
+            else if (code) {
+                int same = entries_unchanged(live, f->i + 1, digest(f->acc, k, v));
+                rc = same > 0 ? 0 : same < 0 ? -1 : changed("dictionary");   /* as below */
+            }
+            (void)pos0; (void)k2; (void)v2;
+#else
             else if (code && (!PyDict_Next(o, &pos0, &k2, &v2) || k2 != k || v2 != v ||
                               pos0 != f->pos))
                 rc = changed("dictionary");      /* same size, entry moved or replaced */
+#endif
             if (rc == 0)
                 rc = convert(c, k, uniq_k, fi, SEG_KEY, k, 0, &kref);
             if (rc == 0)
@@ -1013,7 +1107,7 @@ static int step(fctx *c)
             if (c->depth != depth)
                 return 0;
         }
-        if (PyDict_GET_SIZE(o) != f->n)
+        if (PyDict_GET_SIZE(live) != f->n)
             return changed_size("dictionary");
         if (finish_map(c, f, "dictionary") < 0)
             return -1;
@@ -1032,7 +1126,7 @@ static int step(fctx *c)
             hash = PyObject_Hash(item);
             if (hash == -1)
                 rc = -1;
-            else if (PySet_GET_SIZE(o) != f->n)
+            else if (PySet_GET_SIZE(live) != f->n)
                 rc = changed_size("set");
             if (rc == 0)
                 rc = convert(c, item, uniq, fi, SEG_MEMBER, item, 0, &ref);
@@ -1041,12 +1135,12 @@ static int step(fctx *c)
                 return -1;
             f = &c->stack[fi];
             fs_build_map_set(c->b, f->ref, (uint64_t)f->i, (int64_t)hash, ref, FS_REF_NONE);
-            f->acc = digest(f->acc, item, NULL);
+            f->acc = set_digest(f->acc, item);
             f->i++;
             if (c->depth != depth)
                 return 0;
         }
-        if (PySet_GET_SIZE(o) != f->n)
+        if (PySet_GET_SIZE(live) != f->n)
             return changed_size("set");
         if (finish_map(c, f, "set") < 0)
             return -1;

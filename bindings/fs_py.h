@@ -71,7 +71,9 @@
 ** allocation-failure tests reach it. Used for: the per-interpreter handle
 ** table (region -> handle, borrowed), freeze's identity memo (object ->
 ** fs_ref_t) and import slots (region -> slot), thaw's memo ((region, ref) ->
-** object). Not thread-safe: each table belongs to one interpreter's GIL. */
+** object). One thread at a time: a table belongs to one interpreter (its
+** GIL), or to a lock (FS_LOCK) on free-threaded builds; the _shared pair
+** below is the exception. */
 typedef struct fs__slot_s {
     uintptr_t k1;            /* 0 = empty                                 */
     uint64_t  k2;
@@ -82,12 +84,104 @@ typedef struct fs__tab_s {
     fs__slot_t *slots;       /* NULL until the first put                  */
     size_t      mask;        /* capacity - 1 (capacity a power of two)    */
     size_t      used;        /* live entries                              */
+    void       *retired;     /* _put_shared: grown-out arrays, kept to fini */
 } fs__tab_t;
 
 uint64_t *fs__tab_get(const fs__tab_t *t, uintptr_t k1, uint64_t k2);
 int       fs__tab_put(fs__tab_t *t, uintptr_t k1, uint64_t k2, uint64_t v); /* FS_OK / FS_ENOMEM */
 int       fs__tab_del(fs__tab_t *t, uintptr_t k1, uint64_t k2);            /* 1 removed, 0 absent */
 void      fs__tab_fini(fs__tab_t *t);
+/* A cache read by many threads at once (free-threaded builds): entries are
+** only ever added (never changed or removed before fs__tab_fini), writers
+** hold a lock and use _put_shared, readers take none and use _get_shared,
+** which returns the value (0 when absent: no value stored is 0). Grown
+** slot arrays are kept until fini, so a reader never reads freed memory.
+** With a GIL these are fs__tab_get and fs__tab_put. */
+uint64_t  fs__tab_get_shared(const fs__tab_t *t, uintptr_t k1, uint64_t k2);
+int       fs__tab_put_shared(fs__tab_t *t, uintptr_t k1, uint64_t k2, uint64_t v);
+
+/* ---- free-threaded builds (DESIGN.md, "Threads and builds") -------------
+** On a free-threaded CPython (Py_GIL_DISABLED, 3.13t+) threads of one
+** interpreter run the bindings at the same time; with a GIL they take
+** turns, and everything below costs what it did before (no-ops, plain
+** increments). What a free-threaded build needs, and gets:
+**   st->mu      guards the handle table (state.c);
+**   h->mu       guards the writers of a handle's lazy parts: the key cache,
+**               the record classes, the shareable copy (readers of the two
+**               caches take no lock: fs__tab_get_shared);
+**   fs__publish lazily made module attributes, set once by compare-and-swap;
+**   fs__counter_t  statistics bumped by many threads, sharded per thread;
+**   freeze      reads a private copy of each list, dict and set of the
+**               caller's and holds an export of each bytearray (freeze.c);
+**   borrowed    items of caller-owned containers are taken as strong
+**               references (fs__dict_get_ref, PyList_GetItemRef);
+**   iterators   advance by an atomic index: each element goes to one thread;
+**   repr        its cycle guard is per thread (proxy.c);
+**   no proxy free list (mimalloc's per-thread heaps make it moot).
+** The region counts, the registry and the arena are process-wide and were
+** thread-safe already (subinterpreters run in parallel with their own GILs). */
+#ifdef Py_GIL_DISABLED
+#  define FS_LOCK(m)   PyMutex_Lock(m)
+#  define FS_UNLOCK(m) PyMutex_Unlock(m)
+#  define FS_COUNTER_SHARDS 16
+typedef struct fs__counter_s {
+    struct { uint64_t n; char pad[56]; } shard[FS_COUNTER_SHARDS];  /* a line each */
+} fs__counter_t;
+static inline void fs__count(fs__counter_t *c, uint64_t n)
+{
+    uint64_t i = fs_keyed_mix((uint64_t)_Py_ThreadId()) & (FS_COUNTER_SHARDS - 1);
+    __atomic_fetch_add(&c->shard[i].n, n, __ATOMIC_RELAXED);
+}
+static inline uint64_t fs__count_total(const fs__counter_t *c)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < FS_COUNTER_SHARDS; i++)
+        sum += __atomic_load_n(&c->shard[i].n, __ATOMIC_RELAXED);
+    return sum;
+}
+#else
+#  define FS_LOCK(m)   ((void)0)
+#  define FS_UNLOCK(m) ((void)0)
+typedef struct fs__counter_s { uint64_t n; } fs__counter_t;
+static inline void fs__count(fs__counter_t *c, uint64_t n) { c->n += n; }
+static inline uint64_t fs__count_total(const fs__counter_t *c) { return c->n; }
+#endif
+#ifndef Py_BEGIN_CRITICAL_SECTION            /* 3.12: no free-threaded build */
+#  define Py_BEGIN_CRITICAL_SECTION(op) {
+#  define Py_END_CRITICAL_SECTION() }
+#endif
+
+/* Sets *slot (a lazily made module attribute) to o (a new reference, may
+** be NULL) unless another thread set it first, whose value then wins (o is
+** dropped). Borrowed: the value in *slot; NULL when o was NULL and the slot
+** is empty (the caller's error stands). */
+static inline PyObject *fs__publish(PyObject **slot, PyObject *o)
+{
+    PyObject *expected = NULL;
+    if (o == NULL)
+        return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (__atomic_compare_exchange_n(slot, &expected, o, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return o;
+    Py_DECREF(o);
+    return expected;
+}
+/* Borrowed: *slot as fs__publish left it, or NULL. */
+static inline PyObject *fs__published(PyObject *const *slot)
+{
+    return __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+}
+
+/* d[k] as a strong reference: 1 found (*out new), 0 absent, -1 error
+** (PyDict_GetItemRef, 3.13+: safe while another thread changes d). */
+static inline int fs__dict_get_ref(PyObject *d, PyObject *k, PyObject **out)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyDict_GetItemRef(d, k, out);
+#else
+    *out = Py_XNewRef(PyDict_GetItemWithError(d, k));
+    return *out != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+#endif
+}
 
 /* ---- per-interpreter module state --------------------------------------- */
 enum {                       /* proxy types, also the XID type codes     */
@@ -114,20 +208,21 @@ typedef struct fs_state_s {
     PyTypeObject *bufowner_type;         /* owner of .view() memoryviews  */
     PyObject     *module;                /* borrowed: the module owning us */
     PyObject     *mapping_abc;           /* collections.abc.Mapping, lazy */
-    PyObject     *set_abc;               /* collections.abc.Set, lazy     */
     PyObject     *image_error;           /* frozenshare.ImageError        */
     PyObject     *enum_type;             /* enum.EnumMeta, lazy           */
     PyObject     *registry;              /* fs.register: class -> fields  */
     PyObject     *registered_names;      /* "module:qualname" -> class    */
     PyObject     *str_dict;              /* "__dict__", interned          */
     Py_hash_t     hash_check;            /* hash("frozenshare") here      */
-    fs__tab_t     handles;               /* region -> fs_handle (borrowed) */
-    fs__tab_t     repr_active;           /* (region, ref) being repr'd    */
+    fs__tab_t     handles;               /* region -> the handle's self_ref */
     int           xid_registered;        /* proxy types registered for XID */
     uint64_t      keycache_shapes;       /* shapes cached, all handles    */
-    uint64_t      keycache_keys;         /* keys in them                  */
-    uint64_t      keycache_hits;         /* keys served from the cache    */
-    uint64_t      lookups_scanned;       /* lookups that could not hash    */
+    uint64_t      keycache_keys;         /* keys in them (both atomic)    */
+    fs__counter_t keycache_hits;         /* keys served from the cache    */
+    fs__counter_t lookups_scanned;       /* lookups that could not hash   */
+#ifdef Py_GIL_DISABLED
+    PyMutex       mu;                    /* guards handles                */
+#endif
     struct fs_proxy_s *proxy_free;       /* dead proxies kept for reuse,
                                             chained through their h      */
     int           nproxy_free;           /* <= FS_PROXY_FREE_MAX          */
@@ -135,7 +230,7 @@ typedef struct fs_state_s {
 
 /* Proxies kept per interpreter for reuse: making the proxy of a record read
 ** in a loop then costs no allocation (its memory is the last one's). Owned
-** by the interpreter's GIL (a free-threaded build needs a lock here). */
+** by the interpreter's GIL; none on free-threaded builds. */
 #define FS_PROXY_FREE_MAX 64
 
 extern PyModuleDef fs__module_def;                 /* module.c */
@@ -153,12 +248,20 @@ typedef struct fs_handle_s {
     uint64_t       seed;
     fs_region_t   *shared;   /* BUFFER region: its ARENA copy, made at the
                                 first hand-off out of this interpreter     */
-    fs__tab_t      keycache; /* shape offset -> tuple of its keys, read   */
+    fs__tab_t      keycache; /* shape offset -> tuple of its keys (strong)
+                                | 1, or 1: not cacheable (_shared, read.c) */
     fs__tab_t      classes;  /* record class name ref -> class (strong) |
-                                FS_CLASS_DICT_OK (record.c's flag)         */
+                                FS_CLASS_DICT_OK (record.c's flag); _shared */
     PyObject      *allow;    /* foreign image: classes= of its load, a dict
                                 "module:qualname" -> class; Py_True: any
                                 class by name (_unpickle); or NULL        */
+    PyObject      *weaklist; /* weak references to the handle            */
+    PyObject      *self_ref; /* strong: a weak reference to the handle,
+                                what st->handles maps the region to       */
+#ifdef Py_GIL_DISABLED
+    PyMutex        mu;       /* guards the writers of keycache, classes,
+                                shared                                     */
+#endif
 } fs_handle;
 
 /* An h->classes entry: the class (strong) in the bits above the lowest,
@@ -209,6 +312,31 @@ typedef struct fs_proxy_s {
 } fs_proxy;
 
 #define FS_PROXY(o) ((fs_proxy *)(o))
+
+/* The position an iterator's next() takes from *i, stepping it: on a
+** free-threaded build by one atomic step, so each position goes to one
+** thread when threads share the iterator (*i may then run past the end;
+** readers clamp). An iterator there keeps its proxy until it dies: another
+** thread may still be reading through it. */
+static inline Py_ssize_t fs__iter_step(Py_ssize_t *i, int reverse)
+{
+#ifdef Py_GIL_DISABLED
+    return __atomic_fetch_add(i, reverse ? -1 : 1, __ATOMIC_RELAXED);
+#else
+    Py_ssize_t at = *i;
+    *i += reverse ? -1 : 1;
+    return at;
+#endif
+}
+static inline Py_ssize_t fs__iter_at(const Py_ssize_t *i)
+{ return __atomic_load_n(i, __ATOMIC_RELAXED); }
+
+/* A proxy's cached hash: threads may compute it at once (the same value),
+** so it is read and kept with relaxed atomics (plain moves on x86-64). */
+static inline Py_hash_t fs__hash_cached(const fs_proxy *p)
+{ return __atomic_load_n(&p->hash, __ATOMIC_RELAXED); }
+static inline Py_hash_t fs__hash_keep(fs_proxy *p, Py_hash_t h)   /* returns h */
+{ __atomic_store_n(&p->hash, h, __ATOMIC_RELAXED); return h; }
 
 /* 1 if o is one of this state's proxy types (exact type; they are final). */
 static inline int fs__is_proxy(const fs_state *st, PyObject *o)
@@ -454,7 +582,7 @@ static inline PyObject *fs__read_key(fs_proxy *p, uint64_t e)
     if (P_KIND(p) == FS_KIND_DICT) {
         PyObject *keys = fs__shape_keys(p);
         if (keys != NULL) {
-            p->h->st->keycache_hits++;
+            fs__count(&p->h->st->keycache_hits, 1);
             return Py_NewRef(PyTuple_GET_ITEM(keys, (Py_ssize_t)e));
         }
     }

@@ -99,16 +99,17 @@ static int is_mapping(fs_state *st, PyObject *o)
 {
     if (PyDict_Check(o) || is_type(o, st, FS_PT_MAP))
         return 1;
-    if (st->mapping_abc == NULL) {
-        PyObject *abc = PyImport_ImportModule("collections.abc");
+    PyObject *abc = fs__published(&st->mapping_abc);
+    if (abc == NULL) {
+        PyObject *m = PyImport_ImportModule("collections.abc");
+        if (m == NULL)
+            return -1;
+        abc = fs__publish(&st->mapping_abc, PyObject_GetAttrString(m, "Mapping"));
+        Py_DECREF(m);
         if (abc == NULL)
             return -1;
-        st->mapping_abc = PyObject_GetAttrString(abc, "Mapping");
-        Py_DECREF(abc);
-        if (st->mapping_abc == NULL)
-            return -1;
     }
-    return PyObject_IsInstance(o, st->mapping_abc);
+    return PyObject_IsInstance(o, abc);
 }
 
 /* tp_richcompare: == / != with any Mapping; new reference; self, other borrowed. */
@@ -138,8 +139,7 @@ static PyObject *map_richcompare(PyObject *self, PyObject *other, int op)
             /* dict's own lookup, as dict == dict does: a subclass's
             ** __missing__ or __getitem__ is never called (defaultdict
             ** would insert the key, Counter would answer 0). */
-            ov = PyDict_GetItemWithError(other, k);
-            Py_XINCREF(ov);
+            (void)fs__dict_get_ref(other, k, &ov);   /* -1: ov NULL, error set */
         }
         else {
             ov = PyObject_GetItem(other, k);
@@ -218,8 +218,9 @@ static PyObject *map_or(PyObject *a, PyObject *b)
 static Py_hash_t map_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
-    if (p->hash != -1)
-        return p->hash;
+    Py_hash_t cached = fs__hash_cached(p);
+    if (cached != -1)
+        return cached;
     if (Py_EnterRecursiveCall(" while hashing a FrozenMap"))
         return -1;
     /* hash(frozenset(self.items())) */
@@ -240,8 +241,7 @@ error:
     Py_XDECREF(items);
     Py_XDECREF(fz);
     Py_LeaveRecursiveCall();
-    p->hash = h;
-    return h;
+    return fs__hash_keep(p, h);
 }
 
 /* tp_repr: new reference; self borrowed. */

@@ -331,6 +331,9 @@ static PyObject *mod_stats(PyObject *module, PyObject *unused)
     memset(&as, 0, sizeof as);
     fs_region_get_stats(&rs);
     fs_arena_get_stats(&as);
+    FS_LOCK(&st->mu);
+    size_t handles = st->handles.used;
+    FS_UNLOCK(&st->mu);
     PyObject *d = PyDict_New();
     if (d == NULL)
         return NULL;
@@ -349,11 +352,11 @@ static PyObject *mod_stats(PyObject *module, PyObject *unused)
         U64("arena_allocated_bytes", as.allocated_bytes) ||
         U64("arena_resident_bytes", as.resident_bytes) ||
         U64("published", fs_registry_count()) ||
-        U64("handles", st->handles.used) ||
-        U64("key_cache_shapes", st->keycache_shapes) ||
-        U64("key_cache_keys", st->keycache_keys) ||
-        U64("key_cache_hits", st->keycache_hits) ||
-        U64("lookups_scanned", st->lookups_scanned) ||
+        U64("handles", handles) ||
+        U64("key_cache_shapes", __atomic_load_n(&st->keycache_shapes, __ATOMIC_RELAXED)) ||
+        U64("key_cache_keys", __atomic_load_n(&st->keycache_keys, __ATOMIC_RELAXED)) ||
+        U64("key_cache_hits", fs__count_total(&st->keycache_hits)) ||
+        U64("lookups_scanned", fs__count_total(&st->lookups_scanned)) ||
         U64("proxy_free_list", st->nproxy_free))
         goto error;
 #undef U64
@@ -615,7 +618,6 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->items_type);
     Py_VISIT(st->bufowner_type);
     Py_VISIT(st->mapping_abc);
-    Py_VISIT(st->set_abc);
     Py_VISIT(st->image_error);
     Py_VISIT(st->enum_type);
     Py_VISIT(st->registry);
@@ -641,7 +643,6 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->items_type);
     Py_CLEAR(st->bufowner_type);
     Py_CLEAR(st->mapping_abc);
-    Py_CLEAR(st->set_abc);
     Py_CLEAR(st->image_error);
     Py_CLEAR(st->enum_type);
     Py_CLEAR(st->registry);
@@ -657,7 +658,6 @@ static void module_free(void *module)
     if (st != NULL) {
         /* Empty by construction: every handle holds the module. */
         fs__tab_fini(&st->handles);
-        fs__tab_fini(&st->repr_active);
         while (st->proxy_free != NULL) {
             fs_proxy *p = st->proxy_free;
             st->proxy_free = (fs_proxy *)p->h;
@@ -671,8 +671,9 @@ static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #ifdef Py_mod_gil
-    /* Not yet tested on free-threaded builds (DESIGN.md, "Threads"). */
-    {Py_mod_gil, Py_MOD_GIL_USED},
+    /* Threads of one interpreter may run it at once (fs_py.h, "free-threaded
+    ** builds"); tests/python/test_free_threaded.py holds it to that. */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
     {0, NULL},
 };

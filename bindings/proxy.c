@@ -18,13 +18,19 @@
 
 /* ---- repr cycle guard --------------------------------------------------- */
 
+/* The (region, ref) pairs this thread is repr'ing: a repr runs in one thread,
+** and two threads repr'ing one object are no cycle (CPython's Py_ReprEnter
+** is per thread too). Region pointers are process-wide, so one table serves
+** every interpreter the thread enters. Freed when it empties (the outermost
+** repr returns), so a thread that ends leaves nothing behind. */
+static _Thread_local fs__tab_t repr_active;
+
 /* 1 entered, 0 already being repr'd (a cycle), -1 error. p borrowed. */
 int fs__repr_enter(fs_proxy *p)
 {
-    fs__tab_t *t = &P_ST(p)->repr_active;
-    if (fs__tab_get(t, (uintptr_t)p->h->region, p->ref) != NULL)
+    if (fs__tab_get(&repr_active, (uintptr_t)p->h->region, p->ref) != NULL)
         return 0;
-    int err = fs__tab_put(t, (uintptr_t)p->h->region, p->ref, 1);
+    int err = fs__tab_put(&repr_active, (uintptr_t)p->h->region, p->ref, 1);
     if (err != FS_OK) {
         fs__raise(err, NULL);
         return -1;
@@ -35,7 +41,9 @@ int fs__repr_enter(fs_proxy *p)
 /* p borrowed. */
 void fs__repr_leave(fs_proxy *p)
 {
-    fs__tab_del(&P_ST(p)->repr_active, (uintptr_t)p->h->region, p->ref);
+    fs__tab_del(&repr_active, (uintptr_t)p->h->region, p->ref);
+    if (repr_active.used == 0)
+        fs__tab_fini(&repr_active);
 }
 
 /* ---- shared methods ----------------------------------------------------- */
@@ -46,6 +54,7 @@ void fs__proxy_dealloc(PyObject *self)
 {
     PyTypeObject *tp = Py_TYPE(self);
     fs_handle *h = FS_PROXY(self)->h;
+#ifndef Py_GIL_DISABLED
     fs_state *st = h->st;                  /* alive while h is */
     if (st != NULL && st->nproxy_free < FS_PROXY_FREE_MAX &&
         tp->tp_basicsize == sizeof(fs_proxy)) {
@@ -53,7 +62,9 @@ void fs__proxy_dealloc(PyObject *self)
         st->proxy_free = FS_PROXY(self);
         st->nproxy_free++;
     }
-    else {
+    else
+#endif
+    {
         PyObject_Free(self);
     }
     Py_DECREF(h);                          /* may free the module: module_free
@@ -193,12 +204,12 @@ static PyObject *view_of(fs_handle *h, fs_ref_t ref, PyObject *where)
 PyObject *fs__builtin(const char *name)
 {
     PyObject *builtins = PyEval_GetBuiltins();      /* borrowed */
-    PyObject *f = builtins != NULL ? PyDict_GetItemString(builtins, name) : NULL;
-    if (f == NULL) {
+    PyObject *key = builtins != NULL ? PyUnicode_FromString(name) : NULL, *f = NULL;
+    int found = key != NULL ? fs__dict_get_ref(builtins, key, &f) : -1;
+    Py_XDECREF(key);
+    if (found == 0 || (found < 0 && !PyErr_Occurred()))
         PyErr_Format(PyExc_RuntimeError, "frozenshare: builtins.%s not found", name);
-        return NULL;
-    }
-    return Py_NewRef(f);
+    return f;
 }
 
 /* ---- the entry iterator of FrozenMap, its views and FrozenSet ----------- */
@@ -258,6 +269,10 @@ PyObject *fs__map_item_tuple(fs_proxy *p, uint64_t e)
 ** the last one let go of it (`for k, v in m.items()`): no tuple made. */
 static PyObject *mapiter_pair(fs_mapiter *it, fs_proxy *p, uint64_t e)
 {
+#ifdef Py_GIL_DISABLED
+    (void)it;                                   /* threads may share it: a tuple each */
+    return fs__map_item_tuple(p, e);
+#else
     PyObject *t = it->pair, *k, *v;
     if (t == NULL || Py_REFCNT(t) != 1) {
         t = fs__map_item_tuple(p, e);
@@ -270,6 +285,7 @@ static PyObject *mapiter_pair(fs_mapiter *it, fs_proxy *p, uint64_t e)
     Py_SETREF(((PyTupleObject *)t)->ob_item[0], k);
     Py_SETREF(((PyTupleObject *)t)->ob_item[1], v);
     return Py_NewRef(t);
+#endif
 }
 
 /* tp_iternext: new reference, or NULL without an exception at the end. */
@@ -279,17 +295,19 @@ static PyObject *mapiter_next(PyObject *self)
     fs_proxy *p = it->p;
     if (p == NULL)
         return NULL;
-    if (it->i >= 0 && (uint64_t)it->i < P_MAP_COUNT(p)) {
-        uint64_t e = (uint64_t)it->i;
-        it->i += it->reverse ? -1 : 1;
+    Py_ssize_t i = fs__iter_step(&it->i, it->reverse);
+    if (i >= 0 && (uint64_t)i < P_MAP_COUNT(p)) {
+        uint64_t e = (uint64_t)i;
         switch (it->mode) {
         case IT_KEYS:   return fs__read_key(p, e);
         case IT_VALUES: return fs__read(p->h, P_VALUE(p, e));
         default:        return mapiter_pair(it, p, e);
         }
     }
+#ifndef Py_GIL_DISABLED
     it->p = NULL;
     Py_DECREF(p);
+#endif
     return NULL;
 }
 
@@ -300,9 +318,9 @@ static PyObject *mapiter_length_hint(PyObject *self, PyObject *unused)
     fs_mapiter *it = (fs_mapiter *)self;
     if (it->p == NULL)
         return PyLong_FromLong(0);
-    Py_ssize_t n = (Py_ssize_t)P_MAP_COUNT(it->p);
-    Py_ssize_t left = it->reverse ? it->i + 1 : n - it->i;
-    return PyLong_FromSsize_t(left < 0 ? 0 : left);
+    Py_ssize_t n = (Py_ssize_t)P_MAP_COUNT(it->p), i = fs__iter_at(&it->i);
+    Py_ssize_t left = it->reverse ? i + 1 : n - i;
+    return PyLong_FromSsize_t(left < 0 ? 0 : left > n ? n : left);
 }
 
 /* __reduce__, as dict iterators do: iter(list of what is left), read
@@ -321,7 +339,7 @@ static PyObject *mapiter_reduce(PyObject *self, PyObject *unused)
     }
     fs_proxy *p = it->p;
     Py_ssize_t n = p != NULL ? (Py_ssize_t)P_MAP_COUNT(p) : 0;
-    for (Py_ssize_t i = it->i; p != NULL && i >= 0 && i < n; i += it->reverse ? -1 : 1) {
+    for (Py_ssize_t i = fs__iter_at(&it->i); p != NULL && i >= 0 && i < n; i += it->reverse ? -1 : 1) {
         uint64_t e = (uint64_t)i;
         PyObject *v = it->mode == IT_KEYS ? fs__read_key(p, e)
                     : it->mode == IT_VALUES ? fs__read(p->h, P_VALUE(p, e))

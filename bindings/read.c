@@ -77,14 +77,17 @@ PyObject *fs__proxy_new(fs_handle *h, int tc, fs_ref_t ref)
         PyErr_SetString(PyExc_RuntimeError, "frozenshare: module is being finalized");
         return NULL;
     }
+    fs_proxy *p;
+#ifndef Py_GIL_DISABLED
     fs_state *st = h->st;
-    fs_proxy *p = st->proxy_free;
-    if (p != NULL) {                       /* every proxy type has this size */
+    if ((p = st->proxy_free) != NULL) {    /* every proxy type has this size */
         st->proxy_free = (fs_proxy *)p->h;
         st->nproxy_free--;
         PyObject_Init((PyObject *)p, tp);  /* takes a reference to tp */
     }
-    else if ((p = PyObject_New(fs_proxy, tp)) == NULL) {
+    else
+#endif
+    if ((p = PyObject_New(fs_proxy, tp)) == NULL) {
         return NULL;
     }
     p->h = (fs_handle *)Py_NewRef(h);
@@ -516,7 +519,7 @@ int fs__map_find(fs_proxy *p, PyObject *key, int64_t *entry)
     }
     /* Hashes this process cannot compute for this probe (an image of another
     ** process's secret, or a keyed image probed by a kind no key has): scan. */
-    p->h->st->lookups_scanned++;
+    fs__count(&p->h->st->lookups_scanned, 1);
     for (uint64_t i = 0, n = fs_map_count(P_BASE(p), m); i < n; i++) {
         int r = eq_stored(&c, P_BASE(p), fs_map_key(P_BASE(p), m, i));
         if (r < 0)
@@ -583,10 +586,11 @@ PyObject *fs__keys_of(fs_handle *h, fs_ref_t ref)
     if (!fs_map_shaped(m) && m->h.n > FS_KEYCACHE_KEYS)
         return NULL;                             /* never cached: no lookup per key */
     fs_ref_t shape = fs_map_shaped(m) ? fs_map_shape(m) : ref;
-    uint64_t *v = fs__tab_get(&h->keycache, (uintptr_t)shape, 0);
-    if (v != NULL)
-        return (PyObject *)(uintptr_t)*v;        /* NULL: not cacheable */
-    if (!fs_map_shaped(m) || h->keycache.used >= FS_KEYCACHE_SHAPES)
+    /* An entry's value: its tuple | 1 (0 is "absent"), or 1: not cacheable. */
+    uint64_t v = fs__tab_get_shared(&h->keycache, (uintptr_t)shape, 0);
+    if (v != 0)
+        return (PyObject *)(uintptr_t)(v & ~UINT64_C(1));
+    if (!fs_map_shaped(m) || __atomic_load_n(&h->keycache.used, __ATOMIC_RELAXED) >= FS_KEYCACHE_SHAPES)
         return NULL;
     const fs_map_t *ks = fs_map(h->base, shape);
     uint64_t n = fs_map_count(h->base, ks);
@@ -609,13 +613,22 @@ PyObject *fs__keys_of(fs_handle *h, fs_ref_t ref)
         }
     }
     PyErr_Clear();                    /* a cache: a failure only means no entry */
-    if (fs__tab_put(&h->keycache, (uintptr_t)shape, 0, (uint64_t)(uintptr_t)t) != FS_OK) {
+    /* Made without the lock (it allocates); another thread may have cached
+    ** the same shape meanwhile: the first entry stays, this tuple goes. */
+    FS_LOCK(&h->mu);
+    PyObject *won = t;
+    v = fs__tab_get_shared(&h->keycache, (uintptr_t)shape, 0);
+    if (v != 0)
+        won = (PyObject *)(uintptr_t)(v & ~UINT64_C(1));
+    else if (fs__tab_put_shared(&h->keycache, (uintptr_t)shape, 0,
+                                (uint64_t)(uintptr_t)t | 1) != FS_OK)
+        won = NULL;
+    else if (t != NULL) {
+        __atomic_fetch_add(&h->st->keycache_shapes, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&h->st->keycache_keys, n, __ATOMIC_RELAXED);
+    }
+    FS_UNLOCK(&h->mu);
+    if (won != t)
         Py_XDECREF(t);
-        return NULL;
-    }
-    if (t != NULL) {
-        h->st->keycache_shapes++;
-        h->st->keycache_keys += n;
-    }
-    return t;
+    return won;
 }

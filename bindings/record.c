@@ -114,14 +114,15 @@ static PyObject *class_name(PyTypeObject *tp)
 /* Borrowed: enum.EnumType (EnumMeta), imported once per interpreter. */
 static PyObject *enum_type(fs_state *st)
 {
-    if (st->enum_type == NULL) {
+    PyObject *et = fs__published(&st->enum_type);
+    if (et == NULL) {
         PyObject *m = PyImport_ImportModule("enum");
         if (m == NULL)
             return NULL;
-        st->enum_type = PyObject_GetAttrString(m, "EnumMeta");
+        et = fs__publish(&st->enum_type, PyObject_GetAttrString(m, "EnumMeta"));
         Py_DECREF(m);
     }
-    return st->enum_type;
+    return et;
 }
 
 /* 1 if tp's metaclass is an enum.EnumType (tp an Enum class), 0, -1. */
@@ -192,14 +193,13 @@ done:
 int fs__record_info(fs_state *st, PyTypeObject *tp, fs_recinfo *out)
 {
     memset(out, 0, sizeof *out);
-    PyObject *reg = st->registry != NULL ? PyDict_GetItemWithError(st->registry, (PyObject *)tp)
-                                         : NULL;
-    if (reg == NULL && PyErr_Occurred())
+    PyObject *registry = fs__published(&st->registry), *reg = NULL;
+    if (registry != NULL && fs__dict_get_ref(registry, (PyObject *)tp, &reg) < 0)
         return -1;
     int none = 1, en = 0;
     if (reg != NULL) {
         out->flavor = FS_REC_FIELDS;
-        out->fields = Py_NewRef(reg);
+        out->fields = reg;                      /* the reference taken */
         out->registered = 1;
     }
     else if ((en = is_enum_class(st, (PyObject *)tp)) != 0) {
@@ -313,32 +313,38 @@ PyObject *fs__record_state(fs_state *st, PyObject *o, const fs_recinfo *ri, int 
     ** state itself: its same key objects make the records one shape. */
     Py_ssize_t n = PyTuple_GET_SIZE(ri->fields);
     PyObject **dp = _PyObject_GetDictPtr(o);
-    if (dp != NULL && *dp != NULL && PyDict_CheckExact(*dp) && PyDict_GET_SIZE(*dp) == n) {
+    PyObject *dict = dp != NULL && *dp != NULL && PyDict_CheckExact(*dp) ? Py_NewRef(*dp) : NULL;
+    if (dict != NULL && PyDict_GET_SIZE(dict) == n) {
         Py_ssize_t pos = 0, i = 0;
         PyObject *k, *v;
-        while (PyDict_Next(*dp, &pos, &k, &v) && k == PyTuple_GET_ITEM(ri->fields, i))
+        Py_BEGIN_CRITICAL_SECTION(dict);        /* runs no code: safe while locked */
+        while (PyDict_Next(dict, &pos, &k, &v) && i < n && k == PyTuple_GET_ITEM(ri->fields, i))
             i++;
+        Py_END_CRITICAL_SECTION();
         if (i == n)
-            return Py_NewRef(*dp);
+            return dict;                        /* freeze reads a copy (freeze.c) */
     }
-    if (ri->registered) {
-        PyObject *d = dp != NULL ? *dp : NULL;
-        if (d != NULL && PyDict_GET_SIZE(d) > 0) {
-            Py_ssize_t pos = 0;
-            PyObject *k, *v;
-            while (PyDict_Next(d, &pos, &k, &v)) {
-                int found = PySequence_Contains(ri->fields, k);
-                if (found < 0)
-                    return NULL;
-                if (!found) {
-                    PyErr_Format(PyExc_TypeError,
-                                 "cannot freeze a '%.200s': attribute %R is not one of the "
-                                 "fields it was registered with", Py_TYPE(o)->tp_name, k);
-                    return NULL;
-                }
-            }
+    if (ri->registered && dict != NULL) {
+        /* Its keys, as strong references: the check runs code (str == str
+        ** does not, but a field name could be compared with a str subclass). */
+        PyObject *keys = PyDict_Keys(dict);
+        for (Py_ssize_t i = 0; keys != NULL && i < PyList_GET_SIZE(keys); i++) {
+            PyObject *k = PyList_GET_ITEM(keys, i);
+            int found = PySequence_Contains(ri->fields, k);
+            if (found == 0)
+                PyErr_Format(PyExc_TypeError,
+                             "cannot freeze a '%.200s': attribute %R is not one of the "
+                             "fields it was registered with", Py_TYPE(o)->tp_name, k);
+            if (found <= 0)
+                Py_CLEAR(keys);
         }
+        if (keys == NULL) {
+            Py_DECREF(dict);
+            return NULL;
+        }
+        Py_DECREF(keys);
     }
+    Py_XDECREF(dict);
     PyObject *d = _PyDict_NewPresized(n);
     for (Py_ssize_t i = 0; d != NULL && i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(ri->fields, i);
@@ -437,10 +443,10 @@ static int dict_at_once(PyObject *cls, const uint8_t *base, fs_ref_t state)
 ** low bit of the entry for *dict_ok: dict_at_once). NULL with an exception. */
 static PyObject *record_class(fs_handle *h, const fs_rec_t *r, int *dict_ok)
 {
-    uint64_t *hit = fs__tab_get(&h->classes, (uintptr_t)r->cls, r->h.aux);   /* by flavor too */
-    if (hit != NULL) {
-        *dict_ok = (*hit & FS_CLASS_DICT_OK) != 0;
-        return fs__class_of_entry(*hit);
+    uint64_t hit = fs__tab_get_shared(&h->classes, (uintptr_t)r->cls, r->h.aux);   /* by flavor too */
+    if (hit != 0) {
+        *dict_ok = (hit & FS_CLASS_DICT_OK) != 0;
+        return fs__class_of_entry(hit);
     }
     *dict_ok = 0;
     PyObject *name = fs__scalar(h->base, r->cls, FS_KIND_STR, 0), *cls = NULL;
@@ -463,12 +469,11 @@ static PyObject *record_class(fs_handle *h, const fs_rec_t *r, int *dict_ok)
         cls = import_class(name);   /* built here, or unpickled: pickle's trust */
     }
     else {
-        PyObject *c = h->allow != NULL ? PyDict_GetItemWithError(h->allow, name) : NULL;
-        if (c == NULL && !PyErr_Occurred() && h->st->registered_names != NULL)
-            c = PyDict_GetItemWithError(h->st->registered_names, name);
-        if (c != NULL)
-            cls = Py_NewRef(c);
-        else if (!PyErr_Occurred()) {
+        PyObject *names = fs__published(&h->st->registered_names);
+        int found = h->allow != NULL ? fs__dict_get_ref(h->allow, name, &cls) : 0;
+        if (found == 0 && names != NULL)
+            found = fs__dict_get_ref(names, name, &cls);
+        if (found == 0) {
             PyObject *d = dotted(name);
             PyErr_Format(PyExc_TypeError,
                          "frozenshare: the image holds records of class '%U', which this "
@@ -488,8 +493,21 @@ static PyObject *record_class(fs_handle *h, const fs_rec_t *r, int *dict_ok)
     }
     if (cls != NULL) {
         *dict_ok = flavor == FS_REC_FIELDS && dict_at_once(cls, h->base, r->state);
-        int err = fs__tab_put(&h->classes, (uintptr_t)r->cls, (uint64_t)flavor,
-                              (uint64_t)(uintptr_t)cls | (*dict_ok ? FS_CLASS_DICT_OK : 0));
+        /* Found without the lock (an import runs code); another thread may
+        ** have cached it meanwhile: the first entry stays. */
+        int err = FS_OK;
+        FS_LOCK(&h->mu);
+        hit = fs__tab_get_shared(&h->classes, (uintptr_t)r->cls, (uint64_t)flavor);
+        if (hit == 0)
+            err = fs__tab_put_shared(&h->classes, (uintptr_t)r->cls, (uint64_t)flavor,
+                                     (uint64_t)(uintptr_t)cls | (*dict_ok ? FS_CLASS_DICT_OK : 0));
+        FS_UNLOCK(&h->mu);
+        if (hit != 0) {
+            Py_SETREF(cls, fs__class_of_entry(hit));    /* borrowed: the cache's */
+            *dict_ok = (hit & FS_CLASS_DICT_OK) != 0;
+            Py_DECREF(name);
+            return cls;
+        }
         if (err != FS_OK) {
             Py_CLEAR(cls);
             fs__raise(err, NULL);
@@ -535,8 +553,9 @@ PyObject *fs__record_from_state(fs_state *st, PyObject *cls, int flavor, PyObjec
     switch (flavor) {
     case FS_REC_MEMBER: {
         PyObject *map = PyObject_GetAttrString(cls, "_member_map_");
-        PyObject *m = map != NULL && PyDict_Check(map) ? PyDict_GetItemWithError(map, state) : NULL;
-        Py_XINCREF(m);
+        PyObject *m = NULL;
+        if (map != NULL && PyDict_Check(map))
+            (void)fs__dict_get_ref(map, state, &m);   /* -1: m NULL, error set */
         Py_XDECREF(map);
         if (m == NULL && !PyErr_Occurred())
             PyErr_Format(PyExc_TypeError, "frozenshare: enum %R has no member %R", cls, state);
@@ -691,12 +710,12 @@ PyObject *fs__mod_register(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     int rc = -1;
-    if (st->registry == NULL && (st->registry = PyDict_New()) == NULL)
+    PyObject *registry = fs__published(&st->registry), *names = fs__published(&st->registered_names);
+    if (registry == NULL && (registry = fs__publish(&st->registry, PyDict_New())) == NULL)
         goto done;
-    if (st->registered_names == NULL && (st->registered_names = PyDict_New()) == NULL)
+    if (names == NULL && (names = fs__publish(&st->registered_names, PyDict_New())) == NULL)
         goto done;
-    if (PyDict_SetItem(st->registry, cls, t) == 0 &&
-        PyDict_SetItem(st->registered_names, name, cls) == 0)
+    if (PyDict_SetItem(registry, cls, t) == 0 && PyDict_SetItem(names, name, cls) == 0)
         rc = 0;
 done:
     Py_DECREF(t);
@@ -715,6 +734,8 @@ int fs__allowlist(PyObject *classes, PyObject **out)
     if (classes == NULL || classes == Py_None)
         return 0;
     PyObject *seq = PySequence_Fast(classes, "classes must be an iterable of classes");
+    if (seq != NULL && PyList_Check(seq))       /* a copy: the caller's list may change */
+        Py_SETREF(seq, PyList_AsTuple(seq));
     if (seq == NULL)
         return -1;
     PyObject *d = PyDict_New();

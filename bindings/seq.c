@@ -179,6 +179,14 @@ static PyObject *any_item(PyObject *o, int is_proxy, Py_ssize_t i)
             return NULL;
         return fs__read(p->h, P_ITEM(p, i));
     }
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyList_Check(o)) {                     /* another thread may shrink it */
+        PyObject *x = PyList_GetItemRef(o, i);
+        if (x == NULL)
+            PyErr_Clear();                     /* IndexError: past the end */
+        return x;
+    }
+#endif
     if (i >= PySequence_Fast_GET_SIZE(o))
         return NULL;
     return Py_NewRef(PySequence_Fast_GET_ITEM(o, i));
@@ -245,8 +253,9 @@ static PyObject *seq_richcompare(PyObject *self, PyObject *other, int op)
 static Py_hash_t tuple_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
-    if (p->hash != -1)
-        return p->hash;
+    Py_hash_t cached = fs__hash_cached(p);
+    if (cached != -1)
+        return cached;
     if (Py_EnterRecursiveCall(" while hashing a FrozenTuple"))
         return -1;
     /* Equal to hash(tuple(self)): the same algorithm over the same items. */
@@ -254,8 +263,7 @@ static Py_hash_t tuple_hash(PyObject *self)
     Py_hash_t h = t != NULL ? PyObject_Hash(t) : -1;
     Py_XDECREF(t);
     Py_LeaveRecursiveCall();
-    p->hash = h;
-    return h;
+    return fs__hash_keep(p, h);
 }
 
 /* tp_repr: new reference; self borrowed. */
@@ -373,17 +381,19 @@ static PyObject *seqiter_next(PyObject *self)
     if (p == NULL)
         return NULL;
     const fs_seq_t *s = P_SEQ(p);
-    if (it->i >= 0 && (uint64_t)it->i < fs_seq_count(s)) {
-        fs_ref_t r = fs_seq_items(s)[it->i];
-        it->i += it->reverse ? -1 : 1;
+    Py_ssize_t i = fs__iter_step(&it->i, it->reverse);
+    if (i >= 0 && (uint64_t)i < fs_seq_count(s)) {
+        fs_ref_t r = fs_seq_items(s)[i];
         if (fs_ref_tag(r) == FS_TAG_INT)                /* the common leaves, inline */
             return PyLong_FromLongLong(fs_ref_int_value(r));
         if (fs_ref_tag(r) == FS_TAG_FLOAT)
             return PyFloat_FromDouble(fs_ref_float(r));
         return fs__read(p->h, r);
     }
+#ifndef Py_GIL_DISABLED
     it->p = NULL;
     Py_DECREF(p);
+#endif
     return NULL;
 }
 
@@ -394,9 +404,9 @@ static PyObject *seqiter_length_hint(PyObject *self, PyObject *unused)
     fs_seqiter *it = (fs_seqiter *)self;
     if (it->p == NULL)
         return PyLong_FromLong(0);
-    Py_ssize_t n = (Py_ssize_t)P_SEQ_COUNT(it->p);
-    Py_ssize_t left = it->reverse ? it->i + 1 : n - it->i;
-    return PyLong_FromSsize_t(left < 0 ? 0 : left);
+    Py_ssize_t n = (Py_ssize_t)P_SEQ_COUNT(it->p), i = fs__iter_at(&it->i);
+    Py_ssize_t left = it->reverse ? i + 1 : n - i;
+    return PyLong_FromSsize_t(left < 0 ? 0 : left > n ? n : left);
 }
 
 /* __reduce__, as list and tuple iterators do: (iter or reversed, (seq,),
@@ -411,7 +421,7 @@ static PyObject *seqiter_reduce(PyObject *self, PyObject *unused)
         return NULL;
     if (it->p == NULL)
         return Py_BuildValue("N(())", f);
-    return Py_BuildValue("N(O)n", f, (PyObject *)it->p, it->i);
+    return Py_BuildValue("N(O)n", f, (PyObject *)it->p, fs__iter_at(&it->i));
 }
 
 /* __setstate__(position): new reference (None); self, state borrowed. */
@@ -423,10 +433,8 @@ static PyObject *seqiter_setstate(PyObject *self, PyObject *state)
         return NULL;
     if (it->p != NULL) {
         Py_ssize_t n = (Py_ssize_t)P_SEQ_COUNT(it->p);
-        if (it->reverse)
-            it->i = i < -1 ? -1 : i >= n ? n - 1 : i;
-        else
-            it->i = i < 0 ? 0 : i > n ? n : i;
+        i = it->reverse ? (i < -1 ? -1 : i >= n ? n - 1 : i) : (i < 0 ? 0 : i > n ? n : i);
+        __atomic_store_n(&it->i, i, __ATOMIC_RELAXED);
     }
     Py_RETURN_NONE;
 }

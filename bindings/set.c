@@ -130,8 +130,9 @@ static PyObject *set_isdisjoint(PyObject *self, PyObject *other)
 static Py_hash_t set_hash(PyObject *self)
 {
     fs_proxy *p = FS_PROXY(self);
-    if (p->hash != -1)
-        return p->hash;
+    Py_hash_t cached = fs__hash_cached(p);
+    if (cached != -1)
+        return cached;
     if (Py_EnterRecursiveCall(" while hashing a FrozenSet"))
         return -1;
     Py_hash_t h = -1;
@@ -141,8 +142,7 @@ static Py_hash_t set_hash(PyObject *self)
         Py_DECREF(fz);
     }
     Py_LeaveRecursiveCall();
-    p->hash = h;
-    return h;
+    return fs__hash_keep(p, h);
 }
 
 /* tp_repr: new reference; self borrowed. */

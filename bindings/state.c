@@ -8,10 +8,12 @@
 ** Handle lifetime:
 **
 **   fs__handle_*()                  last proxy/iterator/view/buffer dies
-**   +-- table miss: new handle,     +-- handle_dealloc: remove from table,
+**   +-- table miss (or a dying      +-- handle_dealloc: remove its entry,
+**   |   handle): new handle,        |
 **   |   one region count (I2),      |   fs_region_release (may reclaim),
 **   |   strong ref to the module    |   drop the module reference last
-**   +-- table hit: Py_INCREF        +--
+**   +-- table hit: a strong ref     +--
+**       through its weak one
 **
 ** The handle holds the module, so the module state (and the table) outlives
 ** every handle; m_free therefore always finds the table empty.
@@ -73,6 +75,28 @@ PyObject *fs__raise_image(fs_state *st, int err, const char *why, PyObject *wher
 
 /* ---- handles ------------------------------------------------------------ */
 
+/* st->handles maps a region to its handle's self_ref, a weak reference: on a
+** free-threaded build a handle's count can reach zero in one thread while
+** another finds it in the table, and reviving it then would be a use after
+** free. Under st->mu, a lookup takes a strong reference through the weak one,
+** which fails once the handle is dying; the finder then makes a new handle
+** and replaces the entry, and the dying handle removes only its own entry.
+** With a GIL no other thread runs between a count's zero and the removal, so
+** the weak reference only costs one object per handle. */
+
+/* New reference: the object of weak reference wr, or NULL (dead). */
+static PyObject *weak_get(PyObject *wr)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    PyObject *o = NULL;
+    (void)PyWeakref_GetRef(wr, &o);   /* wr is a weak reference: no error */
+    return o;
+#else
+    PyObject *o = PyWeakref_GetObject(wr);
+    return o != NULL && o != Py_None ? Py_NewRef(o) : NULL;
+#endif
+}
+
 /* tp_dealloc: consumes the last reference to self; leaves the table, releases
 ** the region count (I2), drops the module last. */
 static void handle_dealloc(PyObject *self)
@@ -80,16 +104,25 @@ static void handle_dealloc(PyObject *self)
     fs_handle *h = (fs_handle *)self;
     PyTypeObject *tp = Py_TYPE(self);
     PyObject *module = h->module;
-    if (h->st != NULL)
-        fs__tab_del(&h->st->handles, (uintptr_t)h->region, 0);
+    if (h->weaklist != NULL)
+        PyObject_ClearWeakRefs(self);
+    if (h->st != NULL) {
+        FS_LOCK(&h->st->mu);
+        uint64_t *v = fs__tab_get(&h->st->handles, (uintptr_t)h->region, 0);
+        if (v != NULL && *v == (uint64_t)(uintptr_t)h->self_ref)   /* not a successor's */
+            fs__tab_del(&h->st->handles, (uintptr_t)h->region, 0);
+        FS_UNLOCK(&h->st->mu);
+    }
+    Py_XDECREF(h->self_ref);
     if (h->keycache.slots != NULL) {
         for (size_t i = 0; i <= h->keycache.mask; i++) {
-            PyObject *t = (PyObject *)(uintptr_t)h->keycache.slots[i].v;
+            PyObject *t = (PyObject *)(uintptr_t)(h->keycache.slots[i].v & ~UINT64_C(1));
             if (h->keycache.slots[i].k1 == 0 || t == NULL)
                 continue;
             if (h->st != NULL) {
-                h->st->keycache_shapes--;
-                h->st->keycache_keys -= (uint64_t)PyTuple_GET_SIZE(t);
+                __atomic_fetch_sub(&h->st->keycache_shapes, 1, __ATOMIC_RELAXED);
+                __atomic_fetch_sub(&h->st->keycache_keys, (uint64_t)PyTuple_GET_SIZE(t),
+                                   __ATOMIC_RELAXED);
             }
             Py_DECREF(t);
         }
@@ -111,8 +144,14 @@ static void handle_dealloc(PyObject *self)
     Py_XDECREF(module);                /* last: the state belongs to it */
 }
 
+static PyMemberDef handle_members[] = {
+    {"__weaklistoffset__", Py_T_PYSSIZET, offsetof(fs_handle, weaklist), Py_READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyType_Slot handle_slots[] = {
     {Py_tp_dealloc, handle_dealloc},
+    {Py_tp_members, handle_members},
     {Py_tp_doc, "Per-interpreter owner of one reference to a frozen region."},
     {0, NULL},
 };
@@ -128,21 +167,26 @@ PyType_Spec fs__handle_spec = {
 /* New reference. owned: the caller's count of r is consumed in every case. */
 static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
 {
+    FS_LOCK(&st->mu);
     uint64_t *v = fs__tab_get(&st->handles, (uintptr_t)r, 0);
-    if (v != NULL) {
-        fs_handle *h = (fs_handle *)(uintptr_t)*v;
-        Py_INCREF(h);
+    fs_handle *h = v != NULL ? (fs_handle *)weak_get((PyObject *)(uintptr_t)*v) : NULL;
+    if (h != NULL) {
+        FS_UNLOCK(&st->mu);
         if (owned)
             fs_region_release(r);      /* the handle already holds one */
         return h;
     }
+    /* None, or one being destroyed: a new handle (the table's entry after it). */
     if (st->handle_type == NULL) {
+        FS_UNLOCK(&st->mu);
         PyErr_SetString(PyExc_RuntimeError, "frozenshare: module is being finalized");
         goto error;
     }
-    fs_handle *h = PyObject_New(fs_handle, st->handle_type);
-    if (h == NULL)
+    h = PyObject_New(fs_handle, st->handle_type);
+    if (h == NULL) {
+        FS_UNLOCK(&st->mu);
         goto error;
+    }
     if (!owned)
         fs_region_acquire(r);
     h->region = r;
@@ -158,12 +202,22 @@ static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
     memset(&h->keycache, 0, sizeof h->keycache);
     memset(&h->classes, 0, sizeof h->classes);
     h->allow = NULL;
-    int err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h);
+    h->weaklist = NULL;
+#ifdef Py_GIL_DISABLED
+    memset(&h->mu, 0, sizeof h->mu);
+#endif
+    int err = FS_ENOMEM;
+    h->self_ref = PyWeakref_NewRef((PyObject *)h, NULL);   /* runs no code */
+    if (h->self_ref != NULL)
+        err = fs__tab_put(&st->handles, (uintptr_t)r, 0, (uint64_t)(uintptr_t)h->self_ref);
+    if (err == FS_OK)
+        h->st = st;
+    FS_UNLOCK(&st->mu);
     if (err != FS_OK) {
+        PyErr_Clear();
         Py_DECREF(h);                  /* releases the count */
         return (fs_handle *)fs__raise(err, NULL);
     }
-    h->st = st;
     return h;
 
 error:
@@ -189,12 +243,14 @@ fs_region_t *fs__shareable(fs_handle *h)
 {
     if (fs_region_backing(h->region) != FS_BACKING_BUFFER)
         return h->region;
+    int err = FS_OK;
+    FS_LOCK(&h->mu);
     if (h->shared == NULL) {
         /* The buffer was proven well formed (or vouched for) at loads and
         ** cannot change (read-only): its copy is the same image. */
-        int err = fs_region_copy(&h->shared, h->base, fs_region_size(h->region), 0, NULL);
-        if (err != FS_OK)
-            return (fs_region_t *)fs__raise(err, NULL);
+        err = fs_region_copy(&h->shared, h->base, fs_region_size(h->region), 0, NULL);
     }
-    return h->shared;
+    fs_region_t *shared = h->shared;
+    FS_UNLOCK(&h->mu);
+    return err == FS_OK ? shared : (fs_region_t *)fs__raise(err, NULL);
 }

@@ -69,7 +69,8 @@ for s in "${steps[@]}"; do
         report fuzz "$res"
         ;;
     pyasan)
-        py=$(ls -d "$ROOT"/.venv/py3.* 2>/dev/null | sort -V | tail -n 1)/bin/python
+        # the newest GIL build (the free-threaded 3.13t venv is not ASan's)
+        py=$(ls -d "$ROOT"/.venv/py3.* 2>/dev/null | grep -v 't$' | sort -V | tail -n 1)/bin/python
         [ -x "$py" ] || { say "no venv Python: run scripts/setup.sh"; exit 1; }
         say "AddressSanitizer + UBSan: pytest with $py"
         configure build-pyasan -DFS_SANITIZE=address,undefined -DFS_BUILD_BINDINGS=ON \

@@ -8,6 +8,8 @@
 # Environment: FS_PYTHONS="p1 p2"  interpreters to use instead of discovery
 #              FS_BUILD_DIR        build directory (default: build)
 #              FS_WITH_SANITIZE=0  skip clang (only the fuzzing stage needs it)
+#              FS_WITH_FT=0        no free-threaded 3.13t (scripts/ft-python.sh builds
+#                                  it once, ~3 min, cached in /var/tmp)
 #              CI=true             warnings become errors
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +78,11 @@ debsrc_fetch trixie yyjson=0.10.0+ds-1 yyjson_0.10.0+ds.orig.tar.xz $YY_SHA "$YY
     { say "could not obtain yyjson_0.10.0+ds.orig.tar.xz with SHA-256 $YY_SHA; put it in .deps/"; exit 1; }
 
 # ---- 3. Pythons >= 3.12 with headers, one venv each --------------------------
+# Pins where the free-threaded 3.13t differs: hypothesis 6.155.7 is the newest
+# with a pure wheel there (later ones are sdists needing Rust crates), and
+# NumPy 2.5 has no cp313t wheels (2.4.6 is the newest that does).
+HYPO_FT=6.155.7
+NUMPY=2.5.5 NUMPY_FT=2.4.6
 candidates=()
 if [ -n "${FS_PYTHONS:-}" ]; then
     read -r -a candidates <<<"$FS_PYTHONS"
@@ -87,11 +94,19 @@ else
     done
     proot=$( (pyenv root 2>/dev/null) || echo "$HOME/.pyenv")
     for d in "$proot"/versions/3.1[2-9]*; do [ -x "$d/bin/python3" ] && candidates+=("$d/bin/python3"); done
+    # Free-threaded CPython (issue 16): Debian ships none, so build 3.13t.
+    if [ "${FS_WITH_FT:-1}" = 1 ]; then
+        ft=$(bash "$ROOT/scripts/ft-python.sh" ensure) && candidates+=("$ft") ||
+            say "no free-threaded Python (scripts/ft-python.sh failed): its suite is left out"
+    fi
 fi
 declare -A seen=()
 venv_pythons=()
 for p in "${candidates[@]}"; do
-    ver=$("$p" -c 'import sys; print("%d.%d" % sys.version_info[:2]) if sys.version_info >= (3, 12) else None' 2>/dev/null) || continue
+    # X.Y, or X.Yt for a free-threaded build (its own venv, ABI and suite)
+    ver=$("$p" -c 'import sys, sysconfig
+t = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
+print("%d.%d%s" % (*sys.version_info[:2], t) if sys.version_info >= (3, 12) else None)' 2>/dev/null) || continue
     [ -n "$ver" ] && [ "$ver" != None ] && [ -z "${seen[$ver]:-}" ] || continue
     inc=$("$p" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
     if [ ! -f "$inc/Python.h" ]; then say "skipping $p: no Python.h (install python$ver-dev)"; continue; fi
@@ -106,14 +121,16 @@ for p in "${candidates[@]}"; do
     fi
     if ! "$venv/bin/python" -c 'import pytest, hypothesis' 2>/dev/null; then
         say "installing test dependencies into $venv"
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest hypothesis
+        hypo=hypothesis; [ "${ver%t}" != "$ver" ] && hypo=hypothesis==$HYPO_FT
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check pytest "$hypo"
     fi
     # NumPy for the typed-buffer tests: a wheel only (where PyPI has none for
     # this Python, those tests skip rather than build NumPy from source).
+    np=$NUMPY; [ "${ver%t}" != "$ver" ] && np=$NUMPY_FT
     if ! "$venv/bin/python" -c 'import numpy' 2>/dev/null; then
         say "installing NumPy into $venv"
         "$venv/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: \
-            'numpy==2.5.5' || say "no NumPy 2.5.5 wheel for Python $ver: its NumPy tests skip"
+            "numpy==$np" || say "no NumPy $np wheel for Python $ver: its NumPy tests skip"
     fi
     # Real engines for tests/python/test_engines.py, in one venv (PyPI has
     # Ray for 3.13 here; the tests skip where they are absent).

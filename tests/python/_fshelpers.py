@@ -540,7 +540,8 @@ def _ops_313():
         return iid, iid
 
     def interp_run(iid, code, shared):
-        exc = I.exec(iid, code, shared=shared)
+        # 3.13.5 refuses shared=None (3.13.0 took it): no values is {}
+        exc = I.exec(iid, code, shared=shared if shared is not None else {})
         if exc is not None:
             raise SubinterpError(f"in subinterpreter {iid}:\n{exc.errdisplay}")
 
