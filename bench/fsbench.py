@@ -38,7 +38,8 @@ import sysconfig
 import time
 
 PY = sys.version_info[:2]
-PYTAG = "py%d.%d" % PY
+FT = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))   # free-threaded: "py3.13t"
+PYTAG = "py%d.%d%s" % (*PY, "t" if FT else "")
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH_DIR)
 RESULTS_DIR = os.environ.get("FS_BENCH_RESULTS", os.path.join(BENCH_DIR, "results"))
@@ -63,7 +64,7 @@ def find_fs_dir():
     build scripts/bench.sh just made: a stale side build must not win.)"""
     env = os.environ.get("FS_PYPATH")
     cands = [env] if env else []
-    ver = "%d.%d" % PY + ("t" if sysconfig.get_config_var("Py_GIL_DISABLED") else "")
+    ver = PYTAG[2:]
     for b in (os.environ.get("FS_BUILD_DIR", "build"),):
         cands.append(os.path.join(ROOT, b, "py" + ver))
         cands += sorted(glob.glob(os.path.join(ROOT, b, "**", "*" + ver + "*"), recursive=True))
