@@ -283,16 +283,11 @@ def test_freeze_while_another_thread_mutates(settled, kind):
                 obj.add(1000 + i % 50)
                 obj.discard(1000 + (i + 25) % 50)
             elif kind == "bytearray":
-                try:                          # an export (a freeze) may hold it
-                    obj.extend(b"cd")
-                except BufferError:
-                    continue
-                while True:
-                    try:
-                        del obj[-2:]
-                        break
-                    except BufferError:
-                        pass
+                # 3.13t's bytearray takes no lock (3.14 added one): another
+                # thread's resize can race any reader, frozenshare or not, so
+                # it is written in place there (the export blocks a resize)
+                obj[i % 400] = b"xy"[i % 2]
+                obj[(i + 200) % 400] = ord("a") + (i % 2)
             else:
                 obj[i % 100]["l"].append(i)
                 obj[i % 100]["l"].pop()
@@ -319,7 +314,7 @@ def test_freeze_while_another_thread_mutates(settled, kind):
             elif kind == "set":
                 assert set(range(200)) <= v and all(x < 200 or x >= 1000 for x in v)
             elif kind == "bytearray":
-                assert v[:400] == bytearray(b"ab" * 200) and len(v) in (400, 402)
+                assert len(v) == 400 and set(v) <= set(b"abxy")
             else:
                 assert len(v) == 100 and all(set(r) == {"i", "l"} for r in v)
             del p, v
