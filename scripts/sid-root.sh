@@ -241,10 +241,10 @@ ensure() {         # create or reuse; caller holds the lock
 }
 
 # ---- running inside -----------------------------------------------------------------
-mount_once() {     # fstype-or-"bind"/"rbind", source, target[, ro]; skips what is mounted already
+mount_at() {       # fstype-or-"bind"/"rbind", source, target[, ro]; the target must be free
     local kind=$1 src=$2 dst=$3 ro=${4:-}
     mkdir -p "$dst"
-    if mountpoint -q "$dst"; then return; fi
+    ! mountpoint -q "$dst" || die "$dst is mounted already"
     case $kind in
         bind)  mount --bind "$src" "$dst"
                [ -z "$ro" ] || mount -o remount,bind,ro "$dst" ;;
@@ -265,15 +265,22 @@ run_inside() {     # [--bind H:I[:ro]]... [--env N=V]... [--] cmd...
     [ $# -gt 0 ] || die "run: no command"
     lock
     ensure
+    # Mounts left by a run that was killed (its EXIT trap never ran) are stale: a bind
+    # there may name another checkout or a deleted report directory, and mount_at
+    # would refuse it. The lock is ours, so no live run owns them: start from none.
+    if [ -n "$(mounts_under "$R")" ]; then
+        say "unmounting what an interrupted run left under $R"
+        umount_under "$R" || die "cannot unmount the leftovers under $R"
+    fi
     trap 'umount_under "$R" || true' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-    mount_once proc proc "$R/proc"
-    mount_once rbind /dev "$R/dev"               # /dev/null, urandom, shm (POSIX semaphores), pts
+    mount_at proc proc "$R/proc"
+    mount_at rbind /dev "$R/dev"               # /dev/null, urandom, shm (POSIX semaphores), pts
     for b in "${binds[@]}"; do
         IFS=: read -r h i ro <<<"$b"
         [ -d "$h" ] || die "--bind: $h is not a directory"
-        mount_once bind "$h" "$R$i" "$ro"
+        mount_at bind "$h" "$R$i" "$ro"
     done
     # Network set-up follows the host: DNS for pip, and the host's CA bundle (the root's own
     # bundle does not know a TLS-inspecting proxy's CA, should the host sit behind one).
