@@ -226,12 +226,44 @@ typedef struct fs_state_s {
     struct fs_proxy_s *proxy_free;       /* dead proxies kept for reuse,
                                             chained through their h      */
     int           nproxy_free;           /* <= FS_PROXY_FREE_MAX          */
+#ifndef Py_GIL_DISABLED
+    struct fs_strslot_s *strcache;       /* FS_STRCACHE_SLOTS, or NULL     */
+    uint64_t      strcache_entries;      /* slots in use                  */
+    uint64_t      strcache_hits;         /* reads served from it          */
+#endif
 } fs_state;
 
 /* Proxies kept per interpreter for reuse: making the proxy of a record read
 ** in a loop then costs no allocation (its memory is the last one's). Owned
 ** by the interpreter's GIL; none on free-threaded builds. */
 #define FS_PROXY_FREE_MAX 64
+
+/* Short str values read through proxies, kept per interpreter (read.c): a
+** record's field or a map's value read in a loop then returns the object
+** the last read made, as a dict hands out the one it holds, instead of
+** allocating, copying and freeing a str each time. Direct-mapped on (handle,
+** ref), so bounded: FS_STRCACHE_SLOTS strs of <= FS_STRCACHE_MAXLEN code
+** points (<= ~80 KB of ASCII, ~190 KB of UCS-4, plus the 24 KB table, made
+** at the first such read). A handle's entries go with it (fs__strcache_drop,
+** state.c), before its address can name another region. Thaw does not use
+** it (it makes the caller's own objects). GIL builds only: on free-threaded
+** builds a slot would need a lock per read, and mimalloc's per-thread heaps
+** make the allocation it saves cheaper there. A str takes a slot on its
+** second miss in a row there, so a pass over many distinct strs (a tuple's
+** iteration) evicts nothing: an eviction frees a str gone cold, which cost
+** a skewed 50k-token column more than its hits saved. */
+#define FS_STRCACHE_BITS   10
+#define FS_STRCACHE_SLOTS  (1u << FS_STRCACHE_BITS)
+#define FS_STRCACHE_MAXLEN 32
+typedef struct fs_strslot_s {
+    const struct fs_handle_s *h;   /* identity only; NULL: a free slot    */
+    uint64_t   ref;                /* the str's reference in h's region   */
+    PyObject  *s;                  /* strong                              */
+    const struct fs_handle_s *ch;  /* the candidate: the last miss here, */
+    uint64_t   cref;               /* by identity (one left by a dead
+                                      handle is harmless: the str a slot
+                                      takes is always the reader's own)   */
+} fs_strslot;
 
 extern PyModuleDef fs__module_def;                 /* module.c */
 
@@ -261,6 +293,8 @@ typedef struct fs_handle_s {
 #ifdef Py_GIL_DISABLED
     PyMutex        mu;       /* guards the writers of keycache, classes,
                                 shared                                     */
+#else
+    uint32_t       nstrcache; /* st->strcache slots naming this handle    */
 #endif
 } fs_handle;
 
@@ -293,6 +327,12 @@ fs_region_t *fs__shareable(fs_handle *h);
 ** _borrowed: r stays the caller's; a new handle acquires its own count. */
 fs_handle *fs__handle_owned(fs_state *st, fs_region_t *r);
 fs_handle *fs__handle_borrowed(fs_state *st, fs_region_t *r);
+
+#ifndef Py_GIL_DISABLED
+/* Empties st->strcache's slots of h (h NULL: all of them, and frees the
+** table). Called by a handle's dealloc and the module's clear. */
+void fs__strcache_drop(fs_state *st, const fs_handle *h);
+#endif
 extern PyType_Spec fs__handle_spec;      /* frozenshare._Handle */
 
 /* THE place mapping FS_E* codes to Python exceptions. Returns NULL.

@@ -318,7 +318,11 @@ PyDoc_STRVAR(stats_doc,
 "arena_allocated_bytes, arena_resident_bytes, published; and handles (this\n"
 "interpreter's live handles), lookups_scanned (this interpreter's lookups\n"
 "that had to compare every entry: a probe of no key kind in a portable\n"
-"image, or an image of another process's hash secret).");
+"image, or an image of another process's hash secret); this interpreter's\n"
+"caches: key_cache_shapes, key_cache_keys, key_cache_hits (a shape's keys,\n"
+"made once), str_cache_entries, str_cache_hits (short str values read\n"
+"through proxies, at most 1024; always 0 on free-threaded builds) and\n"
+"proxy_free_list.");
 
 /* stats(): new reference; module borrowed. */
 static PyObject *mod_stats(PyObject *module, PyObject *unused)
@@ -357,7 +361,14 @@ static PyObject *mod_stats(PyObject *module, PyObject *unused)
         U64("key_cache_keys", __atomic_load_n(&st->keycache_keys, __ATOMIC_RELAXED)) ||
         U64("key_cache_hits", fs__count_total(&st->keycache_hits)) ||
         U64("lookups_scanned", fs__count_total(&st->lookups_scanned)) ||
-        U64("proxy_free_list", st->nproxy_free))
+        U64("proxy_free_list", st->nproxy_free) ||
+#ifndef Py_GIL_DISABLED
+        U64("str_cache_entries", st->strcache_entries) ||
+        U64("str_cache_hits", st->strcache_hits) ||
+#else
+        U64("str_cache_entries", 0) || U64("str_cache_hits", 0) ||
+#endif
+        0)
         goto error;
 #undef U64
     return d;
@@ -648,6 +659,9 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->registry);
     Py_CLEAR(st->registered_names);
     Py_CLEAR(st->str_dict);
+#ifndef Py_GIL_DISABLED
+    fs__strcache_drop(st, NULL);       /* the strs only: handles stay valid */
+#endif
     return 0;
 }
 

@@ -163,12 +163,63 @@ PyObject *fs__scalar(const uint8_t *base, fs_ref_t ref, int kind, int as_thaw)
     }
 }
 
+#ifndef Py_GIL_DISABLED
+/* st->strcache's slot for ref of h's region (fs_py.h). */
+static inline fs_strslot *str_slot(const fs_state *st, const fs_handle *h, fs_ref_t ref)
+{
+    uint64_t k = ((uint64_t)(uintptr_t)h >> 4) ^ ref;
+    return &st->strcache[(k * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - FS_STRCACHE_BITS)];
+}
+
+/* New reference: str ref of h's own region, missed in st->strcache. A short
+** one becomes its slot's candidate, or, if it was the candidate, takes the
+** slot (the str there is let go of). */
+static PyObject *str_missed(fs_handle *h, fs_ref_t ref)
+{
+    fs_state *st = h->st;
+    PyObject *s = fs__scalar(h->base, ref, FS_KIND_STR, 0);
+    if (s == NULL || PyUnicode_GET_LENGTH(s) > FS_STRCACHE_MAXLEN)
+        return s;
+    if (st->strcache == NULL &&
+        (st->strcache = PyMem_Calloc(FS_STRCACHE_SLOTS, sizeof *st->strcache)) == NULL)
+        return s;                        /* no cache: still the right str */
+    fs_strslot *e = str_slot(st, h, ref);
+    if (e->ch != h || e->cref != ref) {
+        e->ch = h;
+        e->cref = ref;
+        return s;
+    }
+    PyObject *old = e->s;
+    if (old != NULL)
+        ((fs_handle *)e->h)->nstrcache--;
+    else
+        st->strcache_entries++;
+    e->h = h;
+    e->ref = ref;
+    e->s = Py_NewRef(s);
+    h->nstrcache++;
+    Py_XDECREF(old);                     /* a str: freeing it runs no code */
+    return s;
+}
+#endif
+
 /* New reference; h borrowed. See fs_py.h. */
 PyObject *fs__read(fs_handle *h, fs_ref_t ref)
 {
     fs_region_t *reg = h->region;
     const uint8_t *base = h->base;
     fs__resolve(&reg, &base, &ref);
+#ifndef Py_GIL_DISABLED
+    /* Before the image is touched: a hit spares the read of a cold str. */
+    fs_state *st = h->st;
+    if (st->strcache != NULL && reg == h->region) {
+        const fs_strslot *e = str_slot(st, h, ref);
+        if (e->h == h && e->ref == ref) {
+            st->strcache_hits++;
+            return Py_NewRef(e->s);
+        }
+    }
+#endif
     int kind = fs_ref_kind(base, ref);
     switch (kind) {
     case FS_KIND_DICT:
@@ -189,6 +240,12 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref)
         Py_DECREF(h2);
         return res;
     }
+#ifndef Py_GIL_DISABLED
+    case FS_KIND_STR:
+        if (reg == h->region)
+            return str_missed(h, ref);
+        return fs__scalar(base, ref, kind, 0);
+#endif
     default:
         return fs__scalar(base, ref, kind, 0);
     }

@@ -97,6 +97,29 @@ static PyObject *weak_get(PyObject *wr)
 #endif
 }
 
+#ifndef Py_GIL_DISABLED
+void fs__strcache_drop(fs_state *st, const fs_handle *h)
+{
+    fs_strslot *c = st->strcache;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < FS_STRCACHE_SLOTS; i++) {
+        if (c[i].h == NULL || (h != NULL && c[i].h != h))
+            continue;
+        PyObject *s = c[i].s;            /* a str: freeing it runs no code */
+        ((fs_handle *)c[i].h)->nstrcache--;
+        c[i].h = NULL;
+        c[i].s = NULL;
+        st->strcache_entries--;
+        Py_DECREF(s);
+    }
+    if (h == NULL) {
+        st->strcache = NULL;
+        PyMem_Free(c);
+    }
+}
+#endif
+
 /* tp_dealloc: consumes the last reference to self; leaves the table, releases
 ** the region count (I2), drops the module last. */
 static void handle_dealloc(PyObject *self)
@@ -114,6 +137,10 @@ static void handle_dealloc(PyObject *self)
         FS_UNLOCK(&h->st->mu);
     }
     Py_XDECREF(h->self_ref);
+#ifndef Py_GIL_DISABLED
+    if (h->st != NULL && h->nstrcache != 0)
+        fs__strcache_drop(h->st, h);
+#endif
     if (h->keycache.slots != NULL) {
         for (size_t i = 0; i <= h->keycache.mask; i++) {
             PyObject *t = (PyObject *)(uintptr_t)(h->keycache.slots[i].v & ~UINT64_C(1));
@@ -205,6 +232,8 @@ static fs_handle *handle_get(fs_state *st, fs_region_t *r, int owned)
     h->weaklist = NULL;
 #ifdef Py_GIL_DISABLED
     memset(&h->mu, 0, sizeof h->mu);
+#else
+    h->nstrcache = 0;
 #endif
     int err = FS_ENOMEM;
     h->self_ref = PyWeakref_NewRef((PyObject *)h, NULL);   /* runs no code */

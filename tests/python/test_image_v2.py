@@ -311,3 +311,35 @@ def test_allocation_failure_anywhere_in_v2_paths_leaves_nothing_behind():
     st = fs.stats()
     assert st["live_regions"] == base["live_regions"]
     assert st["key_cache_shapes"] == base["key_cache_shapes"]
+
+
+def test_str_cache_serves_repeated_reads_and_goes_with_its_region():
+    import gc
+    import sysconfig
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        pytest.skip("no str cache on free-threaded builds")
+    before = fs.stats()
+    langs = ["en", "pt", "de", "\u0120x", "\U0001f600"]
+    src = [{"id": i, "lang": langs[i % 5], "long": "y" * 40 + str(i % 3)} for i in range(2000)]
+    f = fs.freeze(src)
+    for _ in range(3):                               # a str takes its slot on its second miss
+        got = [r["lang"] for r in f]
+        assert got == [d["lang"] for d in src]
+    assert f[0]["lang"] is f[5]["lang"]              # the equal value stored once: one object
+    assert hash(f[3]["lang"]) == hash("\u0120x")
+    st = fs.stats()
+    assert 1 <= st["str_cache_entries"] - before["str_cache_entries"] <= 5
+    assert st["str_cache_hits"] - before["str_cache_hits"] >= 2000
+    longs = [r["long"] for r in f] * 2               # past FS_STRCACHE_MAXLEN: never cached
+    assert longs[1] == "y" * 40 + "1" and longs[1] is not [r["long"] for r in f][1]
+    assert fs.stats()["str_cache_entries"] == st["str_cache_entries"]
+    g = fs.freeze(["a%d" % (i % 7) for i in range(5000)])
+    assert [x for x in g] == ["a%d" % (i % 7) for i in range(5000)]
+    assert fs.stats()["str_cache_entries"] - st["str_cache_entries"] == 7
+    del f, got
+    gc.collect()
+    assert fs.stats()["str_cache_entries"] - before["str_cache_entries"] == 7   # g's stay
+    del g
+    gc.collect()
+    assert fs.stats()["str_cache_entries"] == before["str_cache_entries"]
+    assert fs.stats()["live_regions"] == before["live_regions"]
