@@ -117,7 +117,8 @@ int       fs__tab_put_shared(fs__tab_t *t, uintptr_t k1, uint64_t k2, uint64_t v
 **               references (fs__dict_get_ref, PyList_GetItemRef);
 **   iterators   advance by an atomic index: each element goes to one thread;
 **   repr        its cycle guard is per thread (proxy.c);
-**   no proxy free list (mimalloc's per-thread heaps make it moot).
+**   no proxy free list and no str cache (mimalloc's per-thread heaps make
+**               them moot; a shared slot would need a lock per read).
 ** The region counts, the registry and the arena are process-wide and were
 ** thread-safe already (subinterpreters run in parallel with their own GILs). */
 #ifdef Py_GIL_DISABLED
@@ -241,17 +242,16 @@ typedef struct fs_state_s {
 /* Short str values read through proxies, kept per interpreter (read.c): a
 ** record's field or a map's value read in a loop then returns the object
 ** the last read made, as a dict hands out the one it holds, instead of
-** allocating, copying and freeing a str each time. Direct-mapped on (handle,
-** ref), so bounded: FS_STRCACHE_SLOTS strs of <= FS_STRCACHE_MAXLEN code
-** points (<= ~80 KB of ASCII, ~190 KB of UCS-4, plus the 24 KB table, made
-** at the first such read). A handle's entries go with it (fs__strcache_drop,
-** state.c), before its address can name another region. Thaw does not use
-** it (it makes the caller's own objects). GIL builds only: on free-threaded
-** builds a slot would need a lock per read, and mimalloc's per-thread heaps
-** make the allocation it saves cheaper there. A str takes a slot on its
-** second miss in a row there, so a pass over many distinct strs (a tuple's
-** iteration) evicts nothing: an eviction frees a str gone cold, which cost
-** a skewed 50k-token column more than its hits saved. */
+** allocating, copying and freeing a str each time; a hit does not touch
+** the image. Direct-mapped on (handle, ref), so bounded: FS_STRCACHE_SLOTS
+** strs of <= FS_STRCACHE_MAXLEN code points (<= ~75 KB of ASCII, ~190 KB of
+** UCS-4) and the 40 KB table, made at the first such read. A str takes a
+** slot on its second miss in a row there, so a pass over many distinct strs
+** (a tuple's iteration) evicts nothing: an eviction frees a str gone cold,
+** which cost a skewed 50k-token column more than its hits saved. A
+** handle's entries go with it (fs__strcache_drop, state.c), before its
+** address can name another region. Thaw does not use it (it makes the
+** caller's own objects). GIL builds only (see "free-threaded builds"). */
 #define FS_STRCACHE_BITS   10
 #define FS_STRCACHE_SLOTS  (1u << FS_STRCACHE_BITS)
 #define FS_STRCACHE_MAXLEN 32
