@@ -210,9 +210,10 @@ PyObject *fs__read(fs_handle *h, fs_ref_t ref)
     const uint8_t *base = h->base;
     fs__resolve(&reg, &base, &ref);
 #ifndef Py_GIL_DISABLED
-    /* Before the image is touched: a hit spares the read of a cold str. */
+    /* Before the image is touched: a hit spares the read of a cold str.
+    ** Immediates (ints, floats, constants) are never there. */
     fs_state *st = h->st;
-    if (st->strcache != NULL && reg == h->region) {
+    if (st->strcache != NULL && reg == h->region && fs_ref_tag(ref) == FS_TAG_OBJ) {
         const fs_strslot *e = str_slot(st, h, ref);
         if (e->h == h && e->ref == ref) {
             st->strcache_hits++;
