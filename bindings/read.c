@@ -11,6 +11,7 @@
 **        |
 **        +-- container --> fs__proxy_new (st->types[code])
 **        +-- scalar -----> fs__scalar: str in one allocation + memcpy, ...
+**                          (a str of h's region: st->strcache first, GIL builds)
 **
 ** Lookups follow dict semantics: equal hashes first, then equality. An exact
 ** str probe is compared with a stored str canonically, without allocating;

@@ -9,7 +9,7 @@
 **
 **   fs__handle_*()                  last proxy/iterator/view/buffer dies
 **   +-- table miss (or a dying      +-- handle_dealloc: remove its entry,
-**   |   handle): new handle,        |
+**   |   handle): new handle,        |   empty its str-cache slots,
 **   |   one region count (I2),      |   fs_region_release (may reclaim),
 **   |   strong ref to the module    |   drop the module reference last
 **   +-- table hit: a strong ref     +--
@@ -98,6 +98,7 @@ static PyObject *weak_get(PyObject *wr)
 }
 
 #ifndef Py_GIL_DISABLED
+/* See fs_py.h. */
 void fs__strcache_drop(fs_state *st, const fs_handle *h)
 {
     fs_strslot *c = st->strcache;
