@@ -231,6 +231,7 @@ typedef struct fs_state_s {
     struct fs_strslot_s *strcache;       /* FS_STRCACHE_SLOTS, or NULL     */
     uint64_t      strcache_entries;      /* slots in use                  */
     uint64_t      strcache_hits;         /* reads served from it          */
+    uint32_t      strcache_reads;        /* short strs read before it existed */
 #endif
 } fs_state;
 
@@ -245,16 +246,20 @@ typedef struct fs_state_s {
 ** allocating, copying and freeing a str each time; a hit does not touch
 ** the image. Direct-mapped on (handle, ref), so bounded: FS_STRCACHE_SLOTS
 ** strs of <= FS_STRCACHE_MAXLEN code points (<= ~75 KB of ASCII, ~190 KB of
-** UCS-4) and the 40 KB table, made at the first such read. A str takes a
-** slot on its second miss in a row there, so a pass over many distinct strs
-** (a tuple's iteration) evicts nothing: an eviction frees a str gone cold,
-** which cost a skewed 50k-token column more than its hits saved. A
-** handle's entries go with it (fs__strcache_drop, state.c), before its
-** address can name another region. Thaw does not use it (it makes the
-** caller's own objects). GIL builds only (see "free-threaded builds"). */
+** UCS-4) and the 40 KB table, made at the FS_STRCACHE_AFTER'th short str
+** read: an interpreter that reads a few config values pays nothing (made
+** at the first, the table came with a one-off 3 MB step of RSS in some
+** runs of bench_memory.py). A str takes a slot on its second miss in a row
+** there, so a pass over many distinct strs (a tuple's iteration) evicts
+** nothing: an eviction frees a str gone cold, which cost a skewed
+** 50k-token column more than its hits saved. A handle's entries go with it
+** (fs__strcache_drop, state.c), before its address can name another
+** region. Thaw does not use it (it makes the caller's own objects). GIL
+** builds only (see "free-threaded builds"). */
 #define FS_STRCACHE_BITS   10
 #define FS_STRCACHE_SLOTS  (1u << FS_STRCACHE_BITS)
 #define FS_STRCACHE_MAXLEN 32
+#define FS_STRCACHE_AFTER  256
 typedef struct fs_strslot_s {
     const struct fs_handle_s *h;   /* identity only; NULL: a free slot    */
     uint64_t   ref;                /* the str's reference in h's region   */

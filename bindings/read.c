@@ -181,9 +181,11 @@ static PyObject *str_missed(fs_handle *h, fs_ref_t ref)
     PyObject *s = fs__scalar(h->base, ref, FS_KIND_STR, 0);
     if (s == NULL || PyUnicode_GET_LENGTH(s) > FS_STRCACHE_MAXLEN)
         return s;
-    if (st->strcache == NULL &&
-        (st->strcache = PyMem_Calloc(FS_STRCACHE_SLOTS, sizeof *st->strcache)) == NULL)
-        return s;                        /* no cache: still the right str */
+    if (st->strcache == NULL) {          /* made at the FS_STRCACHE_AFTER'th */
+        if (++st->strcache_reads < FS_STRCACHE_AFTER ||
+            (st->strcache = PyMem_Calloc(FS_STRCACHE_SLOTS, sizeof *st->strcache)) == NULL)
+            return s;                    /* no cache: still the right str */
+    }
     fs_strslot *e = str_slot(st, h, ref);
     if (e->ch != h || e->cref != ref) {
         e->ch = h;
