@@ -136,12 +136,12 @@ static Py_ssize_t live_size(PyObject *o, int kind)
     }
 }
 
-#ifdef Py_GIL_DISABLED
-/* 1 if the first n entries of dict live (borrowed), in order, digest to acc
-** (what a frame stored so far: live's entries have not moved), 0 if not, -1
-** with an exception. A frame reads a copy of live there, whose positions
-** are not live's, so this check replaces the position check of GIL builds
-** after a key's hash ran code; it costs a copy of live, each time. */
+/* 1 if the first n entries of dict live (borrowed; n < 0: all of them), in
+** order, digest to acc, 0 if not, -1 with an exception. Read through
+** readable(live): on a free-threaded build a copy, each time. There, after a
+** key's hash ran code, this check on the entries a frame stored replaces the
+** position check of GIL builds (the frame reads a copy of live, whose
+** positions are not live's). */
 static int entries_unchanged(PyObject *live, Py_ssize_t n, uint64_t acc)
 {
     PyObject *r = readable(live), *k, *v;
@@ -149,14 +149,13 @@ static int entries_unchanged(PyObject *live, Py_ssize_t n, uint64_t acc)
         return -1;
     Py_ssize_t pos = 0, i = 0;
     uint64_t a = 0;
-    while (i < n && PyDict_Next(r, &pos, &k, &v)) {
+    while ((n < 0 || i < n) && PyDict_Next(r, &pos, &k, &v)) {
         a = digest(a, k, v);
         i++;
     }
     Py_DECREF(r);
-    return i == n && a == acc;
+    return (n < 0 || i == n) && a == acc;
 }
-#endif
 
 /* 1 if container o (a dict or set, borrowed) still holds exactly what frame
 ** f stored (a dict in the same order); 0 if not; -1 with an exception. Runs
@@ -166,17 +165,11 @@ static int unchanged(fframe *f, PyObject *o)
     uint64_t acc = 0;
     if (f->kind == FS_KIND_FROZENSET || (f->kind == FS_KIND_DICT && !PyDict_CheckExact(o)))
         return 1;                       /* frozenset, frozendict: immutable */
+    if (f->kind == FS_KIND_DICT)
+        return entries_unchanged(o, -1, f->acc);
     PyObject *r = readable(o);
     if (r == NULL)
         return -1;
-    if (f->kind == FS_KIND_DICT) {
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        while (PyDict_Next(r, &pos, &k, &v))
-            acc = digest(acc, k, v);
-        Py_DECREF(r);
-        return acc == f->acc;
-    }
     PyObject *it = PyObject_GetIter(r), *x;
     Py_DECREF(r);                       /* the iterator holds it */
     if (it == NULL)
